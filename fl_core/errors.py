@@ -5,7 +5,8 @@ The tree::
     FlCoreError
     ├── ConfigError (ValueError)            a job file or config object is wrong; names the field
     ├── CodecError (ValueError)             bytes from the wire do not decode to what was expected
-    ├── PolicyRefused                        the data owner's policy refuses a task (with the reason)
+    ├── DatasetUnavailable (FileNotFoundError)  a data set's files are not installed (names where)
+    ├── PolicyRefused                        the owner refuses a task (with the reason)
     │   └── BudgetExceeded                   ... because the privacy budget would be overspent
     ├── RoundAborted                         a round could not complete (stage, reason)
     ├── ProtocolError                        a result does not fit the task that was sent
@@ -35,6 +36,10 @@ class ConfigError(FlCoreError, ValueError):
 
 class CodecError(FlCoreError, ValueError):
     """Bytes do not decode to the expected message, dtype, shape, size or range."""
+
+
+class DatasetUnavailable(FlCoreError, FileNotFoundError):
+    """A data set's files are not where they were looked for; the message says how to get them."""
 
 
 class PolicyRefused(FlCoreError):
