@@ -1,0 +1,1 @@
+"""Bulwark core: jobs, rounds, transports, clients and the CLI."""

@@ -1,0 +1,121 @@
+"""Transport interfaces, in domain types only (no protobuf, no grpc).
+
+The coordinator offers a :class:`CoordinatorEndpoint` (join, pull a task, push a result, leave).
+A client reaches it through a :class:`ClientTransport` with the same four calls: over real gRPC
+(:mod:`fl_core.transport.grpc_client` to :mod:`fl_core.transport.grpc_server`) or in memory
+(:mod:`fl_core.transport.inmemory`), which runs the same protocol code for thousands of simulated
+clients. Errors are :mod:`fl_core.errors` types on both sides of every transport.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..payload import Payload
+
+PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskHeader:
+    """Which task a message belongs to; a result must echo its task's header exactly."""
+
+    job_id: str
+    round: int
+    attempt: int
+    stage: str
+    task_id: str
+    deadline_unix: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """Work for one client at one stage."""
+
+    header: TaskHeader
+    payload: Payload
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """No task yet: pull again (immediately, or after ``retry_after`` seconds)."""
+
+    retry_after: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class JobDone:
+    """The job has ended; the client may leave."""
+
+    status: str
+    reason: str = ""
+
+
+PullReply = Task | Wait | JobDone
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A client's reason for not doing a task (policy, budget, protocol abort, error)."""
+
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Result:
+    """A client's answer to a task: a payload, or a refusal."""
+
+    client_id: str
+    session_token: str
+    header: TaskHeader
+    payload: Payload | None = None
+    refusal: Refusal | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JoinRequest:
+    """A data owner asking to take part in the coordinator's job."""
+
+    client_name: str
+    identity_public_key: bytes
+    job_config_sha256: str
+    protocol_version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JoinReply:
+    """The coordinator's answer to a join: the client's id and session token."""
+
+    client_id: str
+    session_token: str
+    job_id: str
+
+
+class CoordinatorEndpoint(Protocol):
+    """What a coordinator offers to clients, whatever carries the calls."""
+
+    async def join(self, request: JoinRequest) -> JoinReply:
+        """Register a client (again, after either side restarted)."""
+        ...
+
+    async def pull_task(self, client_id: str, session_token: str, *, wait: float) -> PullReply:
+        """Return the client's next task, waiting up to ``wait`` seconds for one."""
+        ...
+
+    async def push_result(self, result: Result) -> None:
+        """Accept a result, or raise an ``fl_core.errors`` error saying why it is rejected."""
+        ...
+
+    async def leave(self, client_id: str, session_token: str) -> None:
+        """Unregister a client."""
+        ...
+
+
+class ClientTransport(CoordinatorEndpoint, Protocol):
+    """A client's connection to a coordinator."""
+
+    async def close(self) -> None:
+        """Release the connection."""
+        ...

@@ -1,0 +1,137 @@
+"""The client's gRPC adapter: dial out, long-poll, push results in chunks. No protocol logic here.
+
+Retries and re-joins are the client runtime's business (:mod:`fl_core.client.runtime`); this module
+turns each call into one RPC and every failure into an fl_core error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from ..config import Limits
+from ..errors import CodecError
+from ._pb import coordinator_pb2 as pb
+from ._pb import coordinator_pb2_grpc as pb_grpc
+from .base import ClientTransport, JobDone, JoinReply, JoinRequest, PullReply, Result, Task, Wait
+from .chunking import BlobAssembler, iter_chunks
+from .errors import map_grpc_errors
+from .grpc_server import channel_options
+from .serde import (
+    blob_size,
+    header_from_proto,
+    header_to_proto,
+    join_reply_from_proto,
+    join_request_to_proto,
+    payload_from_proto,
+    payload_to_proto,
+    refusal_to_proto,
+)
+
+DEFAULT_CALL_TIMEOUT_S = 30.0
+"""Deadline of unary calls; pulls get their long-poll wait on top, pushes their own size budget."""
+
+
+class GrpcClientTransport(ClientTransport):
+    """A connection to a coordinator over gRPC.
+
+    Args:
+        target: ``host:port`` of the coordinator.
+        limits: what this client accepts from the coordinator.
+        credentials: TLS channel credentials; ``None`` for a plaintext channel (loopback only).
+        call_timeout: deadline in seconds for join and leave.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        limits: Limits | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT_S,
+    ) -> None:
+        self._limits = limits or Limits()
+        options = channel_options(self._limits)
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(target, options=options)
+        else:
+            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
+        self._stub = pb_grpc.CoordinatorStub(self._channel)
+        self._timeout = call_timeout
+
+    async def join(self, request: JoinRequest) -> JoinReply:
+        """Join the coordinator's job."""
+        with map_grpc_errors():
+            reply = await self._stub.Join(join_request_to_proto(request), timeout=self._timeout)
+        return join_reply_from_proto(reply)
+
+    async def pull_task(self, client_id: str, session_token: str, *, wait: float) -> PullReply:
+        """Long-poll for the next task and reassemble it from its chunks."""
+        request = pb.PullTaskRequest(
+            client_id=client_id, session_token=session_token, wait_seconds=wait
+        )
+        with map_grpc_errors():
+            call = self._stub.PullTask(request, timeout=wait + self._timeout)
+            first = await call.read()
+            if first is grpc.aio.EOF:
+                raise CodecError("the coordinator closed the task stream without a message")
+            kind = first.WhichOneof("kind")
+            if kind == "wait":
+                return Wait(max(0.0, first.wait.retry_after_seconds))
+            if kind == "done":
+                return JobDone(first.done.status, first.done.reason)
+            if kind != "start":
+                raise CodecError("a task stream must begin with TaskStart, Wait or JobDone")
+            start = first.start
+            expected = blob_size(start.payload, self._limits)
+            if expected != start.blob_bytes:
+                raise CodecError(f"blob_bytes {start.blob_bytes} does not match the header")
+            assembler = BlobAssembler(expected, self._limits)
+            while True:
+                chunk = await call.read()
+                if chunk is grpc.aio.EOF:
+                    break
+                if chunk.WhichOneof("kind") != "data":
+                    raise CodecError("only data chunks may follow TaskStart")
+                assembler.add(chunk.data)
+        payload = payload_from_proto(start.payload, assembler.finish(), self._limits)
+        return Task(header_from_proto(start.header), payload)
+
+    async def push_result(self, result: Result) -> None:
+        """Send a result (or a refusal) as a stream of chunks."""
+        start = pb.ResultStart(
+            client_id=result.client_id,
+            session_token=result.session_token,
+            header=header_to_proto(result.header),
+        )
+        buffers: list[memoryview] = []
+        if result.refusal is not None:
+            start.refusal.CopyFrom(refusal_to_proto(result.refusal))
+        elif result.payload is not None:
+            header, buffers, total = payload_to_proto(result.payload)
+            start.payload.CopyFrom(header)
+            start.blob_bytes = total
+        chunk_bytes = self._limits.chunk_bytes
+
+        async def stream() -> AsyncIterator[pb.ResultChunk]:
+            yield pb.ResultChunk(start=start)
+            for data in iter_chunks(buffers, chunk_bytes):
+                yield pb.ResultChunk(data=data)
+
+        # A generous deadline: time to move the bytes at 10 MB/s, plus the usual call timeout.
+        budget = self._timeout + start.blob_bytes / 10e6
+        with map_grpc_errors():
+            await self._stub.PushResult(stream(), timeout=budget)
+
+    async def leave(self, client_id: str, session_token: str) -> None:
+        """Leave the job."""
+        with map_grpc_errors():
+            await self._stub.Leave(
+                pb.LeaveRequest(client_id=client_id, session_token=session_token),
+                timeout=self._timeout,
+            )
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self._channel.close()

@@ -1,0 +1,196 @@
+"""The coordinator's gRPC adapter: limits, serde, then the endpoint. No protocol logic here.
+
+Runs on ``grpc.aio`` so that thousands of long-polling clients do not each hold a thread. Every
+rejected call is logged with the client and the reason, and answered with the status code of the
+fl_core error that rejected it (see :mod:`fl_core.transport.errors`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+
+from ..config import Limits
+from ..errors import CodecError, FlCoreError
+from ._pb import coordinator_pb2 as pb
+from ._pb import coordinator_pb2_grpc as pb_grpc
+from .base import CoordinatorEndpoint, JobDone, Result, Wait
+from .chunking import BlobAssembler, iter_chunks
+from .errors import ERROR_TRAILER, status_for
+from .serde import (
+    blob_size,
+    header_from_proto,
+    header_to_proto,
+    join_reply_to_proto,
+    join_request_from_proto,
+    payload_from_proto,
+    payload_to_proto,
+    refusal_from_proto,
+)
+
+log = logging.getLogger("bulwark.coordinator")
+
+MAX_LONG_POLL_S = 60.0
+
+
+def channel_options(limits: Limits) -> list[tuple[str, int]]:
+    """GRPC options shared by server and client: message limits and keepalive."""
+    max_message = limits.chunk_bytes + limits.max_header_bytes + (64 << 10)
+    return [
+        ("grpc.max_receive_message_length", max_message),
+        ("grpc.max_send_message_length", max_message),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ]
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: FlCoreError, who: str) -> None:
+    log.warning("rejected %s: %s: %s", who, type(error).__name__, error)
+    await context.abort(
+        status_for(error), str(error), trailing_metadata=((ERROR_TRAILER, type(error).__name__),)
+    )
+
+
+class CoordinatorServicer(pb_grpc.CoordinatorServicer):
+    """Adapts gRPC calls to a :class:`~fl_core.transport.base.CoordinatorEndpoint`."""
+
+    def __init__(self, endpoint: CoordinatorEndpoint, limits: Limits) -> None:
+        self._endpoint = endpoint
+        self._limits = limits
+
+    async def Join(  # noqa: N802 - gRPC method name
+        self, request: pb.JoinRequest, context: grpc.aio.ServicerContext
+    ) -> pb.JoinReply:
+        """Register a client."""
+        try:
+            reply = await self._endpoint.join(join_request_from_proto(request))
+        except FlCoreError as exc:
+            await _abort(context, exc, f"join of {request.client_name[:64]!r}")
+            raise  # pragma: no cover - abort raises
+        return join_reply_to_proto(reply)
+
+    async def PullTask(  # noqa: N802 - gRPC method name
+        self, request: pb.PullTaskRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.TaskChunk]:
+        """Long-poll for a task and stream it: a start message, then the blob in chunks."""
+        wait = min(max(request.wait_seconds, 0.0), MAX_LONG_POLL_S)
+        try:
+            reply = await self._endpoint.pull_task(
+                request.client_id, request.session_token, wait=wait
+            )
+        except FlCoreError as exc:
+            await _abort(context, exc, f"pull from {request.client_id[:64]!r}")
+            return
+        if isinstance(reply, Wait):
+            yield pb.TaskChunk(wait=pb.Wait(retry_after_seconds=reply.retry_after))
+            return
+        if isinstance(reply, JobDone):
+            yield pb.TaskChunk(done=pb.JobDone(status=reply.status, reason=reply.reason))
+            return
+        header, buffers, total = payload_to_proto(reply.payload)
+        yield pb.TaskChunk(
+            start=pb.TaskStart(
+                header=header_to_proto(reply.header), payload=header, blob_bytes=total
+            )
+        )
+        for data in iter_chunks(buffers, self._limits.chunk_bytes):
+            yield pb.TaskChunk(data=data)
+
+    async def PushResult(  # noqa: N802 - gRPC method name
+        self, request_iterator: AsyncIterator[pb.ResultChunk], context: grpc.aio.ServicerContext
+    ) -> pb.PushResultReply:
+        """Receive a result stream, check it against the limits, and hand it to the endpoint."""
+        who = "result"
+        try:
+            first = await anext(aiter(request_iterator), None)
+            if first is None or first.WhichOneof("kind") != "start":
+                raise CodecError("a result stream must begin with a ResultStart message")
+            start = first.start
+            who = f"result from {start.client_id[:64]!r} for stage {start.header.stage[:64]!r}"
+            payload = None
+            if start.HasField("refusal"):
+                if start.blob_bytes or len(start.payload.fields):
+                    raise CodecError("a refusal carries no payload")
+            else:
+                expected = blob_size(start.payload, self._limits)
+                if expected != start.blob_bytes:
+                    raise CodecError(
+                        f"blob_bytes {start.blob_bytes} does not match the header ({expected})"
+                    )
+                assembler = BlobAssembler(expected, self._limits)
+            async for chunk in request_iterator:
+                if chunk.WhichOneof("kind") != "data":
+                    raise CodecError("only data chunks may follow the ResultStart message")
+                if start.HasField("refusal"):
+                    raise CodecError("a refusal carries no data")
+                assembler.add(chunk.data)
+            if not start.HasField("refusal"):
+                payload = payload_from_proto(start.payload, assembler.finish(), self._limits)
+            result = Result(
+                client_id=start.client_id,
+                session_token=start.session_token,
+                header=header_from_proto(start.header),
+                payload=payload,
+                refusal=refusal_from_proto(start.refusal) if start.HasField("refusal") else None,
+            )
+            await self._endpoint.push_result(result)
+        except FlCoreError as exc:
+            await _abort(context, exc, who)
+        return pb.PushResultReply(accepted=True)
+
+    async def Leave(  # noqa: N802 - gRPC method name
+        self, request: pb.LeaveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LeaveReply:
+        """Unregister a client."""
+        try:
+            await self._endpoint.leave(request.client_id, request.session_token)
+        except FlCoreError as exc:
+            await _abort(context, exc, f"leave of {request.client_id[:64]!r}")
+        return pb.LeaveReply()
+
+
+@dataclass(frozen=True, slots=True)
+class ServerHandle:
+    """A started gRPC server and the port it listens on."""
+
+    server: grpc.aio.Server
+    port: int
+
+    async def stop(self, grace: float | None = 1.0) -> None:
+        """Stop accepting calls and finish (or cancel after ``grace`` seconds) the open ones."""
+        await self.server.stop(grace)
+
+
+async def serve(
+    endpoint: CoordinatorEndpoint,
+    *,
+    address: str = "127.0.0.1:0",
+    limits: Limits | None = None,
+    credentials: grpc.ServerCredentials | None = None,
+) -> ServerHandle:
+    """Start a gRPC server for ``endpoint``.
+
+    Args:
+        endpoint: the coordinator.
+        address: ``host:port``; port 0 picks a free one.
+        limits: message limits (defaults to :class:`~fl_core.config.Limits`).
+        credentials: TLS credentials; ``None`` listens in plaintext (loopback and tests only).
+
+    Returns:
+        The running server and its port.
+    """
+    limits = limits or Limits()
+    server = grpc.aio.server(options=channel_options(limits))
+    pb_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(endpoint, limits), server)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
+    await server.start()
+    return ServerHandle(server, port)
