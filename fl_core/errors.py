@@ -14,6 +14,7 @@ The tree::
     │   ├── DuplicateResult                  a second result for the same task
     │   └── UnknownClient                    a client id the coordinator does not know
     ├── StoreError                           the coordinator's SQLite state is inconsistent
+    ├── LedgerTampered                       the owner's privacy ledger fails its hash-chain check
     └── TransportError                       the network failed
         ├── TransportTimeout (TimeoutError)
         ├── TransportUnavailable (ConnectionError)
@@ -86,6 +87,10 @@ class UnknownClient(ProtocolError):
 
 class StoreError(FlCoreError):
     """The coordinator's persistent state cannot be read or is inconsistent."""
+
+
+class LedgerTampered(FlCoreError):
+    """The data owner's privacy ledger fails its hash-chain check; nothing is charged until fixed."""
 
 
 class TransportError(FlCoreError):
