@@ -1,0 +1,92 @@
+"""he: homomorphic-encrypted statistics and model aggregation on TenSEAL, with a key holder.
+
+Roles: owners encrypt (`encrypt_statistics`, `encrypt_vector`), the coordinator adds
+(`Aggregator`, `add_ciphertexts`), the key holder decrypts aggregates of at least k owners
+(`KeyHolder`), and anyone finalizes a release (`finalize_statistics`). See README.md.
+"""
+
+from he._finalize import Histogram, OLSResult
+from he._spec_dict import spec_from_dict
+from he.aggregate import Aggregator, add_ciphertexts
+from he.context import PublicContext
+from he.envelope import EncryptedAggregate, Receipt
+from he.errors import (
+    BelowMinimumCohort,
+    BindingError,
+    ContextMismatch,
+    DataError,
+    DecodeError,
+    DecryptionError,
+    HeError,
+    InsecureParameters,
+    MissingSecretKey,
+    NotAnAggregate,
+    ParameterError,
+    SpecError,
+)
+from he.keyholder import DecryptionRecord, KeyHolder
+from he.params import BFV_4096, BFV_8192, CKKS_8192, DEFAULT_STATS_PARAMS, HEParams, Scheme
+from he.release import DPNoise, Release
+from he.spec import (
+    ColumnRange,
+    DPSpec,
+    HistogramSpec,
+    OLSSpec,
+    OutOfRange,
+    Statistic,
+    StatsSpec,
+    VectorSpec,
+)
+from he.stats import (
+    StatisticsResult,
+    encrypt_statistics,
+    finalize_statistics,
+    sufficient_statistics,
+)
+from he.vector import encrypt_vector
+
+__all__ = [
+    "BFV_4096",
+    "BFV_8192",
+    "CKKS_8192",
+    "DEFAULT_STATS_PARAMS",
+    "Aggregator",
+    "BelowMinimumCohort",
+    "BindingError",
+    "ColumnRange",
+    "ContextMismatch",
+    "DPNoise",
+    "DPSpec",
+    "DataError",
+    "DecodeError",
+    "DecryptionError",
+    "DecryptionRecord",
+    "EncryptedAggregate",
+    "HEParams",
+    "HeError",
+    "Histogram",
+    "HistogramSpec",
+    "InsecureParameters",
+    "KeyHolder",
+    "MissingSecretKey",
+    "NotAnAggregate",
+    "OLSResult",
+    "OLSSpec",
+    "OutOfRange",
+    "ParameterError",
+    "PublicContext",
+    "Receipt",
+    "Release",
+    "Scheme",
+    "SpecError",
+    "Statistic",
+    "StatisticsResult",
+    "StatsSpec",
+    "VectorSpec",
+    "add_ciphertexts",
+    "encrypt_statistics",
+    "encrypt_vector",
+    "finalize_statistics",
+    "spec_from_dict",
+    "sufficient_statistics",
+]

@@ -1,0 +1,173 @@
+"""Coordinator side: add ciphertexts under one context fingerprint and count contributors.
+
+Threat model: the coordinator is honest-but-curious. It holds only the `PublicContext` (no secret
+key: it cannot decrypt, see `he.context`), checks every contribution's receipt and ciphertexts
+(`he.envelope`, `he.encoding`) before adding, and hands the key holder an AGGREGATE envelope with
+all receipts. It refuses a second contribution from the same owner, more than ``max_owners``
+contributions, and it refuses to produce an aggregate below the largest k any contributor asked
+for (the key holder enforces its own k again).
+
+Steps of `Aggregator.add`:
+    1. parse the envelope, bounded by the sizes the spec implies;
+    2. check the receipt's digest against the ciphertexts, then its binding (job, round,
+       fingerprint, spec, payload) and signature against the enrolment;
+    3. refuse a duplicate owner or one past ``max_owners``;
+    4. load every ciphertext and check parameters, level, size and scale;
+    5. add slot-wise into the running sums.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from he.context import PublicContext
+from he.encoding import add_into, load_ciphertexts, max_ciphertext_bytes, serialize
+from he.envelope import (
+    EncryptedAggregate,
+    Receipt,
+    check_id,
+    check_round,
+    decode_contribution,
+    load_enrolment,
+)
+from he.errors import BelowMinimumCohort, BindingError
+from he.params import Scheme
+from he.spec import Spec, vector_lengths
+
+
+class Aggregator:
+    """Sums the contributions of one job round; needs no secret key.
+
+    Not thread-safe: call `add` from one thread (or guard it with a lock).
+    """
+
+    def __init__(
+        self,
+        public: PublicContext,
+        *,
+        spec: Spec,
+        job_id: str,
+        round: int,
+        enrolment: Mapping[str, bytes],
+    ) -> None:
+        """Prepare to sum contributions.
+
+        Args:
+            public: the key holder's public context.
+            spec: the job's statistics or vector spec.
+            job_id: the job every contribution must name.
+            round: the round every contribution must name.
+            enrolment: owner id -> raw Ed25519 public key of every owner of the job.
+
+        Raises:
+            SpecError: the spec's sums could overflow these parameters.
+            BindingError: malformed ids or enrolment.
+        """
+        spec.check_params(public.params)
+        self._public = public
+        self._spec = spec
+        self._job_id = check_id(job_id, "job_id")
+        self._round = check_round(round)
+        self._keys = load_enrolment(enrolment)
+        self._n_int, self._n_real = vector_lengths(spec)
+        self._receipts: list[Receipt] = []
+        self._sums: dict[Scheme, list[Any] | None] = {Scheme.BFV: None, Scheme.CKKS: None}
+
+    @property
+    def contributors(self) -> tuple[str, ...]:
+        """Owner ids added so far."""
+        return tuple(r.owner_id for r in self._receipts)
+
+    def _max_blob_bytes(self) -> int:
+        return max(max_ciphertext_bytes(p) for p in self._public.params)
+
+    def _max_blobs(self) -> int:
+        count = 0
+        for scheme, length in ((Scheme.BFV, self._n_int), (Scheme.CKKS, self._n_real)):
+            if length:
+                slots = self._public.params_for(scheme).slot_count
+                count += -(-length // slots)
+        return count
+
+    def add(self, contribution: bytes) -> Receipt:
+        """Check one owner's contribution and add it to the sums.
+
+        Returns:
+            The verified receipt.
+
+        Raises:
+            DecodeError: malformed bytes or ciphertexts.
+            ContextMismatch: a contribution under another context fingerprint.
+            BindingError: another job, round or spec; unknown owner; bad signature; duplicate.
+        """
+        receipt, bfv, ckks = decode_contribution(
+            contribution, max_blobs=self._max_blobs(), max_blob_bytes=self._max_blob_bytes()
+        )
+        receipt.verify(
+            self._keys,
+            job_id=self._job_id,
+            round=self._round,
+            fingerprint=self._public.fingerprint,
+            spec=self._spec,
+        )
+        if receipt.owner_id in self.contributors:
+            raise BindingError(f"owner {receipt.owner_id!r} already contributed to this round")
+        if len(self._receipts) >= self._spec.max_owners:
+            raise BindingError(f"max_owners={self._spec.max_owners} contributions already added")
+        loaded = {}
+        for scheme, blobs, length in (
+            (Scheme.BFV, bfv, self._n_int),
+            (Scheme.CKKS, ckks, self._n_real),
+        ):
+            params = self._public.params_for(scheme) if length or blobs else None
+            loaded[scheme] = (
+                load_ciphertexts(
+                    self._public.tenseal(scheme),
+                    params,
+                    blobs,
+                    length=length,
+                    what=f"contribution of {receipt.owner_id!r}",
+                )
+                if params is not None
+                else []
+            )
+        for scheme, vectors in loaded.items():
+            self._sums[scheme] = add_into(self._sums[scheme], vectors)
+        self._receipts.append(receipt)
+        return receipt
+
+    def result(self) -> EncryptedAggregate:
+        """The encrypted sum with every receipt, for the key holder.
+
+        Raises:
+            BelowMinimumCohort: fewer contributors than the largest k any of them asked for.
+        """
+        required = max([2, *(r.min_contributors for r in self._receipts)])
+        if len(self._receipts) < required:
+            raise BelowMinimumCohort(contributors=len(self._receipts), required=required)
+        return EncryptedAggregate(
+            job_id=self._job_id,
+            round=self._round,
+            fingerprint=self._public.fingerprint,
+            spec=self._spec,
+            receipts=tuple(self._receipts),
+            bfv=tuple(serialize(self._sums[Scheme.BFV] or [])),
+            ckks=tuple(serialize(self._sums[Scheme.CKKS] or [])),
+        )
+
+
+def add_ciphertexts(
+    public: PublicContext,
+    contributions: Iterable[bytes],
+    *,
+    spec: Spec,
+    job_id: str,
+    round: int,
+    enrolment: Mapping[str, bytes],
+) -> EncryptedAggregate:
+    """Sum a batch of contributions (see `Aggregator` for the checks)."""
+    aggregator = Aggregator(public, spec=spec, job_id=job_id, round=round, enrolment=enrolment)
+    for contribution in contributions:
+        aggregator.add(contribution)
+    return aggregator.result()
