@@ -1,0 +1,67 @@
+"""Secure aggregation for Bulwark: the ring, quantization, masks, Shamir sharing, SecAgg(+)."""
+
+from mpc.errors import (
+    CoordinatorMisbehaviour,
+    InsufficientSharesError,
+    InvalidMessage,
+    InvalidShareError,
+    MpcError,
+    ParameterError,
+    ProtocolAbort,
+)
+from mpc.quantize import check_no_wraparound, dequantize_sum, quantization_step, quantize
+from mpc.ring import MaskedVector, RingVector
+from mpc.secagg import (
+    Adversary,
+    AdvertiseKeysRequest,
+    AdvertiseKeysResponse,
+    MaskedInputRequest,
+    MaskedInputResponse,
+    SecAggClient,
+    SecAggParams,
+    SecAggResult,
+    SecAggServer,
+    SessionInfo,
+    ShareKeysRequest,
+    ShareKeysResponse,
+    Stage,
+    UnmaskRequest,
+    UnmaskResponse,
+    find_parameters,
+)
+from mpc.shamir import Share, combine, split
+
+__all__ = [
+    "Adversary",
+    "AdvertiseKeysRequest",
+    "AdvertiseKeysResponse",
+    "CoordinatorMisbehaviour",
+    "InsufficientSharesError",
+    "InvalidMessage",
+    "InvalidShareError",
+    "MaskedInputRequest",
+    "MaskedInputResponse",
+    "MaskedVector",
+    "MpcError",
+    "ParameterError",
+    "ProtocolAbort",
+    "RingVector",
+    "SecAggClient",
+    "SecAggParams",
+    "SecAggResult",
+    "SecAggServer",
+    "SessionInfo",
+    "Share",
+    "ShareKeysRequest",
+    "ShareKeysResponse",
+    "Stage",
+    "UnmaskRequest",
+    "UnmaskResponse",
+    "check_no_wraparound",
+    "combine",
+    "dequantize_sum",
+    "find_parameters",
+    "quantization_step",
+    "quantize",
+    "split",
+]
