@@ -76,7 +76,7 @@ class DataSection:
     partition: str = "iid"
     alpha: float = 0.5
     seed: int = 0
-    min_examples: int = 1
+    min_examples: int = 10
 
     def __post_init__(self) -> None:
         _require(bool(self.dataset), "data.dataset", "a data set name", self.dataset)
@@ -95,15 +95,36 @@ class DataSection:
         _require(
             self.alpha > 0 and math.isfinite(self.alpha), "data.alpha", "a number > 0", self.alpha
         )
-        _require(self.min_examples >= 0, "data.min_examples", "an integer >= 0", self.min_examples)
+        _require(self.min_examples >= 1, "data.min_examples", "an integer >= 1", self.min_examples)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelSection:
-    """``[model]``: the architecture, by registry name."""
+    """``[model]``: the architecture, by registry name.
+
+    ``input_shape`` and ``num_classes`` let a coordinator build the initial model without any
+    data; when omitted they are read from the data set's description.
+    """
 
     name: str
     init_seed: int = 0
+    input_shape: tuple[int, ...] = ()
+    num_classes: int = 0
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name), "model.name", "a model name", self.name)
+        _require(
+            all(1 <= d <= 1 << 20 for d in self.input_shape) and len(self.input_shape) <= 4,
+            "model.input_shape",
+            "up to 4 positive integers",
+            list(self.input_shape),
+        )
+        _require(
+            0 <= self.num_classes <= 1 << 20,
+            "model.num_classes",
+            "an integer >= 1",
+            self.num_classes,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -340,6 +361,12 @@ _REQUIRED = ("job", "data", "model")
 
 
 def _check_type(where: str, value: object, annotation: object) -> object:
+    if typing.get_origin(annotation) is tuple:
+        if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            raise ConfigError(f"{where} = {value!r} must be a list of integers")
+        return tuple(value)
     hints = (
         typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
     )

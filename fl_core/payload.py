@@ -18,14 +18,7 @@ from .codec import dtype_name, expect_tensor
 from .errors import CodecError
 
 Value = (
-    int
-    | float
-    | str
-    | bytes
-    | bool
-    | npt.NDArray[np.generic]
-    | tuple[int, ...]
-    | tuple[bytes, ...]
+    int | float | str | bytes | bool | npt.NDArray[np.generic] | tuple[int, ...] | tuple[bytes, ...]
 )
 
 

@@ -1,0 +1,98 @@
+"""Aggregators: plain mean, secure aggregation, HE sum; coordinator and client sides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ..client.pipeline import local_update
+from ..client.policy import OwnerPolicy
+from ..config import JobConfig
+from ..errors import ConfigError
+from ..types import FitConfig, Layout, Metrics, Trainer
+from .base import (
+    AggregateUpdate,
+    Aggregator,
+    ClientRound,
+    FloatVector,
+    RoundContext,
+    ServerRound,
+    model_hash,
+)
+from .evaluation import EvaluateServerRound, handle_evaluate
+from .mean import MeanClientRound, MeanServerRound
+
+__all__ = [
+    "AggregateUpdate",
+    "Aggregator",
+    "ClientContext",
+    "ClientRound",
+    "EvaluateServerRound",
+    "MeanAggregator",
+    "RoundContext",
+    "ServerRound",
+    "create_aggregator",
+    "create_client_round",
+    "handle_evaluate",
+    "model_hash",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientContext:
+    """What a data owner's side of any aggregator may use."""
+
+    client_id: str
+    job: JobConfig
+    trainer: Trainer
+    layout: Layout
+    identity_key: Ed25519PrivateKey = field(repr=False)
+    policy: OwnerPolicy
+    ledger: object | None = None
+
+    def local_update(
+        self, global_weights: FloatVector, fit: FitConfig
+    ) -> tuple[FloatVector, int, Metrics]:
+        """Train from ``global_weights``; return (update, examples, metrics)."""
+        return local_update(
+            self.trainer,
+            self.layout,
+            client_id=self.client_id,
+            global_weights=global_weights,
+            fit=fit,
+        )
+
+
+class MeanAggregator:
+    """The plain weighted mean (updates in the clear)."""
+
+    name = "mean"
+
+    def __init__(self, *, quorum_fraction: float, min_clients: int) -> None:
+        self.quorum_fraction = quorum_fraction
+        self.min_clients = min_clients
+
+    def server_round(self, ctx: RoundContext) -> ServerRound:
+        """A plain-mean round."""
+        return MeanServerRound(
+            ctx, quorum_fraction=self.quorum_fraction, min_clients=self.min_clients
+        )
+
+
+def create_aggregator(job: JobConfig) -> Aggregator:
+    """The coordinator-side aggregator that the job's ``[aggregation]`` table names."""
+    kind = job.aggregation.kind
+    if kind == "mean":
+        return MeanAggregator(
+            quorum_fraction=job.round.quorum_fraction, min_clients=job.sampling.min_clients
+        )
+    raise ConfigError(f"aggregation.kind = {kind!r} is not available in this build")
+
+
+def create_client_round(ctx: ClientContext, *, round: int, attempt: int) -> ClientRound:
+    """A fresh client-side state machine for one round attempt of the job's aggregator."""
+    kind = ctx.job.aggregation.kind
+    if kind == "mean":
+        return MeanClientRound(dim=ctx.layout.total, local_update=ctx.local_update)
+    raise ConfigError(f"aggregation.kind = {kind!r} is not available in this build")

@@ -1,0 +1,341 @@
+"""The ``bulwark`` command line: simulate, coordinator, client (and more as they land).
+
+Errors that a user can act on (a wrong job field, a missing data set, an unreachable coordinator)
+are printed as one line naming what is wrong, with exit status 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .config import JobConfig, load_job
+from .coordinator.service import Event
+from .errors import FlCoreError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Bulwark: federated learning where the data owner enforces what leaves its premises.",
+)
+console = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=2)
+
+
+def _load(job_file: Path) -> JobConfig:
+    try:
+        return load_job(job_file)
+    except FlCoreError as exc:
+        raise _fail(f"{job_file}: {exc}") from None
+
+
+class ProgressView:
+    """Shows rounds, clients done in the current stage, loss and accuracy while a job runs."""
+
+    def __init__(self, total_rounds: int, *, quiet: bool) -> None:
+        self.quiet = quiet
+        self.progress = Progress(
+            TextColumn("[bold]round {task.completed:.0f}/{task.total:.0f}"),
+            BarColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=quiet,
+        )
+        self.task = self.progress.add_task("waiting for clients", total=total_rounds)
+        self.last = ""
+
+    def __call__(self, event: Event) -> None:
+        """Update the display for one coordinator event."""
+        d = event.data
+        if event.kind == "round_started":
+            self.progress.update(
+                self.task, description=f"round {event.round}: cohort {d['cohort']} {self.last}"
+            )
+        elif event.kind == "stage_progress":
+            self.progress.update(
+                self.task,
+                description=f"round {event.round} {d['stage']}: {d['answered']}/{d['sent']} "
+                f"clients {self.last}",
+            )
+        elif event.kind in ("round_completed", "resumed"):
+            parts = []
+            for key in ("loss", "accuracy"):
+                value = d.get(key)
+                if isinstance(value, float):
+                    parts.append(f"{key} {value:.4f}")
+            if parts:
+                self.last = "| " + ", ".join(parts)
+            self.progress.update(self.task, completed=event.round, description=self.last)
+        elif event.kind == "round_aborted" and not self.quiet:
+            console.print(f"[yellow]round {event.round} aborted:[/] {d.get('reason')}")
+
+
+def _summary(rounds: list[dict[str, object]]) -> Table:
+    table = Table(title="rounds")
+    for col in ("round", "clients", "train loss", "loss", "accuracy", "MB moved", "seconds"):
+        table.add_column(col, justify="right")
+    for r in rounds:
+        moved = (int(r.get("bytes_down", 0)) + int(r.get("bytes_up", 0))) / 1e6  # type: ignore[call-overload]
+        table.add_row(
+            str(r["round"]),
+            str(r.get("num_clients", "")),
+            _fmt(r.get("train_loss")),
+            _fmt(r.get("loss")),
+            _fmt(r.get("accuracy")),
+            f"{moved:.2f}",
+            _fmt(r.get("seconds"), 2),
+        )
+    return table
+
+
+def _fmt(value: object, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, float) else ""
+
+
+def _logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+@app.command()
+def simulate(
+    job_file: Annotated[Path, typer.Argument(help="The job file (TOML).")],
+    transport: Annotated[
+        str, typer.Option(help="inmemory: one process; grpc: client processes over loopback.")
+    ] = "inmemory",
+    output: Annotated[
+        Path | None, typer.Option(help="Folder for metrics.json, model.safetensors, state.db.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run a job's coordinator and all its data owners on this machine."""
+    from .simulation import simulate as run_simulation
+
+    _logging(verbose, quiet)
+    job = _load(job_file)
+    view = ProgressView(job.job.rounds, quiet=quiet)
+    try:
+        with view.progress:
+            result = run_simulation(
+                job, transport=transport, output=output, events=view, job_path=job_file
+            )
+    except FlCoreError as exc:
+        raise _fail(str(exc)) from None
+    if not quiet:
+        console.print(_summary(result.rounds))
+    for name, err in result.client_errors.items():
+        console.print(f"[yellow]{name}:[/] {err}")
+    final = result.final
+    line = f"job {job.job.name}: {result.done.status} in {result.seconds:.1f} s"
+    if isinstance(final.get("accuracy"), float):
+        line += f", accuracy {final['accuracy']:.4f}"
+    if output is not None:
+        line += f"; results in {output}"
+    typer.echo(line)
+    if result.done.status != "completed":
+        raise _fail(f"job failed: {result.done.reason}")
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command()
+def coordinator(
+    job_file: Annotated[Path, typer.Argument(help="The job file (TOML).")],
+    address: Annotated[str, typer.Option(help="host:port to listen on.")] = "127.0.0.1:50051",
+    state: Annotated[Path, typer.Option(help="SQLite file with the job's state.")] = Path(
+        "bulwark-state.db"
+    ),
+    output: Annotated[Path | None, typer.Option(help="Folder for results.")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate chain.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key.")] = None,
+    tls_client_ca: Annotated[
+        Path | None, typer.Option(help="PEM CA that client certificates must chain to (mTLS).")
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Allow plaintext on a non-loopback address.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Serve a job to data owners over gRPC; resumes from --state after a restart."""
+    import grpc
+
+    from .aggregators import create_aggregator
+    from .coordinator.service import Coordinator
+    from .coordinator.store import Store
+    from .simulation import initial_weights, model_shape, write_outputs
+    from .strategies import create_strategy
+    from .transport.grpc_server import serve
+    from .types import Layout
+
+    _logging(verbose, quiet)
+    job = _load(job_file)
+    credentials = None
+    if tls_cert or tls_key:
+        if not (tls_cert and tls_key):
+            raise _fail("--tls-cert and --tls-key go together")
+        try:
+            credentials = grpc.ssl_server_credentials(
+                [(tls_key.read_bytes(), tls_cert.read_bytes())],
+                root_certificates=tls_client_ca.read_bytes() if tls_client_ca else None,
+                require_client_auth=tls_client_ca is not None,
+            )
+        except OSError as exc:
+            raise _fail(f"cannot read TLS files: {exc}") from None
+    elif not _is_loopback(address) and not insecure:
+        raise _fail(
+            f"{address} is not a loopback address: give --tls-cert and --tls-key "
+            "(or --insecure, for a trusted network only)"
+        )
+    view = ProgressView(job.job.rounds, quiet=quiet)
+    try:
+        input_shape, num_classes = model_shape(job)
+        weights = initial_weights(job, input_shape=input_shape, num_classes=num_classes)
+        store = Store(state)
+        coord = Coordinator(
+            job,
+            store=store,
+            initial_weights=Layout.of(weights).flatten(weights),
+            strategy=create_strategy(job.strategy),
+            aggregator=create_aggregator(job),
+            events=view,
+        )
+    except FlCoreError as exc:
+        raise _fail(str(exc)) from None
+
+    async def main() -> None:
+        handle = await serve(coord, address=address, limits=job.limits, credentials=credentials)
+        console.print(f"coordinator for job {job.job.name} listening on port {handle.port}")
+        try:
+            with view.progress:
+                done = await coord.run()
+        finally:
+            await handle.stop(grace=2.0)
+        typer.echo(f"job {job.job.name}: {done.status} {done.reason}".rstrip())
+        if output is not None:
+            layout = Layout.of(weights)
+            write_outputs(
+                output,
+                job=job,
+                done=done,
+                rounds=store.metrics(job.job.name),
+                weights=layout.unflatten(coord.global_weights),
+                seconds=0.0,
+                transport="grpc",
+            )
+        if done.status != "completed":
+            raise _fail(f"job failed: {done.reason}")
+
+    try:
+        asyncio.run(main())
+    except FlCoreError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def client(
+    coordinator: Annotated[str, typer.Option("--coordinator", help="host:port to dial.")],
+    job_file: Annotated[Path, typer.Option("--job", help="The job file the owner agrees to.")],
+    partition: Annotated[
+        int | None, typer.Option(help="Use simulated share I of the job's data set.")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help=".npz file with x_train, y_train, x_test, y_test (no pickle)."),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Enrolled name (default client-I).")] = None,
+    policy: Annotated[Path | None, typer.Option(help="Owner policy file (TOML).")] = None,
+    identity: Annotated[
+        Path | None, typer.Option(help="Ed25519 identity key (PEM); created if missing.")
+    ] = None,
+    tls_ca: Annotated[Path | None, typer.Option(help="PEM CA of the coordinator (TLS).")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Take part in a job as a data owner: dial out to the coordinator, train, answer tasks."""
+    from .client.runtime import Client
+    from .owner import load_identity, load_owner_data, owner_trainer
+    from .transport.grpc_client import GrpcClientTransport
+
+    _logging(verbose, quiet)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    job = _load(job_file)
+    if (partition is None) == (data is None):
+        raise _fail("give exactly one of --partition and --data")
+    try:
+        from .client.policy import OwnerPolicy
+
+        owner_policy = OwnerPolicy.from_toml(policy) if policy else OwnerPolicy()
+        trainer = owner_trainer(job, load_owner_data(job, partition=partition, data=data))
+        key = load_identity(identity)
+        credentials = None
+        if tls_ca is not None:
+            import grpc
+
+            credentials = grpc.ssl_channel_credentials(root_certificates=tls_ca.read_bytes())
+        elif not _is_loopback(coordinator):
+            raise _fail(f"{coordinator} is not a loopback address: give --tls-ca")
+        me = Client(
+            name=name or f"client-{partition if partition is not None else os.getpid()}",
+            job=job,
+            trainer=trainer,
+            identity_key=key,
+            policy=owner_policy,
+        )
+    except (FlCoreError, OSError) as exc:
+        raise _fail(str(exc)) from None
+
+    async def main() -> None:
+        transport = GrpcClientTransport(coordinator, limits=job.limits, credentials=credentials)
+        try:
+            done = await me.run(transport)
+        finally:
+            await transport.close()
+        if not quiet:
+            typer.echo(f"{me.name}: job {done.status} after {me.tasks_done} tasks")
+
+    try:
+        asyncio.run(main())
+    except FlCoreError as exc:
+        raise _fail(str(exc)) from None
+
+
+def main() -> None:
+    """Entry point of the ``bulwark`` console script."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The data owner's policy: what it agrees to before anything leaves its premises.
+
+The owner's policy is checked against the job when the client joins and against every task when
+it arrives; a violation raises :class:`~fl_core.errors.PolicyRefused` naming the rule, the client
+refuses the task with that reason, and nothing is sent. Privacy-budget caps live in the owner's
+ledger (:mod:`fl_core.client.ledger`) and are checked there.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import AGGREGATIONS, JobConfig
+from ..errors import ConfigError, PolicyRefused
+
+PLAIN_STAGES = ("fit",)
+"""Stages in which the owner's update leaves in the clear."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OwnerPolicy:
+    """Rules a data owner enforces on every job and task.
+
+    Attributes:
+        allowed_purposes: purposes the owner agrees to (empty: any); the job's ``job.purpose``
+            must be one of them.
+        required_aggregation: aggregation kinds the owner accepts for its updates (empty: any),
+            e.g. ``("secagg", "he")`` so that no update ever leaves in the clear.
+        min_cohort: the fewest clients whose updates the owner's update may be summed with
+            (checked where the protocol tells the cohort, e.g. secure aggregation).
+        max_rounds: the most rounds the owner takes part in (0: no limit).
+        allow_evaluation: whether the owner scores global models on its test data.
+    """
+
+    allowed_purposes: tuple[str, ...] = ()
+    required_aggregation: tuple[str, ...] = ()
+    min_cohort: int = 0
+    max_rounds: int = 0
+    allow_evaluation: bool = True
+
+    def __post_init__(self) -> None:
+        bad = [k for k in self.required_aggregation if k not in AGGREGATIONS]
+        if bad:
+            raise ConfigError(
+                f"policy.required_aggregation: {bad} unknown; allowed: {list(AGGREGATIONS)}"
+            )
+        if self.min_cohort < 0:
+            raise ConfigError(f"policy.min_cohort = {self.min_cohort}; expected an integer >= 0")
+        if self.max_rounds < 0:
+            raise ConfigError(f"policy.max_rounds = {self.max_rounds}; expected an integer >= 0")
+
+    def check_job(self, job: JobConfig) -> None:
+        """Refuse a job whose purpose or protections the owner does not accept."""
+        if self.allowed_purposes and job.job.purpose not in self.allowed_purposes:
+            raise PolicyRefused(
+                f"the job's purpose {job.job.purpose!r} is not one the owner allows "
+                f"({list(self.allowed_purposes)})"
+            )
+        kind = job.aggregation.kind
+        if self.required_aggregation and kind not in self.required_aggregation:
+            raise PolicyRefused(
+                f"the job aggregates with {kind!r}; the owner requires one of "
+                f"{list(self.required_aggregation)}"
+            )
+        if self.max_rounds and job.job.rounds > self.max_rounds:
+            raise PolicyRefused(
+                f"the job has {job.job.rounds} rounds; the owner allows at most {self.max_rounds}"
+            )
+
+    def check_task(self, job: JobConfig, *, stage: str, round: int) -> None:
+        """Refuse a task that the job or the policy does not allow."""
+        if self.max_rounds and round > self.max_rounds:
+            raise PolicyRefused(f"round {round} exceeds the owner's limit of {self.max_rounds}")
+        if stage == "evaluate":
+            if not self.allow_evaluation:
+                raise PolicyRefused("the owner does not take part in evaluation")
+            return
+        kind = job.aggregation.kind
+        if stage in PLAIN_STAGES and kind != "mean":
+            raise PolicyRefused(
+                f"the coordinator asked for an update in the clear (stage {stage!r}) but the job "
+                f"aggregates with {kind!r}"
+            )
+        prefix = stage.split(".", 1)[0]
+        if stage not in PLAIN_STAGES and prefix != kind:
+            raise PolicyRefused(f"stage {stage!r} is not part of this job ({kind!r} aggregation)")
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> OwnerPolicy:
+        """Read a policy file with a ``[policy]`` table.
+
+        Raises:
+            ConfigError: unreadable file, unknown field or bad value (named).
+        """
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read policy file {path}: {exc}") from exc
+        table = raw.get("policy", {})
+        allowed = set(cls.__dataclass_fields__)
+        for key in table:
+            if key not in allowed:
+                raise ConfigError(f"policy.{key} is not a known field; allowed: {sorted(allowed)}")
+        kwargs: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in table.items()
+        }
+        return cls(**kwargs)

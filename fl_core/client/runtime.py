@@ -1,0 +1,241 @@
+"""The data owner's runtime: dial out, join, long-poll for tasks, answer them, leave.
+
+Every task is checked against the owner's policy, then dispatched to the protocol's client state
+machine for its round attempt (a new attempt gets a new state machine: fresh keys, nothing
+reused). Work runs in a worker thread so that one event loop can host thousands of simulated
+clients. A task the owner will not or cannot do is answered with a refusal and a reason, never
+with silence. Connection failures are retried with exponential backoff; when the coordinator has
+forgotten the session (it restarted), the client joins again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from ..aggregators import ClientContext, create_client_round, handle_evaluate
+from ..aggregators.base import ClientRound
+from ..config import JobConfig
+from ..errors import (
+    BudgetExceeded,
+    CodecError,
+    DuplicateResult,
+    FlCoreError,
+    PolicyRefused,
+    ProtocolError,
+    StaleResult,
+    TransportError,
+    TransportTimeout,
+    TransportUnavailable,
+    UnknownClient,
+)
+from ..payload import Payload
+from ..transport.base import ClientTransport, JobDone, JoinRequest, Refusal, Result, Task, Wait
+from ..types import EvaluateResult, Layout, Trainer
+from .policy import OwnerPolicy
+
+log = logging.getLogger("bulwark.client")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientOptions:
+    """Timing of the client runtime.
+
+    Attributes:
+        long_poll_s: how long one pull may wait for a task.
+        backoff_initial_s: first wait after a failed call; doubles up to ``backoff_max_s``.
+        backoff_max_s: the longest wait between retries.
+        give_up_after_s: stop when the coordinator stays unreachable this long.
+    """
+
+    long_poll_s: float = 20.0
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 5.0
+    give_up_after_s: float = 600.0
+
+
+def refusal_for(exc: BaseException) -> Refusal:
+    """The refusal a client sends for an exception raised while doing a task."""
+    if isinstance(exc, BudgetExceeded):
+        return Refusal("budget", exc.reason)
+    if isinstance(exc, PolicyRefused):
+        return Refusal("policy", exc.reason)
+    if isinstance(exc, CodecError):
+        return Refusal("bad_task", str(exc))
+    if isinstance(exc, ProtocolError):
+        return Refusal("protocol_abort", str(exc))
+    return Refusal("error", f"{type(exc).__name__}: {exc}")
+
+
+class Client:
+    """A data owner taking part in one job.
+
+    Args:
+        name: the owner's enrolled name (its client id).
+        job: the job file the owner agreed to (its hash must match the coordinator's).
+        trainer: the owner's local computation.
+        identity_key: the owner's long-term Ed25519 key (a fresh one when omitted).
+        policy: the owner's rules (none when omitted).
+        ledger: the owner's privacy ledger, when the job spends privacy budget.
+        options: timing of retries and polls.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        job: JobConfig,
+        trainer: Trainer,
+        identity_key: Ed25519PrivateKey | None = None,
+        policy: OwnerPolicy | None = None,
+        ledger: object | None = None,
+        options: ClientOptions | None = None,
+    ) -> None:
+        self.name = name
+        self.job = job
+        self.trainer = trainer
+        self.identity_key = identity_key or Ed25519PrivateKey.generate()
+        self.policy = policy or OwnerPolicy()
+        self.options = options or ClientOptions()
+        self.layout = Layout.of(trainer.initial_weights())
+        self.context = ClientContext(
+            client_id=name,
+            job=job,
+            trainer=trainer,
+            layout=self.layout,
+            identity_key=self.identity_key,
+            policy=self.policy,
+            ledger=ledger,
+        )
+        self._round_key: tuple[int, int] | None = None
+        self._round: ClientRound | None = None
+        self._client_id = ""
+        self._token = ""
+        self.tasks_done = 0
+        self.refusals: list[Refusal] = []
+
+    @property
+    def public_key(self) -> bytes:
+        """The raw 32-byte Ed25519 identity public key."""
+        return self.identity_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    async def run(self, transport: ClientTransport) -> JobDone:
+        """Take part in the job until it ends; return how it ended.
+
+        Raises:
+            PolicyRefused: the owner's policy refuses the job itself.
+            TransportError: the coordinator stayed unreachable for ``give_up_after_s``.
+            ConfigError: the coordinator runs a different job file.
+        """
+        self.policy.check_job(self.job)
+        await self._join(transport)
+        while True:
+            try:
+                reply = await self._retrying(
+                    lambda: transport.pull_task(
+                        self._client_id, self._token, wait=self.options.long_poll_s
+                    )
+                )
+            except UnknownClient:
+                await self._join(transport)
+                continue
+            if isinstance(reply, JobDone):
+                try:
+                    await transport.leave(self._client_id, self._token)
+                except FlCoreError as exc:
+                    log.info("%s: leave failed (%s); the job is over anyway", self.name, exc)
+                return reply
+            if isinstance(reply, Wait):
+                if reply.retry_after:
+                    await asyncio.sleep(reply.retry_after)
+                continue
+            await self._do(reply, transport)
+
+    async def _join(self, transport: ClientTransport) -> None:
+        request = JoinRequest(
+            client_name=self.name,
+            identity_public_key=self.public_key,
+            job_config_sha256=self.job.sha256,
+        )
+        reply = await self._retrying(lambda: transport.join(request))
+        self._client_id, self._token = reply.client_id, reply.session_token
+        log.info("%s joined job %s", self.name, reply.job_id)
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        delay = self.options.backoff_initial_s
+        first_failure: float | None = None
+        while True:
+            try:
+                return await call()
+            except (TransportUnavailable, TransportTimeout) as exc:
+                now = time.monotonic()
+                first_failure = first_failure or now
+                if now - first_failure > self.options.give_up_after_s:
+                    raise TransportUnavailable(
+                        f"coordinator unreachable for {self.options.give_up_after_s:g} s: {exc}"
+                    ) from exc
+                await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter only
+                delay = min(delay * 2, self.options.backoff_max_s)
+
+    async def _do(self, task: Task, transport: ClientTransport) -> None:
+        header = task.header
+        try:
+            payload: Payload | None = await asyncio.to_thread(self._handle, task)
+            refusal = None
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a stated refusal
+            payload, refusal = None, refusal_for(exc)
+            self.refusals.append(refusal)
+            log.warning(
+                "%s refuses %s of round %d: %s",
+                self.name,
+                header.stage,
+                header.round,
+                refusal.reason,
+            )
+            if refusal.code == "error":
+                log.debug("%s: task failed", self.name, exc_info=exc)
+        result = Result(
+            client_id=self._client_id,
+            session_token=self._token,
+            header=header,
+            payload=payload,
+            refusal=refusal,
+        )
+        try:
+            await self._retrying(lambda: transport.push_result(result))
+            self.tasks_done += 1
+        except (StaleResult, DuplicateResult, UnknownClient) as exc:
+            log.info("%s: result for %s not taken: %s", self.name, header.stage, exc)
+        except (CodecError, ProtocolError, TransportError) as exc:
+            log.warning("%s: result for %s rejected: %s", self.name, header.stage, exc)
+
+    def _handle(self, task: Task) -> Payload:
+        header = task.header
+        if header.job_id != self.job.job.name:
+            raise PolicyRefused(f"task for job {header.job_id!r}, not {self.job.job.name!r}")
+        self.policy.check_task(self.job, stage=header.stage, round=header.round)
+        if header.stage == "evaluate":
+            return handle_evaluate(task.payload, dim=self.layout.total, evaluate=self._evaluate)
+        key = (header.round, header.attempt)
+        if self._round_key != key or self._round is None:
+            self._round = create_client_round(
+                self.context, round=header.round, attempt=header.attempt
+            )
+            self._round_key = key
+        return self._round.handle(header.stage, task.payload)
+
+    def _evaluate(self, flat: npt.NDArray[np.float32]) -> EvaluateResult:
+        weights = self.layout.unflatten(np.array(flat, dtype=np.float32, copy=True))
+        return self.trainer.evaluate(weights)

@@ -1,0 +1,261 @@
+"""The coordinator: the endpoint that clients call, and the loop that drives the job's rounds.
+
+:class:`Coordinator` implements :class:`~fl_core.transport.base.CoordinatorEndpoint` (join, pull,
+push, leave), which any transport serves, and :meth:`Coordinator.run`, which resumes the job from
+its store and runs the remaining rounds (:mod:`fl_core.coordinator.rounds`). Every result is
+checked against the task that was sent (job, round, attempt, stage, task id, client) and then by
+the protocol; a rejected one raises an fl_core error that the transport turns into a status code,
+is logged, and changes nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from ..aggregators.base import Aggregator
+from ..config import JobConfig
+from ..errors import CodecError, ConfigError, DuplicateResult, FlCoreError, StaleResult
+from ..strategies import Strategy
+from ..transport.base import (
+    PROTOCOL_VERSION,
+    JobDone,
+    JoinReply,
+    JoinRequest,
+    PullReply,
+    Result,
+    Task,
+    Wait,
+)
+from .driver import StageDriver
+from .registry import Accepted, ClientRegistry, Refused
+from .rounds import run_job
+from .store import Store
+
+log = logging.getLogger("bulwark.coordinator")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Progress of the job, for displays and logs."""
+
+    kind: str
+    round: int = 0
+    data: dict[str, object] = field(default_factory=dict)
+
+
+EventSink = Callable[[Event], None]
+
+
+@dataclass(slots=True)
+class Traffic:
+    """Payload bytes moved, counted where the coordinator hands out tasks and accepts results."""
+
+    down: int = 0
+    up: int = 0
+
+
+class Coordinator:
+    """A coordinator for one job.
+
+    Args:
+        job: the job configuration.
+        store: where the job's state lives.
+        initial_weights: the flat float32 model to start from (used only for a new job).
+        strategy: the server update rule.
+        aggregator: how updates are summed (plain mean, secure aggregation, HE).
+        events: receives progress events (optional).
+        clock: wall clock (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        job: JobConfig,
+        *,
+        store: Store,
+        initial_weights: npt.NDArray[np.float32],
+        strategy: Strategy,
+        aggregator: Aggregator,
+        events: EventSink | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.job = job
+        self.job_id = job.job.name
+        self.store = store
+        self.strategy = strategy
+        self.aggregator = aggregator
+        self.registry = ClientRegistry(clock=clock)
+        self.driver = StageDriver(self.registry, clock=clock)
+        self.traffic = Traffic()
+        self.initial_weights = np.ascontiguousarray(initial_weights, dtype=np.float32)
+        self._events = events or (lambda event: None)
+        self._clock = clock
+        self._done: JobDone | None = None
+        self._clients_changed = asyncio.Event()
+        self.global_weights = self.initial_weights
+        self.completed_round = 0
+
+    # --- the endpoint ------------------------------------------------------------------------
+
+    async def join(self, request: JoinRequest) -> JoinReply:
+        """Register a client that agreed to this very job file."""
+        if request.protocol_version != PROTOCOL_VERSION:
+            raise ConfigError(
+                f"protocol version {request.protocol_version} is not supported "
+                f"(this coordinator speaks {PROTOCOL_VERSION})"
+            )
+        if request.job_config_sha256 != self.job.sha256:
+            raise ConfigError(
+                f"client {request.client_name!r} agreed to a different job file (sha256 "
+                f"{request.job_config_sha256[:12]}...) than this coordinator runs "
+                f"({self.job.sha256[:12]}...)"
+            )
+        record = self.registry.join(request.client_name, request.identity_public_key)
+        log.info("client %s joined", record.client_id)
+        self._events(Event("client_joined", data={"client": record.client_id}))
+        self._clients_changed.set()
+        return JoinReply(client_id=record.client_id, session_token=record.token, job_id=self.job_id)
+
+    async def pull_task(self, client_id: str, session_token: str, *, wait: float) -> PullReply:
+        """Hand the client its current task, waiting up to ``wait`` seconds for one."""
+        record = self.registry.get(client_id, session_token)
+        record.pulling += 1
+        try:
+            deadline = self._clock() + wait
+            while True:
+                if record.slot is not None and not record.slot.future.done():
+                    slot = record.slot
+                    slot.deliveries += 1
+                    self.traffic.down += slot.payload.nbytes
+                    return Task(slot.header, slot.payload)
+                if self._done is not None:
+                    record.got_done = True
+                    self._clients_changed.set()
+                    return self._done
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    return Wait()
+                record.wakeup.clear()
+                try:
+                    await asyncio.wait_for(record.wakeup.wait(), timeout=remaining)
+                except TimeoutError:
+                    return Wait()
+        finally:
+            record.pulling -= 1
+            record.last_seen = self._clock()
+
+    async def push_result(self, result: Result) -> None:
+        """Check a result against its task and the protocol; accept it or raise why not."""
+        record = self.registry.get(result.client_id, result.session_token)
+        header = result.header
+        slot = record.slot
+        if header.task_id in record.answered:
+            raise DuplicateResult(
+                f"task {header.task_id[:12]} (stage {header.stage!r}) was already answered"
+            )
+        if slot is None or slot.header.task_id != header.task_id or slot.future.done():
+            current = f"round {self.completed_round + 1}"
+            if slot is not None:
+                h = slot.header
+                current = f"round {h.round} attempt {h.attempt} stage {h.stage!r}"
+            raise StaleResult(
+                f"result for job {header.job_id!r} round {header.round} attempt "
+                f"{header.attempt} stage {header.stage!r} is not current (current: {current})"
+            )
+        if slot.header != header:
+            raise StaleResult("the result's header does not match the task that was sent")
+        if result.refusal is not None:
+            record.answered.append(header.task_id)
+            slot.future.set_result(Refused(result.refusal))
+            log.warning(
+                "client %s refused stage %s: %s: %s",
+                record.client_id,
+                header.stage,
+                result.refusal.code,
+                result.refusal.reason,
+            )
+            self.store.log_event(
+                self.job_id,
+                kind="refusal",
+                round=header.round,
+                client=record.client_id,
+                detail=f"{header.stage}: {result.refusal.code}: {result.refusal.reason}",
+            )
+            return
+        if result.payload is None:
+            raise CodecError("a result must carry a payload or a refusal")
+        try:
+            value = slot.check(header.stage, record.client_id, result.payload)
+        except FlCoreError as exc:
+            self.store.log_event(
+                self.job_id,
+                kind="rejected",
+                round=header.round,
+                client=record.client_id,
+                detail=f"{header.stage}: {type(exc).__name__}: {exc}",
+            )
+            raise
+        record.answered.append(header.task_id)
+        self.traffic.up += result.payload.nbytes
+        slot.future.set_result(Accepted(value))
+
+    async def leave(self, client_id: str, session_token: str) -> None:
+        """Unregister a client."""
+        self.registry.leave(client_id, session_token)
+        self._clients_changed.set()
+
+    # --- the job loop ------------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        """Send a progress event."""
+        self._events(event)
+
+    async def wait_for_clients(self, count: int, timeout: float) -> list[str]:
+        """Wait until at least ``count`` clients are live; return them.
+
+        Raises:
+            FlCoreError: not enough clients within ``timeout`` seconds.
+        """
+        deadline = self._clock() + timeout
+        while True:
+            live = self.registry.live()
+            if len(live) >= count:
+                return live
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise FlCoreError(
+                    f"only {len(live)} of the {count} clients needed joined within {timeout:g} s"
+                )
+            self._clients_changed.clear()
+            try:
+                await asyncio.wait_for(self._clients_changed.wait(), timeout=min(remaining, 1.0))
+            except TimeoutError:
+                pass
+
+    async def run(self) -> JobDone:
+        """Resume the job from the store and run its remaining rounds; return how it ended."""
+        return await run_job(self)
+
+    def finish(self, done: JobDone) -> None:
+        """Mark the job ended and wake every waiting pull."""
+        self._done = done
+        self.registry.wake_all()
+
+    async def wait_clients_notified(self, timeout: float) -> None:
+        """Wait (up to ``timeout``) until every joined client was told that the job ended."""
+        deadline = self._clock() + timeout
+        while any(not r.got_done for r in self.registry.records()):
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return
+            self._clients_changed.clear()
+            try:
+                await asyncio.wait_for(self._clients_changed.wait(), timeout=min(remaining, 0.5))
+            except TimeoutError:
+                pass

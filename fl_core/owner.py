@@ -1,0 +1,87 @@
+"""What a data owner's process loads: its data, its trainer, its identity key.
+
+A data owner brings either a simulated share of the job's data set (``--partition I``, for
+simulations and demonstrations) or its own arrays in an ``.npz`` file (``--data FILE``), read with
+``allow_pickle=False``. The identity key is an Ed25519 private key in a PEM file, created with
+mode 0600 the first time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    load_pem_private_key,
+)
+
+from .client.trainer import TorchTrainer
+from .config import JobConfig
+from .data import ClientData
+from .errors import ConfigError
+from .simulation import client_shares, job_dataset, model_factory, model_shape
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def load_owner_data(job: JobConfig, *, partition: int | None, data: Path | None) -> ClientData:
+    """The owner's arrays: share ``partition`` of the job's data set, or an ``.npz`` file.
+
+    Raises:
+        ConfigError: a partition index out of range, or an ``.npz`` file without the four arrays.
+    """
+    if partition is not None:
+        if not 0 <= partition < job.data.num_clients:
+            raise ConfigError(f"--partition {partition} is outside [0, {job.data.num_clients - 1}]")
+        return client_shares(job, job_dataset(job))[partition]
+    if data is None:
+        raise ConfigError("give --partition or --data")
+    try:
+        with np.load(data, allow_pickle=False) as npz:
+            missing = [k for k in NPZ_KEYS if k not in npz]
+            if missing:
+                raise ConfigError(f"{data} lacks arrays {missing}; it needs {list(NPZ_KEYS)}")
+            arrays = {k: np.asarray(npz[k]) for k in NPZ_KEYS}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {data}: {exc}") from exc
+    return ClientData(
+        x_train=arrays["x_train"].astype(np.float32),
+        y_train=arrays["y_train"],
+        x_test=arrays["x_test"].astype(np.float32),
+        y_test=arrays["y_test"],
+    )
+
+
+def owner_trainer(job: JobConfig, share: ClientData) -> TorchTrainer:
+    """A torch trainer for the owner's arrays and the job's model."""
+    input_shape, num_classes = model_shape(job)
+    if tuple(share.x_train.shape[1:]) != tuple(input_shape):
+        raise ConfigError(
+            f"the owner's examples have shape {tuple(share.x_train.shape[1:])}; the job's model "
+            f"takes {tuple(input_shape)}"
+        )
+    task = "regression" if num_classes == 1 else "classification"
+    model_fn = model_factory(job, input_shape=input_shape, num_classes=num_classes)
+    return TorchTrainer.from_client_data(model_fn, share, task=task, seed=job.model.init_seed)
+
+
+def load_identity(path: Path | None) -> Ed25519PrivateKey:
+    """Load the owner's Ed25519 identity key, creating it (mode 0600) if the file is missing."""
+    if path is None:
+        return Ed25519PrivateKey.generate()
+    if path.exists():
+        key = load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ConfigError(f"{path} does not hold an Ed25519 private key")
+        return key
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    return key

@@ -1,0 +1,347 @@
+"""Simulate a whole federation on one machine, over the same protocol code as a deployment.
+
+``simulate(job)`` splits the job's data set among ``data.num_clients`` simulated data owners and
+runs the coordinator with them:
+
+- ``transport="inmemory"``: coordinator and clients share one event loop; client work runs in a
+  small thread pool (one thread per core), so thousands of clients fit in one process;
+- ``transport="grpc"``: the coordinator serves real gRPC on a loopback port and every client is a
+  separate ``bulwark client`` process that dials in, exactly as in a deployment.
+
+The coordinator's state lives in SQLite (``state.db`` in the output folder, or a temporary file);
+``metrics.json`` and the final model (``model.safetensors``) are written to the output folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import save_file
+
+from .aggregators import create_aggregator
+from .client.runtime import Client, ClientOptions
+from .client.trainer import TorchTrainer
+from .config import JobConfig
+from .coordinator.service import Coordinator, Event
+from .coordinator.store import Store
+from .data import ClientData, Dataset, PartitionConfig, load_dataset, split_for_clients
+from .errors import ConfigError
+from .models import create_model
+from .strategies import create_strategy
+from .transport.base import JobDone
+from .transport.grpc_server import serve
+from .transport.inmemory import InMemoryTransport
+from .types import Layout, Weights
+
+log = logging.getLogger("bulwark.simulation")
+
+TRANSPORTS = ("inmemory", "grpc")
+
+
+# --- data and models, shared by the simulator and the deployment commands ---------------------
+
+
+def job_dataset(job: JobConfig) -> Dataset:
+    """Load the job's data set (from local files only)."""
+    return load_dataset(job.data.dataset, path=job.data.path or None)
+
+
+def client_shares(job: JobConfig, dataset: Dataset) -> list[ClientData]:
+    """Split ``dataset`` among the job's simulated clients, as the job's ``[data]`` says."""
+    config = PartitionConfig(
+        scheme=job.data.partition,
+        num_clients=job.data.num_clients,
+        alpha=job.data.alpha,
+        min_size=job.data.min_examples,
+    )
+    return split_for_clients(dataset, config, rng=np.random.default_rng(job.data.seed))
+
+
+def model_factory(
+    job: JobConfig, *, input_shape: tuple[int, ...], num_classes: int
+) -> Callable[[], torch.nn.Module]:
+    """A function that builds the job's model."""
+    return partial(create_model, job.model.name, input_shape=input_shape, num_classes=num_classes)
+
+
+def make_trainer(job: JobConfig, dataset: Dataset, share: ClientData) -> TorchTrainer:
+    """A torch trainer for one client's share of the data set."""
+    model_fn = model_factory(job, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
+    return TorchTrainer.from_client_data(
+        model_fn, share, task=dataset.task, seed=job.model.init_seed
+    )
+
+
+def initial_weights(job: JobConfig, *, input_shape: tuple[int, ...], num_classes: int) -> Weights:
+    """The job's initial model, as every client's trainer also builds it (same seed)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(job.model.init_seed)
+        model = model_factory(job, input_shape=input_shape, num_classes=num_classes)()
+    return {k: v.detach().to(torch.float32).numpy().copy() for k, v in model.state_dict().items()}
+
+
+def model_shape(job: JobConfig) -> tuple[tuple[int, ...], int]:
+    """``(input_shape, num_classes)`` from ``[model]``, or from the data set when omitted."""
+    if job.model.input_shape and job.model.num_classes:
+        return tuple(job.model.input_shape), job.model.num_classes
+    dataset = job_dataset(job)
+    return dataset.input_shape, dataset.num_classes
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimulationResult:
+    """How a simulated job ended."""
+
+    done: JobDone
+    rounds: list[dict[str, object]]
+    weights: Weights
+    seconds: float
+    transport: str
+    output: Path | None = None
+    client_errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def final(self) -> dict[str, object]:
+        """The last completed round's metrics (empty if none completed)."""
+        return self.rounds[-1] if self.rounds else {}
+
+
+def write_outputs(
+    output: Path,
+    *,
+    job: JobConfig,
+    done: JobDone,
+    rounds: list[dict[str, object]],
+    weights: Weights,
+    seconds: float,
+    transport: str,
+) -> None:
+    """Write ``metrics.json`` and ``model.safetensors`` into ``output``."""
+    output.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "job": job.job.name,
+        "status": done.status,
+        "reason": done.reason,
+        "transport": transport,
+        "seconds": round(seconds, 3),
+        "rounds": rounds,
+    }
+    (output / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    save_file(
+        {k: np.ascontiguousarray(v) for k, v in weights.items()},
+        str(output / "model.safetensors"),
+        metadata={"job": job.job.name, "rounds": str(len(rounds))},
+    )
+
+
+# --- the simulator ----------------------------------------------------------------------------
+
+
+def simulate(
+    job: JobConfig,
+    *,
+    transport: str = "inmemory",
+    output: str | Path | None = None,
+    events: Callable[[Event], None] | None = None,
+    job_path: str | Path | None = None,
+    roundtrip: bool = False,
+    threads: int | None = None,
+) -> SimulationResult:
+    """Run ``job`` with all its data owners on this machine.
+
+    Args:
+        job: the job.
+        transport: ``"inmemory"`` or ``"grpc"`` (separate client processes over loopback).
+        output: folder for ``state.db``, ``metrics.json`` and ``model.safetensors``.
+        events: receives the coordinator's progress events.
+        job_path: the job file (the gRPC clients read it; written to ``output`` when omitted).
+        roundtrip: in memory, pass every payload through the wire codec.
+        threads: torch threads per client (default: one per in-memory worker; one per process).
+
+    Raises:
+        ConfigError: an unknown transport or a job that cannot run.
+    """
+    if transport not in TRANSPORTS:
+        raise ConfigError(f"transport {transport!r} is not one of {list(TRANSPORTS)}")
+    out = Path(output) if output is not None else None
+    with tempfile.TemporaryDirectory(prefix="bulwark-sim-") as tmp:
+        work = out or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        store = Store(work / "state.db")
+        try:
+            if transport == "inmemory":
+                return _simulate_inmemory(job, store, out, events, roundtrip, threads)
+            if job_path is None:
+                job_path = work / "job.toml"
+                Path(job_path).write_text(job.source)
+            return _simulate_grpc(job, store, out, events, Path(job_path), threads or 1)
+        finally:
+            store.close()
+
+
+def _coordinator(
+    job: JobConfig, store: Store, weights: Weights, events: Callable[[Event], None] | None
+) -> Coordinator:
+    layout = Layout.of(weights)
+    return Coordinator(
+        job,
+        store=store,
+        initial_weights=layout.flatten(weights),
+        strategy=create_strategy(job.strategy),
+        aggregator=create_aggregator(job),
+        events=events,
+    )
+
+
+def _finish(
+    job: JobConfig,
+    coordinator: Coordinator,
+    done: JobDone,
+    layout: Layout,
+    started: float,
+    transport: str,
+    out: Path | None,
+    client_errors: dict[str, str],
+) -> SimulationResult:
+    rounds = coordinator.store.metrics(job.job.name)
+    weights = layout.unflatten(coordinator.global_weights)
+    seconds = time.perf_counter() - started
+    if out is not None:
+        write_outputs(
+            out,
+            job=job,
+            done=done,
+            rounds=rounds,
+            weights=weights,
+            seconds=seconds,
+            transport=transport,
+        )
+    return SimulationResult(
+        done=done,
+        rounds=rounds,
+        weights=weights,
+        seconds=seconds,
+        transport=transport,
+        output=out,
+        client_errors=client_errors,
+    )
+
+
+def _simulate_inmemory(
+    job: JobConfig,
+    store: Store,
+    out: Path | None,
+    events: Callable[[Event], None] | None,
+    roundtrip: bool,
+    threads: int | None,
+) -> SimulationResult:
+    dataset = job_dataset(job)
+    shares = client_shares(job, dataset)
+    trainers = [make_trainer(job, dataset, share) for share in shares]
+    weights = trainers[0].initial_weights()
+    coordinator = _coordinator(job, store, weights, events)
+    clients = [
+        Client(name=f"client-{i}", job=job, trainer=t, options=ClientOptions(long_poll_s=30.0))
+        for i, t in enumerate(trainers)
+    ]
+    workers = max(1, os.cpu_count() or 1)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads or max(1, previous_threads // workers))
+    started = time.perf_counter()
+    errors: dict[str, str] = {}
+
+    async def main() -> JobDone:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=workers))
+        transports = [
+            InMemoryTransport(coordinator, roundtrip=roundtrip, limits=job.limits) for _ in clients
+        ]
+        outcomes = await asyncio.gather(
+            coordinator.run(),
+            *(c.run(t) for c, t in zip(clients, transports, strict=True)),
+            return_exceptions=True,
+        )
+        for client, outcome in zip(clients, outcomes[1:], strict=True):
+            if isinstance(outcome, BaseException):
+                errors[client.name] = f"{type(outcome).__name__}: {outcome}"
+        if isinstance(outcomes[0], BaseException):
+            raise outcomes[0]
+        return outcomes[0]
+
+    try:
+        done = asyncio.run(main())
+    finally:
+        torch.set_num_threads(previous_threads)
+    return _finish(job, coordinator, done, Layout.of(weights), started, "inmemory", out, errors)
+
+
+def _simulate_grpc(
+    job: JobConfig,
+    store: Store,
+    out: Path | None,
+    events: Callable[[Event], None] | None,
+    job_path: Path,
+    threads: int,
+) -> SimulationResult:
+    input_shape, num_classes = model_shape(job)
+    weights = initial_weights(job, input_shape=input_shape, num_classes=num_classes)
+    coordinator = _coordinator(job, store, weights, events)
+    started = time.perf_counter()
+    errors: dict[str, str] = {}
+
+    async def main() -> JobDone:
+        handle = await serve(coordinator, address="127.0.0.1:0", limits=job.limits)
+        procs = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "fl_core.cli",
+                "client",
+                "--coordinator",
+                f"127.0.0.1:{handle.port}",
+                "--job",
+                str(job_path),
+                "--partition",
+                str(i),
+                "--threads",
+                str(threads),
+                "--quiet",
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            for i in range(job.data.num_clients)
+        ]
+        try:
+            done = await coordinator.run()
+        finally:
+            for i, proc in enumerate(procs):
+                try:
+                    _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
+                except TimeoutError:
+                    proc.kill()
+                    _, stderr = await proc.communicate()
+                if proc.returncode:
+                    tail = stderr.decode(errors="replace").strip().splitlines()[-3:]
+                    errors[f"client-{i}"] = f"exit {proc.returncode}: " + " | ".join(tail)
+            await handle.stop(grace=1.0)
+        return done
+
+    done = asyncio.run(main())
+    return _finish(job, coordinator, done, Layout.of(weights), started, "grpc", out, errors)
