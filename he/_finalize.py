@@ -1,12 +1,12 @@
 """From released sufficient statistics to the requested statistics (pure numpy, no HE).
 
-Tolerances, with t the per-value tolerance of the released reals, S a released sum, Q a released
-sum of squares and n the exact count:
+Tolerances, with t_X the stated tolerance of a released value X, S a sum, P a sum of products
+and n the exact count:
 
-* mean: t / n;
-* variance: (t + (2 |S| t + t^2) / n) / (n - ddof);
-* standard deviation: min(sqrt(d), d / sqrt(var)) for a variance tolerance d;
-* covariance of i and j: (t + (|S_i| + |S_j|) t / n + t^2 / n) / (n - ddof).
+* mean: t_S / n;
+* covariance of i and j (variance when i = j):
+  (t_P + (|S_i| t_Sj + |S_j| t_Si + t_Si t_Sj) / n) / (n - ddof);
+* standard deviation: min(sqrt(d), d / sqrt(var)) for a variance tolerance d.
 
 A variance within its tolerance of zero makes the column's correlations NaN (a constant column).
 """
@@ -68,7 +68,7 @@ def finalize(
     spec: StatsSpec,
     integers: npt.NDArray[np.int64],
     reals: npt.NDArray[np.float64],
-    tolerance: float,
+    tolerances: npt.NDArray[np.float64],
 ) -> dict[str, Any]:
     """All statistics the spec's sufficient statistics allow (the caller picks the requested)."""
     layout = spec.layout
@@ -84,17 +84,25 @@ def finalize(
             }
     names = layout.real_columns
     k = len(names)
-    sums = {name: float(reals[i]) for i, name in enumerate(names)} if k else {}
+    sums = {name: float(reals[i]) for i, name in enumerate(names)}
+    t_sum = {name: float(tolerances[i]) for i, name in enumerate(names)}
     prod = {pair: float(reals[k + idx]) for idx, pair in enumerate(layout.products)}
+    t_prod = {pair: float(tolerances[k + idx]) for idx, pair in enumerate(layout.products)}
     dof = n - spec.ddof
-    tol: dict[str, Any] = {"sum": tolerance, "mean": {}, "variance": {}, "std": {}}
+
+    def cov_tol(i: int, j: int) -> float:
+        si, sj = sums[names[i]], sums[names[j]]
+        ti, tj = t_sum[names[i]], t_sum[names[j]]
+        return (t_prod[(min(i, j), max(i, j))] + (abs(si) * tj + abs(sj) * ti + ti * tj) / n) / dof
+
+    tol: dict[str, Any] = {"sum": t_sum, "mean": {}, "variance": {}, "std": {}}
     means, variances, stds = {}, {}, {}
     for i, name in enumerate(names):
         s = sums[name]
         means[name] = s / n if n > 0 else math.nan
-        tol["mean"][name] = tolerance / n if n > 0 else math.nan
+        tol["mean"][name] = t_sum[name] / n if n > 0 else math.nan
         if (i, i) in prod and dof > 0:
-            var_tol = (tolerance + (2 * abs(s) * tolerance + tolerance**2) / n) / dof
+            var_tol = cov_tol(i, i)
             var = max((prod[(i, i)] - s * s / n) / dof, 0.0)
             variances[name], stds[name] = var, math.sqrt(var)
             tol["variance"][name], tol["std"][name] = var_tol, _std_tol(var, var_tol)
@@ -108,26 +116,23 @@ def finalize(
         cols = tuple(spec.moment_columns)
         idx = [names.index(c) for c in cols]
         cov = np.full((len(cols), len(cols)), math.nan)
-        cov_tol = np.full((len(cols), len(cols)), math.nan)
+        cov_t = np.full((len(cols), len(cols)), math.nan)
         if dof > 0:
             for a, i in enumerate(idx):
                 for b, j in enumerate(idx):
                     si, sj = sums[names[i]], sums[names[j]]
-                    p = prod[(min(i, j), max(i, j))]
-                    cov[a, b] = (p - si * sj / n) / dof
-                    cov_tol[a, b] = (
-                        tolerance + ((abs(si) + abs(sj)) * tolerance + tolerance**2) / n
-                    ) / dof
+                    cov[a, b] = (prod[(min(i, j), max(i, j))] - si * sj / n) / dof
+                    cov_t[a, b] = cov_tol(i, j)
             np.fill_diagonal(cov, np.maximum(np.diag(cov), 0.0))
         diag = np.diag(cov).copy()
-        ok = diag > np.diag(cov_tol)
+        ok = diag > np.diag(cov_t)
         corr = np.full_like(cov, math.nan)
         scale = np.sqrt(np.where(ok, diag, 1.0))
         both = np.outer(ok, ok)
         corr[both] = (cov / np.outer(scale, scale))[both]
         corr = np.clip(corr, -1.0, 1.0, where=both, out=corr)
         out.update(matrix_columns=cols, covariance=cov, correlation=corr)
-        tol["covariance"] = cov_tol.tolist()
+        tol["covariance"] = cov_t.tolist()
     out["ols"] = _ols(spec, n, names, sums, prod) if spec.ols is not None else None
     out["tolerance"] = tol
     return out

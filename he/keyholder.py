@@ -48,7 +48,7 @@ from he.release import (
     flood_and_round,
     fresh_noise_bound,
 )
-from he.spec import StatsSpec, vector_lengths
+from he.spec import StatsSpec, real_scales, vector_lengths
 
 DEFAULT_MAX_DECRYPTIONS = 128
 MIN_CONTRIBUTORS_FLOOR = 2
@@ -219,6 +219,7 @@ class KeyHolder:
             reals, grid, tolerance = flood_and_round(
                 reals, noise_bound=bound, flood_bits=self._flood_bits
             )
+            reals = reals * real_scales(spec)
         dp = None
         if isinstance(spec, StatsSpec) and spec.dp is not None:
             integers, reals, dp = add_dp_noise(spec, integers, reals)
@@ -260,7 +261,7 @@ def _check_ranges(
     *,
     contributors: int,
 ) -> None:
-    """Refuse decrypted sums that no honest set of contributors could produce."""
+    """Refuse decrypted (still scaled) sums that no honest set of contributors could produce."""
     if isinstance(spec, StatsSpec):
         rows = contributors * spec.max_rows_per_owner
         count = int(integers[0])
@@ -270,7 +271,7 @@ def _check_ranges(
             bins = integers[start : start + h.bins]
             if np.any(bins < 0) or int(bins.sum()) != count:
                 raise DecryptionError(f"histogram of {h.column!r} does not sum to the count")
-        limits = np.asarray(spec.real_bounds(), dtype=np.float64) * rows
+        limits = np.full(reals.shape, float(rows))  # slots hold sums / per-row bounds
     else:
         max_abs = getattr(spec, "max_abs", 0.0)
         limits = np.full(reals.shape, max_abs * contributors)

@@ -38,7 +38,7 @@ from he._spec_dict import spec_from_dict
 from he.envelope import MAX_ID_LEN, MAX_ROUND, check_id
 from he.errors import DecodeError, SpecError
 from he.params import HEParams
-from he.spec import Spec, StatsSpec, vector_lengths
+from he.spec import Spec, StatsSpec, real_scales, vector_lengths
 
 DEFAULT_FLOOD_BITS = 40
 MIN_FLOOD_BITS = 20
@@ -163,9 +163,10 @@ class Release:
 
     Attributes:
         integers: the BFV sums (count, histogram bins), exact unless DP noise was added.
-        reals: the CKKS sums, within ``real_tolerance`` of the true sums (plus DP noise if any).
-        real_tolerance: bound on |released - true| for every real value, without DP noise.
-        grid: the rounding grid of the reals.
+        reals: the CKKS sums, within `tolerances` of the true sums (plus DP noise if any).
+        real_tolerance: bound on |released - true| without DP noise, in units of each slot's
+            scale (`he.spec.real_scales`); `tolerances` gives it per value.
+        grid: the rounding grid of the (scaled) reals.
         flood_bits: s, the statistical security of the flooding (2^-(s+1) per value).
         dp: the DP noise added, or None.
     """
@@ -180,6 +181,10 @@ class Release:
     grid: float
     flood_bits: int
     dp: DPNoise | None = None
+
+    def tolerances(self) -> npt.NDArray[np.float64]:
+        """Per real value, the bound on |released - true sum| (DP noise excluded)."""
+        return self.real_tolerance * real_scales(self.spec)
 
     def vector(self) -> npt.NDArray[np.float64]:
         """The released sum of an encrypted vector aggregation (a copy)."""

@@ -8,7 +8,7 @@ sufficient statistics inside the BFV and CKKS vectors is decided.
 The no-wrap rule (checked by `check_params` when a spec meets a public context): every slot's
 largest possible sum, over ``max_owners`` owners of ``max_rows_per_owner`` rows clipped to the
 configured ranges, must fit in the scheme: ``(t - 1) // 2`` for BFV, `HEParams.max_abs_value`
-for CKKS.
+for CKKS (where each sum is first divided by its per-row bound, see `real_scales`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from he import _wire
 from he.errors import SpecError
@@ -275,12 +278,11 @@ class StatsSpec:
             ckks = by_scheme.get(Scheme.CKKS)
             if ckks is None:
                 raise SpecError("real-valued statistics need CKKS parameters in the context")
-            largest = max(self.real_bounds()) * total_rows
-            if largest > ckks.max_abs_value:
+            # each CKKS slot holds its sum divided by its per-row bound (see real_scales)
+            if total_rows > ckks.max_abs_value:
                 raise SpecError(
-                    f"largest possible CKKS sum {largest:.3g} exceeds the limit "
-                    f"{ckks.max_abs_value:.3g} of scale 2^{ckks.scale_bits}; narrow clip or "
-                    "max_rows_per_owner * max_owners"
+                    f"max_rows_per_owner * max_owners = {total_rows} exceeds the CKKS limit "
+                    f"{ckks.max_abs_value:.3g} of scale 2^{ckks.scale_bits}"
                 )
 
     def to_dict(self) -> dict[str, Any]:
@@ -367,6 +369,19 @@ Spec = StatsSpec | VectorSpec
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def real_scales(spec: Spec) -> npt.NDArray[np.float64]:
+    """Per CKKS slot, the factor its sum is divided by before encryption.
+
+    Statistics divide each sum by its per-row bound (`StatsSpec.real_bounds`), so every slot
+    holds a value of magnitude at most the row count. CKKS decoding error is relative to the
+    largest slot of a ciphertext, so this keeps small columns as precise as large ones.
+    Vectors are not scaled.
+    """
+    if isinstance(spec, StatsSpec):
+        return np.asarray(spec.real_bounds(), dtype=np.float64)
+    return np.ones(spec.length, dtype=np.float64)
 
 
 def vector_lengths(spec: Spec) -> tuple[int, int]:

@@ -32,7 +32,7 @@ from he.envelope import check_id, check_round, encode_contribution, sign_receipt
 from he.errors import DataError, SpecError
 from he.params import Scheme
 from he.release import DPNoise, Release
-from he.spec import OutOfRange, Statistic, StatsSpec
+from he.spec import OutOfRange, Statistic, StatsSpec, real_scales
 
 
 def _as_table(table: npt.ArrayLike | Mapping[str, npt.ArrayLike], spec: StatsSpec) -> Any:
@@ -152,7 +152,8 @@ def encrypt_statistics(
     ckks: list[bytes] = []
     if reals.size:
         ckks_params = public.params_for(Scheme.CKKS)
-        ckks = encoding.encrypt(public.tenseal(Scheme.CKKS), ckks_params, reals)
+        scaled = reals / real_scales(spec)
+        ckks = encoding.encrypt(public.tenseal(Scheme.CKKS), ckks_params, scaled)
     receipt = sign_receipt(
         signing_key,
         job_id=check_id(job_id, "job_id"),
@@ -172,7 +173,7 @@ class StatisticsResult:
     """The requested statistics, computed from released sufficient statistics.
 
     ``tolerance`` holds stated bounds on |result - pooled plaintext result| (without DP noise):
-    ``sum`` (every sum), and ``mean``, ``variance``, ``std``, ``covariance`` per column or pair.
+    ``sum``, ``mean``, ``variance``, ``std`` per column and ``covariance`` per pair.
     Counts and histograms are exact unless DP noise was added.
     """
 
@@ -244,7 +245,7 @@ def finalize_statistics(release: Release) -> StatisticsResult:
     spec = release.spec
     if not isinstance(spec, StatsSpec):
         raise SpecError("finalize_statistics needs a statistics release")
-    parts = finalize(spec, release.integers, release.reals, release.real_tolerance)
+    parts = finalize(spec, release.integers, release.reals, release.tolerances())
     wants = spec.statistics
     return StatisticsResult(
         count=parts["count"],
