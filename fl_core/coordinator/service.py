@@ -169,7 +169,12 @@ class Coordinator:
                 f"{header.attempt} stage {header.stage!r} is not current (current: {current})"
             )
         if slot.header != header:
-            raise StaleResult("the result's header does not match the task that was sent")
+            h = slot.header
+            raise StaleResult(
+                f"result for job {header.job_id!r} round {header.round} attempt {header.attempt} "
+                f"stage {header.stage!r} does not match the task that was sent (job {h.job_id!r} "
+                f"round {h.round} attempt {h.attempt} stage {h.stage!r}); it is not current"
+            )
         if result.refusal is not None:
             record.answered.append(header.task_id)
             slot.future.set_result(Refused(result.refusal))

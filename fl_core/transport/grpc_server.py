@@ -8,10 +8,11 @@ fl_core error that rejected it (see :mod:`fl_core.transport.errors`).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from ..config import Limits
 from ..errors import CodecError, FlCoreError
@@ -50,6 +51,31 @@ def channel_options(limits: Limits) -> list[tuple[str, int]]:
     ]
 
 
+class Malformed:
+    """Stands in for a request that did not parse, so the servicer can answer it cleanly."""
+
+    __slots__ = ("reason", "type_name")
+
+    def __init__(self, type_name: str, reason: str) -> None:
+        self.type_name = type_name
+        self.reason = reason
+
+
+def _safe(message_type: type[Message]) -> Callable[[bytes], object]:
+    def parse(data: bytes) -> object:
+        try:
+            return message_type.FromString(data)
+        except DecodeError as exc:
+            return Malformed(message_type.__name__, str(exc))
+
+    return parse
+
+
+def _reject_malformed(request: object) -> None:
+    if isinstance(request, Malformed):
+        raise CodecError(f"malformed {request.type_name} message: {request.reason}")
+
+
 async def _abort(context: grpc.aio.ServicerContext, error: FlCoreError, who: str) -> None:
     log.warning("rejected %s: %s: %s", who, type(error).__name__, error)
     await context.abort(
@@ -69,6 +95,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     ) -> pb.JoinReply:
         """Register a client."""
         try:
+            _reject_malformed(request)
             reply = await self._endpoint.join(join_request_from_proto(request))
         except FlCoreError as exc:
             await _abort(context, exc, f"join of {request.client_name[:64]!r}")
@@ -79,8 +106,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self, request: pb.PullTaskRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.TaskChunk]:
         """Long-poll for a task and stream it: a start message, then the blob in chunks."""
-        wait = min(max(request.wait_seconds, 0.0), MAX_LONG_POLL_S)
         try:
+            _reject_malformed(request)
+            wait = min(max(request.wait_seconds, 0.0), MAX_LONG_POLL_S)
             reply = await self._endpoint.pull_task(
                 request.client_id, request.session_token, wait=wait
             )
@@ -109,6 +137,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         who = "result"
         try:
             first = await anext(aiter(request_iterator), None)
+            _reject_malformed(first)
             if first is None or first.WhichOneof("kind") != "start":
                 raise CodecError("a result stream must begin with a ResultStart message")
             start = first.start
@@ -125,6 +154,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                     )
                 assembler = BlobAssembler(expected, self._limits)
             async for chunk in request_iterator:
+                _reject_malformed(chunk)
                 if chunk.WhichOneof("kind") != "data":
                     raise CodecError("only data chunks may follow the ResultStart message")
                 if start.HasField("refusal"):
@@ -149,6 +179,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     ) -> pb.LeaveReply:
         """Unregister a client."""
         try:
+            _reject_malformed(request)
             await self._endpoint.leave(request.client_id, request.session_token)
         except FlCoreError as exc:
             await _abort(context, exc, f"leave of {request.client_id[:64]!r}")
@@ -187,7 +218,32 @@ async def serve(
     """
     limits = limits or Limits()
     server = grpc.aio.server(options=channel_options(limits))
-    pb_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(endpoint, limits), server)
+    servicer = CoordinatorServicer(endpoint, limits)
+    handlers = {
+        "Join": grpc.unary_unary_rpc_method_handler(
+            servicer.Join,
+            request_deserializer=_safe(pb.JoinRequest),
+            response_serializer=pb.JoinReply.SerializeToString,
+        ),
+        "PullTask": grpc.unary_stream_rpc_method_handler(
+            servicer.PullTask,
+            request_deserializer=_safe(pb.PullTaskRequest),
+            response_serializer=pb.TaskChunk.SerializeToString,
+        ),
+        "PushResult": grpc.stream_unary_rpc_method_handler(
+            servicer.PushResult,
+            request_deserializer=_safe(pb.ResultChunk),
+            response_serializer=pb.PushResultReply.SerializeToString,
+        ),
+        "Leave": grpc.unary_unary_rpc_method_handler(
+            servicer.Leave,
+            request_deserializer=_safe(pb.LeaveRequest),
+            response_serializer=pb.LeaveReply.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("bulwark.v1.Coordinator", handlers),)
+    )
     if credentials is None:
         port = server.add_insecure_port(address)
     else:

@@ -84,6 +84,11 @@ def blob_size(msg: common_pb2.Payload, limits: Limits) -> int:
             total += field.value.bytes_length
         elif kind == "tensor":
             spec = field.value.tensor
+            if total + spec.nbytes > limits.max_payload_bytes:
+                raise PayloadTooLarge(
+                    f"field {name!r}: {spec.nbytes} bytes exceed the payload limit of "
+                    f"{limits.max_payload_bytes} bytes"
+                )
             check_spec(
                 dtype=spec.dtype,
                 shape=list(spec.shape),
