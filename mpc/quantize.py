@@ -81,11 +81,11 @@ def check_no_wraparound(*, num_clients: int, bits: int, ring_bits: int) -> None:
     largest = (1 << bits) - 1
     if num_clients * largest >= 1 << ring_bits:
         max_clients = ((1 << ring_bits) - 1) // largest
-        max_bits = ((1 << ring_bits) - 1) // num_clients
+        max_bits = (((1 << ring_bits) - 1) // num_clients + 1).bit_length() - 1
         raise ParameterError(
             f"num_clients * (2^bits - 1) = {num_clients} * {largest} must be < 2^{ring_bits}: "
             f"the sum would wrap around the ring. With bits={bits} at most {max_clients} clients "
-            f"fit; with {num_clients} clients use bits <= {max_bits.bit_length() - 1} "
+            f"fit; with {num_clients} clients use bits <= {max_bits} "
             f"or ring_bits=64"
         )
 

@@ -18,7 +18,8 @@ Harary graph of even degree k (Bell et al. CCS 2020, section 4):
    (correctness parameter eta = 20; ceil((1 - delta) n) marked);
 4. semi-malicious server: t1 is raised to ceil((t1 + k - 1.25) / 2), so that 2t - k clears the
    corrupt count and a server lying about dropouts cannot collect t shares of both secrets;
-5. any t in (t1, t2] is valid (and t >= 2); the finder picks t = max(t1 + 1, 2).
+5. the degree works if t1 < t2; any t in (t1, t2] is valid, and t >= 2 always (Shamir needs two
+   shares; fcp returns 2 even when t2 = 1); the finder picks t = max(t1 + 1, 2).
 
 The quantile search rounds outwards (away from the median) like fcp's, with the same floating-point
 order of operations, which is what makes the table reproduce exactly.
@@ -175,7 +176,12 @@ def check_degree(
         t2 += 1
     if semi_malicious:
         t1 = math.ceil((t1 + degree - 1.25) / 2)
-    return DegreeCheck(connected=True, low=max(int(t1) + 1, 2), high=int(t2))
+    if t2 <= t1:
+        return DegreeCheck(connected=True, low=int(t1) + 1, high=int(t2))
+    # Shamir needs t >= 2; like fcp, t = 2 is accepted even where the correctness bound alone
+    # stops at t2 = 1 (tiny cohorts), so the range is widened to include it.
+    low = max(int(t1) + 1, 2)
+    return DegreeCheck(connected=True, low=low, high=max(int(t2), low))
 
 
 def full_graph_threshold_range(

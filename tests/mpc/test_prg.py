@@ -1,0 +1,149 @@
+"""Tests for mpc.prg: known answers, seed sensitivity, uniformity over the ring, buffer reuse."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from scipy import stats
+
+from mpc import ParameterError
+from mpc.prg import MaskExpander, expand
+
+MPC_ROOT = Path(__file__).resolve().parents[2] / "mpc"
+
+
+def _aes256_block(key: bytes, block: bytes) -> bytes:
+    encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()  # noqa: S305 - test oracle
+    return encryptor.update(block) + encryptor.finalize()
+
+
+def test_aes256_oracle_matches_the_fips197_known_answer() -> None:
+    # FIPS-197 appendix C.3: AES-256 with key 00..1f on plaintext 00112233..eeff.
+    key = bytes(range(32))
+    ciphertext = _aes256_block(key, bytes.fromhex("00112233445566778899aabbccddeeff"))
+    assert ciphertext.hex() == "8ea2b7ca516745bfeafc49904b496089"
+
+
+@pytest.mark.parametrize("ring_bits", [32, 64])
+def test_mask_is_the_aes256_ctr_keystream_from_counter_zero_read_little_endian(
+    ring_bits: int,
+) -> None:
+    # Prepare: the keystream block i is AES_K(i as a 128-bit big-endian counter).
+    key = bytes(range(32))
+    keystream = b"".join(_aes256_block(key, i.to_bytes(16, "big")) for i in range(4))
+    dtype = np.uint32 if ring_bits == 32 else np.uint64
+
+    # Execute
+    mask = expand(key, 64 // (ring_bits // 8), ring_bits=ring_bits)
+
+    # Assert
+    np.testing.assert_array_equal(
+        mask, np.frombuffer(keystream, dtype=np.dtype(dtype).newbyteorder("<"))
+    )
+
+
+def test_known_answer_regression_vector() -> None:
+    # The first words of the mask for key 00..1f (byte order and counter start are part of the
+    # protocol; a change breaks interoperability between versions).
+    mask = expand(bytes(range(32)), 4, ring_bits=32)
+    block = _aes256_block(bytes(range(32)), bytes(16))
+    assert mask.tolist() == [int.from_bytes(block[i : i + 4], "little") for i in range(0, 16, 4)]
+
+
+def test_every_key_bit_changes_the_mask() -> None:
+    # Prepare: flip each of the 256 key bits in turn (Flower's 32-bit XOR fold fails this).
+    key = bytes(range(32))
+    variants = [key] + [
+        (int.from_bytes(key, "big") ^ (1 << bit)).to_bytes(32, "big") for bit in range(256)
+    ]
+
+    # Execute
+    masks = {expand(k, 8, ring_bits=32).tobytes() for k in variants}
+
+    # Assert
+    assert len(masks) == 257
+
+
+@pytest.mark.parametrize("ring_bits", [32, 64])
+def test_mask_words_are_uniform_over_the_ring(ring_bits: int) -> None:
+    # Prepare: 2^20 words; chi-square of the top and bottom byte (256 bins each) and of the value
+    # modulo 8 (every residue must appear: Flower's masks never produce R - 1).
+    words = expand(bytes(range(7, 39)), 1 << 20, ring_bits=ring_bits).astype(np.uint64)
+    top = (words >> np.uint64(ring_bits - 8)).astype(np.int64)
+    bottom = (words & np.uint64(0xFF)).astype(np.int64)
+
+    # Execute
+    p_top = stats.chisquare(np.bincount(top, minlength=256)).pvalue
+    p_bottom = stats.chisquare(np.bincount(bottom, minlength=256)).pvalue
+    residues = np.bincount((words % np.uint64(8)).astype(np.int64), minlength=8)
+
+    # Assert (fixed key, so the outcome is deterministic; 1e-4 leaves room for honest noise)
+    assert p_top > 1e-4 and p_bottom > 1e-4
+    assert np.all(residues > 0)
+
+
+def test_expander_reuses_one_buffer_and_matches_fresh_expansion() -> None:
+    # Prepare
+    expander = MaskExpander(length=1000, ring_bits=32)
+    key_a, key_b = bytes(range(32)), bytes(range(1, 33))
+
+    # Execute
+    first = expander.expand(key_a)
+    first_copy = first.copy()
+    second = expander.expand(key_b)
+
+    # Assert
+    assert np.shares_memory(first, second)
+    np.testing.assert_array_equal(second, expand(key_b, 1000, ring_bits=32))
+    assert not np.array_equal(first_copy, second)
+    assert not second.flags.writeable
+
+
+def test_add_mask_adds_or_subtracts_with_wraparound() -> None:
+    expander = MaskExpander(length=16, ring_bits=64)
+    key = bytes(32)
+    total = np.zeros(16, np.uint64)
+    expander.add_mask(total, key, 1)
+    np.testing.assert_array_equal(total, expand(key, 16, ring_bits=64))
+    expander.add_mask(total, key, -1)
+    assert not total.any()
+    with pytest.raises(ParameterError, match="sign"):
+        expander.add_mask(total, key, 2)
+
+
+def test_zero_length_and_bad_keys() -> None:
+    assert expand(bytes(32), 0, ring_bits=32).shape == (0,)
+    with pytest.raises(ParameterError, match="32 bytes"):
+        expand(bytes(16), 4, ring_bits=32)
+    with pytest.raises(ParameterError, match="length"):
+        MaskExpander(length=-1, ring_bits=32)
+
+
+_ALLOWED_NP_RANDOM = {"Generator"}
+
+
+def test_protocol_modules_never_touch_non_cryptographic_randomness() -> None:
+    # REFERENCES.md 2.1 (d): no `random`, `RandomState` or numpy's global generator where masks,
+    # keys, seeds or shares are made; only the type np.random.Generator may be named (injected).
+    offenders = []
+    for path in sorted(MPC_ROOT.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+                if any(n == "random" or n.startswith("numpy.random") for n in names):
+                    offenders.append(f"{path.name}:{node.lineno} imports {names}")
+            if isinstance(node, ast.Attribute) and node.attr == "RandomState":
+                offenders.append(f"{path.name}:{node.lineno} uses RandomState")
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr == "random"
+                and node.attr not in _ALLOWED_NP_RANDOM
+            ):
+                offenders.append(f"{path.name}:{node.lineno} uses np.random.{node.attr}")
+    assert offenders == []
