@@ -3,10 +3,10 @@
 Threat model (honest-but-curious coordinator, enrolled owners):
 
 * Every owner contribution carries a *receipt*: job id, round, context fingerprint, spec digest,
-  payload kind, owner id, the owner's own minimum cohort k, and the SHA-256 of its ciphertexts,
-  signed with the owner's Ed25519 key. The coordinator checks receipts against the enrolment
-  before adding, so a ciphertext from outside the job, round, key or spec is refused before any
-  arithmetic.
+  payload kind, owner id, the owner's own minimum cohort k, and the SHA-256 and size of its
+  ciphertexts, signed with the owner's Ed25519 key. The coordinator checks receipts against the
+  enrolment before adding, so a ciphertext from outside the job, round, key or spec is refused
+  before any arithmetic.
 * The coordinator's sum travels as an AGGREGATE envelope (only `he.aggregate` builds one) with
   every contributor's receipt. The key holder verifies each signature against its own copy of the
   enrolment, counts *distinct enrolled owners*, takes k as the maximum of its own k and every
@@ -85,6 +85,7 @@ class Receipt:
     owner_id: str
     min_contributors: int
     ciphertext_digest: str
+    ciphertext_bytes: int
     signature: bytes
 
     def fields(self) -> dict[str, Any]:
@@ -98,6 +99,7 @@ class Receipt:
             "owner_id": self.owner_id,
             "min_contributors": self.min_contributors,
             "ciphertext_digest": self.ciphertext_digest,
+            "ciphertext_bytes": self.ciphertext_bytes,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -125,6 +127,7 @@ class Receipt:
             owner_id=_wire.get_str(f, "owner_id", what=what, max_len=MAX_ID_LEN),
             min_contributors=_wire.get_int(f, "min_contributors", what=what, low=2, high=2**20),
             ciphertext_digest=_wire.get_str(f, "ciphertext_digest", what=what, max_len=64),
+            ciphertext_bytes=_wire.get_int(f, "ciphertext_bytes", what=what, low=0, high=2**62),
             signature=signature,
         )
 
@@ -196,7 +199,11 @@ def decode_contribution(
         raise DecodeError(f"expected a contribution, got a {env.kind.name.lower()}")
     receipt = Receipt.from_json(env.header.get("receipt"))
     n_bfv = _wire.get_int(env.header, "n_bfv", what="contribution", low=0, high=len(env.blobs))
-    if _wire.digest_blobs(env.blobs) != receipt.ciphertext_digest:
+    size = sum(len(b) for b in env.blobs)
+    if (
+        size != receipt.ciphertext_bytes
+        or _wire.digest_blobs(env.blobs) != receipt.ciphertext_digest
+    ):
         raise BindingError(f"ciphertexts of {receipt.owner_id!r} do not match its receipt")
     return receipt, env.blobs[:n_bfv], env.blobs[n_bfv:]
 

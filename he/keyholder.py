@@ -61,7 +61,7 @@ class DecryptionRecord:
     job_id: str
     round: int
     contributors: tuple[str, ...]
-    aggregate_digest: str
+    aggregate_bytes: int
 
 
 class KeyHolder:
@@ -203,16 +203,20 @@ class KeyHolder:
         required = max([self._min_contributors, *(r.min_contributors for r in agg.receipts)])
         if len(owners) != len(agg.receipts) or len(owners) < required:
             raise BelowMinimumCohort(contributors=len(owners), required=required)
-        digest = _wire.digest_blobs([*agg.bfv, *agg.ckks])
-        if any(r.ciphertext_digest == digest for r in agg.receipts):
-            raise NotAnAggregate("aggregate ciphertexts are one owner's contribution")
+        blobs = [*agg.bfv, *agg.ckks]
+        size = sum(len(b) for b in blobs)
+        # Hash only when the sizes match: different sizes already mean different bytes.
+        if any(r.ciphertext_bytes == size for r in agg.receipts):
+            digest = _wire.digest_blobs(blobs)
+            if any(r.ciphertext_digest == digest for r in agg.receipts):
+                raise NotAnAggregate("aggregate ciphertexts are one owner's contribution")
         if len(self._log) >= self._max_decryptions:
             raise DecryptionError(f"decryption budget of {self._max_decryptions} is spent")
         n_int, n_real = vector_lengths(spec)
         integers = self._decrypt(Scheme.BFV, agg.bfv, n_int).astype(np.int64)
         reals = self._decrypt(Scheme.CKKS, agg.ckks, n_real).astype(np.float64)
         _check_ranges(spec, integers, reals, contributors=len(owners))
-        self._log.append(DecryptionRecord(agg.job_id, agg.round, agg.contributors, digest))
+        self._log.append(DecryptionRecord(agg.job_id, agg.round, agg.contributors, size))
         grid = tolerance = 0.0
         if n_real:
             bound = len(owners) * fresh_noise_bound(self._public.params_for(Scheme.CKKS))

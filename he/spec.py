@@ -190,6 +190,13 @@ class StatsSpec:
         if not isinstance(self.out_of_range, OutOfRange):
             raise SpecError(f"out_of_range must be one of {[o.value for o in OutOfRange]}")
         self._check_references()
+        # Canonical order (by position in columns), so the layout survives canonical JSON,
+        # which sorts keys: every side must derive the same layout from the same digest.
+        order = {name: i for i, name in enumerate(cols)}
+        object.__setattr__(
+            self, "histograms", tuple(sorted(self.histograms, key=lambda h: order[h.column]))
+        )
+        object.__setattr__(self, "clip", tuple(sorted(self.clip, key=lambda c: order[c.column])))
         object.__setattr__(self, "layout", self._build_layout())
 
     def _check_references(self) -> None:

@@ -164,6 +164,7 @@ def encrypt_statistics(
         owner_id=check_id(owner_id, "owner_id"),
         min_contributors=max(2, int(min_contributors)),
         ciphertext_digest=_wire.digest_blobs([*bfv, *ckks]),
+        ciphertext_bytes=sum(len(b) for b in [*bfv, *ckks]),
     )
     return encode_contribution(receipt, bfv, ckks)
 

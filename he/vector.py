@@ -77,5 +77,6 @@ def encrypt_vector(
         owner_id=check_id(owner_id, "owner_id"),
         min_contributors=max(2, int(min_contributors)),
         ciphertext_digest=_wire.digest_blobs(ckks),
+        ciphertext_bytes=sum(len(b) for b in ckks),
     )
     return encode_contribution(receipt, [], ckks)

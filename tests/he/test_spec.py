@@ -94,3 +94,28 @@ def test_vector_spec_round_trip() -> None:
     assert he.spec_from_dict(spec.to_dict()) == spec
     with pytest.raises(he.SpecError, match="max_abs must be a finite number > 0"):
         he.VectorSpec(length=10, max_abs=math.inf, max_owners=3)
+
+
+def test_layout_survives_canonical_json_key_order() -> None:
+    # Prepare: histogram tables in the opposite order of the columns ("z" before "x")
+    spec = he.spec_from_dict(
+        {
+            "columns": ["x", "z"],
+            "statistics": ["histogram"],
+            "histograms": {"z": {"bins": 3, "range": [0, 1]}, "x": {"bins": 2, "range": [0, 1]}},
+            "max_rows_per_owner": 10,
+            "max_owners": 2,
+        }
+    )
+
+    # Execute: what the key holder parses from an aggregate envelope (keys sorted)
+    import json
+
+    from he import _wire
+
+    parsed = he.spec_from_dict(json.loads(_wire.canonical_json(spec.to_dict())))
+
+    # Assert
+    assert parsed == spec
+    assert parsed.layout == spec.layout
+    assert [h.column for h in spec.histograms] == ["x", "z"]

@@ -1,0 +1,344 @@
+"""HE benchmark: our API against raw TenSEAL and against Paillier (phe), side by side.
+
+Measures, per element (one float), the time to encrypt, add one contribution into a running sum,
+and decrypt, and the bytes on the wire, for
+
+* ``bulwark``: `he.encrypt_vector` -> `he.Aggregator.add` -> `he.KeyHolder.decrypt` (signed
+  envelopes, every check, flooding on release);
+* ``tenseal``: the bare TenSEAL calls doing the same arithmetic (encrypt+serialize,
+  deserialize+add, deserialize+decrypt) with the same parameters (CKKS, N=8192, scale 2^90);
+* ``paillier``: `phe` with a 2048-bit key (gmpy2 when installed), the approach FATE uses.
+
+The methods run alternately inside each repeat; the table shows medians. Also measured: the
+end-to-end five-hospital statistics job on the diabetes data (keys, 5 owners encrypt, aggregate,
+key holder decrypts, finalize), in a child process so that its peak RSS is its own, and the peak
+RSS of this process.
+
+Run:  .venv/bin/python benchmarks/he.py [--repeats 5] [--elements 65536] [--output PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "he.json"
+OWNERS = [f"hospital-{i}" for i in range(5)]
+
+
+def _keys() -> tuple[dict[str, Any], dict[str, bytes]]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    keys = {o: Ed25519PrivateKey.generate() for o in OWNERS}
+    raw = {
+        o: k.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        for o, k in keys.items()
+    }
+    return keys, raw
+
+
+def bench_bulwark(
+    n: int, holder: Any, keys: dict[str, Any], enrolment: dict[str, bytes], rnd: int
+) -> dict[str, float]:
+    import he
+
+    spec = he.VectorSpec(length=n, max_abs=1.0, max_owners=8)
+    public = holder.public_context()
+    rng = np.random.default_rng(rnd)
+    updates = [rng.uniform(-1, 1, n).astype(np.float32) for _ in range(3)]
+    t0 = time.perf_counter()
+    blobs = [
+        he.encrypt_vector(
+            public, u, spec=spec, job_id="bench", round=rnd, owner_id=o, signing_key=keys[o]
+        )
+        for o, u in zip(OWNERS, updates, strict=False)
+    ]
+    t1 = time.perf_counter()
+    agg = he.Aggregator(public, spec=spec, job_id="bench", round=rnd, enrolment=enrolment)
+    for b in blobs:
+        agg.add(b)
+    aggregate = agg.result()
+    t2 = time.perf_counter()
+    release = holder.decrypt(aggregate)
+    t3 = time.perf_counter()
+    expected = np.sum([u.astype(np.float64) for u in updates], axis=0)
+    if not np.all(np.abs(release.vector() - expected) <= release.tolerances()):
+        raise RuntimeError("bulwark sum outside its tolerance")
+    return {
+        "encrypt_s": (t1 - t0) / (3 * n),
+        "add_s": (t2 - t1) / (3 * n),
+        "decrypt_s": (t3 - t2) / n,
+        "bytes": len(blobs[0]) / n,
+    }
+
+
+def bench_tenseal(n: int, ctx: Any, rnd: int) -> dict[str, float]:
+    import tenseal as ts
+
+    rng = np.random.default_rng(rnd)
+    updates = [rng.uniform(-1, 1, n).astype(np.float32) for _ in range(3)]
+    slots = 4096
+    t0 = time.perf_counter()
+    blobs = [
+        [
+            ts.ckks_vector(ctx, u[i : i + slots].astype(np.float64).tolist()).serialize()
+            for i in range(0, n, slots)
+        ]
+        for u in updates
+    ]
+    t1 = time.perf_counter()
+    total = None
+    for chunks in blobs:
+        vecs = [ts.ckks_vector_from(ctx, c) for c in chunks]
+        if total is None:
+            total = vecs
+        else:
+            for acc, v in zip(total, vecs, strict=True):
+                acc.add_(v)
+    sums = [v.serialize() for v in total or []]
+    t2 = time.perf_counter()
+    out = np.concatenate([np.asarray(ts.ckks_vector_from(ctx, s).decrypt()) for s in sums])
+    t3 = time.perf_counter()
+    if np.max(np.abs(out - np.sum(updates, axis=0))) > 1e-5:
+        raise RuntimeError("tenseal sum wrong")
+    return {
+        "encrypt_s": (t1 - t0) / (3 * n),
+        "add_s": (t2 - t1) / (3 * n),
+        "decrypt_s": (t3 - t2) / n,
+        "bytes": sum(len(c) for c in blobs[0]) / n,
+    }
+
+
+def bench_paillier(n: int, public_key: Any, private_key: Any, rnd: int) -> dict[str, float]:
+    rng = np.random.default_rng(rnd)
+    updates = [rng.uniform(-1, 1, n) for _ in range(3)]
+    t0 = time.perf_counter()
+    enc = [[public_key.encrypt(float(x)) for x in u] for u in updates]
+    t1 = time.perf_counter()
+    total = enc[0]
+    for other in enc[1:]:
+        total = [a + b for a, b in zip(total, other, strict=True)]
+    t2 = time.perf_counter()
+    out = np.array([private_key.decrypt(c) for c in total])
+    t3 = time.perf_counter()
+    if np.max(np.abs(out - np.sum(updates, axis=0))) > 1e-9:
+        raise RuntimeError("paillier sum wrong")
+    size = (enc[0][0].ciphertext(be_secure=False).bit_length() + 7) // 8
+    return {
+        "encrypt_s": (t1 - t0) / (3 * n),
+        "add_s": (t2 - t1) / (2 * n),
+        "decrypt_s": (t3 - t2) / n,
+        "bytes": float(size),
+    }
+
+
+def five_hospitals() -> dict[str, float]:
+    """The diabetes statistics job in-process; returns phase times and this process's peak RSS."""
+    from sklearn.datasets import load_diabetes
+
+    import he
+
+    data = load_diabetes()
+    table = np.column_stack([data.data, data.target])
+    names = [*data.feature_names, "y"]
+    clip = {n: [float(table[:, i].min()), float(table[:, i].max())] for i, n in enumerate(names)}
+    spec = he.spec_from_dict(
+        {
+            "columns": names,
+            "statistics": [
+                "count",
+                "sum",
+                "mean",
+                "variance",
+                "std",
+                "histogram",
+                "quantiles",
+                "covariance",
+                "correlation",
+                "ols",
+            ],
+            "moment_columns": names,
+            "clip": clip,
+            "histograms": {
+                "y": {"bins": 20, "range": [0, 400]},
+                "bmi": {"bins": 10, "range": clip["bmi"]},
+            },
+            "quantiles": [0.25, 0.5, 0.75],
+            "ols": {"target": "y", "features": names[:-1]},
+            "max_rows_per_owner": 1000,
+            "max_owners": 8,
+        }
+    )
+    keys, enrolment = _keys()
+    t0 = time.perf_counter()
+    holder = he.KeyHolder.generate(min_contributors=3, enrolment=enrolment)
+    published = holder.public_context().to_bytes()
+    t1 = time.perf_counter()
+    public = he.PublicContext.from_bytes(published)
+    contributions = [
+        he.encrypt_statistics(
+            public, part, spec=spec, job_id="diabetes", round=0, owner_id=o, signing_key=keys[o]
+        )
+        for o, part in zip(OWNERS, np.array_split(table, 5), strict=True)
+    ]
+    t2 = time.perf_counter()
+    aggregate = he.add_ciphertexts(
+        public, contributions, spec=spec, job_id="diabetes", round=0, enrolment=enrolment
+    ).to_bytes()
+    t3 = time.perf_counter()
+    release = holder.decrypt(aggregate).to_bytes()
+    result = he.finalize_statistics(he.Release.from_bytes(release))
+    t4 = time.perf_counter()
+    if result.count != 442 or abs(result.mean["y"] - table[:, -1].mean()) > 1e-6:
+        raise RuntimeError("five-hospital job result is wrong")
+    return {
+        "keygen_s": t1 - t0,
+        "owners_encrypt_s": t2 - t1,
+        "aggregate_s": t3 - t2,
+        "decrypt_finalize_s": t4 - t3,
+        "total_s": t4 - t0,
+        "public_context_bytes": float(len(published)),
+        "contribution_bytes": float(len(contributions[0])),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _median(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--elements", type=int, default=65536, help="CKKS elements per vector")
+    parser.add_argument("--paillier-elements", type=int, default=40)
+    parser.add_argument("--paillier-bits", type=int, default=2048)
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--e2e-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.e2e_child:
+        print(json.dumps(five_hospitals()))
+        return
+
+    import phe
+    import tenseal as ts
+
+    import he
+
+    try:
+        import gmpy2  # noqa: F401
+
+        gmpy = True
+    except ImportError:
+        gmpy = False
+    keys, enrolment = _keys()
+    holder = he.KeyHolder.generate(
+        he.CKKS_8192, min_contributors=3, enrolment=enrolment, max_decryptions=10_000
+    )
+    ctx = ts.context(
+        ts.SCHEME_TYPE.CKKS, poly_modulus_degree=8192, coeff_mod_bit_sizes=[60, 40, 40, 60]
+    )
+    ctx.global_scale = 2.0**90
+    pk, sk = phe.generate_paillier_keypair(n_length=args.paillier_bits)
+    runs: dict[str, list[dict[str, float]]] = {"bulwark": [], "tenseal": [], "paillier": []}
+    bench_bulwark(4096, holder, keys, enrolment, 10_000)  # warm-up
+    bench_tenseal(4096, ctx, 0)
+    for r in range(args.repeats):
+        runs["bulwark"].append(bench_bulwark(args.elements, holder, keys, enrolment, r))
+        runs["tenseal"].append(bench_tenseal(args.elements, ctx, r))
+        runs["paillier"].append(bench_paillier(args.paillier_elements, pk, sk, r))
+    med = {name: _median(rows) for name, rows in runs.items()}
+    for m in med.values():
+        m["end_to_end_s"] = m["encrypt_s"] + m["add_s"] + m["decrypt_s"]
+
+    e2e_rows = []
+    for _ in range(args.repeats):
+        child = subprocess.run(
+            [sys.executable, __file__, "--e2e-child"], capture_output=True, text=True, check=True
+        )
+        e2e_rows.append(json.loads(child.stdout))
+    e2e = _median(e2e_rows)
+
+    ratios = {
+        "bulwark_over_tenseal": {
+            k: med["bulwark"][k] / med["tenseal"][k]
+            for k in ("encrypt_s", "add_s", "decrypt_s", "end_to_end_s", "bytes")
+        },
+        "paillier_over_bulwark": {
+            k: med["paillier"][k] / med["bulwark"][k]
+            for k in ("encrypt_s", "add_s", "decrypt_s", "end_to_end_s", "bytes")
+        },
+    }
+    print(
+        f"per element, medians of {args.repeats} (CKKS: {args.elements} elements; Paillier "
+        f"{args.paillier_bits}-bit, gmpy2={gmpy}: {args.paillier_elements} elements)"
+    )
+    print(
+        f"{'method':10} {'encrypt us':>12} {'add us':>10} {'decrypt us':>12} "
+        f"{'total us':>10} {'bytes':>8}"
+    )
+    for name, m in med.items():
+        print(
+            f"{name:10} {m['encrypt_s'] * 1e6:12.3f} {m['add_s'] * 1e6:10.3f} "
+            f"{m['decrypt_s'] * 1e6:12.3f} {m['end_to_end_s'] * 1e6:10.3f} {m['bytes']:8.1f}"
+        )
+    for label, values in ratios.items():
+        print(
+            label + ": " + ", ".join(f"{k.removesuffix('_s')} {v:.2f}x" for k, v in values.items())
+        )
+    print(
+        "five-hospital diabetes job (in-process, child): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in e2e.items())
+    )
+    own_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of this benchmark process: {own_rss:.1f} MiB")
+
+    result = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "repeats": args.repeats,
+        "elements": args.elements,
+        "paillier": {
+            "bits": args.paillier_bits,
+            "elements": args.paillier_elements,
+            "gmpy2": gmpy,
+        },
+        "per_element_median": med,
+        "ratios": ratios,
+        "targets": {
+            "overhead_at_most_1.10": {
+                k: v <= 1.10 for k, v in ratios["bulwark_over_tenseal"].items()
+            },
+            "paillier_speedup_at_least_1000": ratios["paillier_over_bulwark"]["end_to_end_s"]
+            >= 1000,
+        },
+        "five_hospitals_median": e2e,
+        "peak_rss_mib": own_rss,
+        "versions": {
+            "python": platform.python_version(),
+            "tenseal": ts.__version__,
+            "phe": getattr(phe, "__version__", "?"),
+            "numpy": np.__version__,
+        },
+        "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform()},
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
