@@ -103,8 +103,17 @@ class Store:
         self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction.
+
+        ``durable`` transactions are fsynced before they return (``synchronous=FULL``); the
+        others (bookkeeping: attempt started, stage done, events) survive a crash of the process
+        (kill -9) but could be lost with the machine's power until the next durable commit, which
+        fsyncs them too. A lost bookkeeping row only means a round restarts as if it had not
+        begun; nothing a round commits is in them.
+        """
         try:
+            self._db.execute("PRAGMA synchronous=" + ("FULL" if durable else "NORMAL"))
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -188,7 +197,7 @@ class Store:
 
     def start_attempt(self, job_id: str, round: int, attempt: int, cohort: list[str]) -> None:
         """Record that an attempt started with this cohort."""
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             db.execute(
                 "INSERT INTO attempts (job_id, round, attempt, status, cohort, started)"
                 " VALUES (?, ?, ?, 'running', ?, ?)",
@@ -208,7 +217,7 @@ class Store:
         seconds: float,
     ) -> None:
         """Record a completed stage (a restarted coordinator knows where the round stood)."""
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             db.execute(
                 "INSERT OR REPLACE INTO stages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -327,7 +336,7 @@ class Store:
         client: str | None = None,
     ) -> None:
         """Append an event (a rejected result, a refusal, an abort) to the job's log."""
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             db.execute(
                 "INSERT INTO events (job_id, time, round, client, kind, detail)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
