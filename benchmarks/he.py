@@ -9,7 +9,9 @@ and decrypt, and the bytes on the wire, for
   deserialize+add, deserialize+decrypt) with the same parameters (CKKS, N=8192, scale 2^90);
 * ``paillier``: `phe` with a 2048-bit key (gmpy2 when installed), the approach FATE uses.
 
-The methods run alternately inside each repeat; the table shows medians. Also measured: the
+The CKKS methods alternate phase by phase inside each repeat (the order flips every repeat), and
+the ours/raw ratios are medians of the per-repeat ratios, so that load from other processes on a
+shared machine cancels; the table shows medians of the times. Also measured: the
 end-to-end five-hospital statistics job on the diabetes data (keys, 5 owners encrypt, aggregate,
 key holder decrypts, finalize), in a child process so that its peak RSS is its own, and the peak
 RSS of this process.
@@ -51,76 +53,117 @@ def _keys() -> tuple[dict[str, Any], dict[str, bytes]]:
     return keys, raw
 
 
-def bench_bulwark(
-    n: int, holder: Any, keys: dict[str, Any], enrolment: dict[str, bytes], rnd: int
-) -> dict[str, float]:
-    import he
+class Bulwark:
+    """Our API: signed envelopes, every check, flooding on release."""
 
-    spec = he.VectorSpec(length=n, max_abs=1.0, max_owners=8)
-    public = holder.public_context()
-    rng = np.random.default_rng(rnd)
-    updates = [rng.uniform(-1, 1, n).astype(np.float32) for _ in range(3)]
-    t0 = time.perf_counter()
-    blobs = [
-        he.encrypt_vector(
-            public, u, spec=spec, job_id="bench", round=rnd, owner_id=o, signing_key=keys[o]
-        )
-        for o, u in zip(OWNERS, updates, strict=False)
-    ]
-    t1 = time.perf_counter()
-    agg = he.Aggregator(public, spec=spec, job_id="bench", round=rnd, enrolment=enrolment)
-    for b in blobs:
-        agg.add(b)
-    aggregate = agg.result()
-    t2 = time.perf_counter()
-    release = holder.decrypt(aggregate)
-    t3 = time.perf_counter()
-    expected = np.sum([u.astype(np.float64) for u in updates], axis=0)
-    if not np.all(np.abs(release.vector() - expected) <= release.tolerances()):
-        raise RuntimeError("bulwark sum outside its tolerance")
-    return {
-        "encrypt_s": (t1 - t0) / (3 * n),
-        "add_s": (t2 - t1) / (3 * n),
-        "decrypt_s": (t3 - t2) / n,
-        "bytes": len(blobs[0]) / n,
-    }
+    def __init__(self, holder: Any, keys: dict[str, Any], enrolment: dict[str, bytes]) -> None:
+        import he
 
+        self.he, self.holder, self.keys, self.enrolment = he, holder, keys, enrolment
+        self.public = holder.public_context()
 
-def bench_tenseal(n: int, ctx: Any, rnd: int) -> dict[str, float]:
-    import tenseal as ts
-
-    rng = np.random.default_rng(rnd)
-    updates = [rng.uniform(-1, 1, n).astype(np.float32) for _ in range(3)]
-    slots = 4096
-    t0 = time.perf_counter()
-    blobs = [
-        [
-            ts.ckks_vector(ctx, u[i : i + slots].astype(np.float64).tolist()).serialize()
-            for i in range(0, n, slots)
+    def encrypt(self, updates: list[np.ndarray], rnd: int) -> list[bytes]:
+        spec = self.he.VectorSpec(length=updates[0].size, max_abs=1.0, max_owners=8)
+        return [
+            self.he.encrypt_vector(
+                self.public,
+                u,
+                spec=spec,
+                job_id="bench",
+                round=rnd,
+                owner_id=o,
+                signing_key=self.keys[o],
+            )
+            for o, u in zip(OWNERS, updates, strict=False)
         ]
-        for u in updates
-    ]
-    t1 = time.perf_counter()
-    total = None
-    for chunks in blobs:
-        vecs = [ts.ckks_vector_from(ctx, c) for c in chunks]
-        if total is None:
-            total = vecs
-        else:
-            for acc, v in zip(total, vecs, strict=True):
-                acc.add_(v)
-    sums = [v.serialize() for v in total or []]
-    t2 = time.perf_counter()
-    out = np.concatenate([np.asarray(ts.ckks_vector_from(ctx, s).decrypt()) for s in sums])
-    t3 = time.perf_counter()
-    if np.max(np.abs(out - np.sum(updates, axis=0))) > 1e-5:
+
+    def add(self, blobs: list[bytes], n: int, rnd: int) -> Any:
+        spec = self.he.VectorSpec(length=n, max_abs=1.0, max_owners=8)
+        agg = self.he.Aggregator(
+            self.public, spec=spec, job_id="bench", round=rnd, enrolment=self.enrolment
+        )
+        for b in blobs:
+            agg.add(b)
+        return agg.result()
+
+    def decrypt(self, aggregate: Any) -> np.ndarray:
+        release = self.holder.decrypt(aggregate)
+        return release.vector(), release.tolerances()
+
+
+class RawTenseal:
+    """The bare TenSEAL calls doing the same arithmetic with the same parameters."""
+
+    def __init__(self, ctx: Any) -> None:
+        import tenseal as ts
+
+        self.ts, self.ctx = ts, ctx
+
+    def encrypt(self, updates: list[np.ndarray], rnd: int) -> list[list[bytes]]:
+        slots = 4096
+        return [
+            [
+                self.ts.ckks_vector(
+                    self.ctx, u[i : i + slots].astype(np.float64).tolist()
+                ).serialize()
+                for i in range(0, u.size, slots)
+            ]
+            for u in updates
+        ]
+
+    def add(self, blobs: list[list[bytes]], n: int, rnd: int) -> list[bytes]:
+        total = None
+        for chunks in blobs:
+            vecs = [self.ts.ckks_vector_from(self.ctx, c) for c in chunks]
+            if total is None:
+                total = vecs
+            else:
+                for acc, v in zip(total, vecs, strict=True):
+                    acc.add_(v)
+        return [v.serialize() for v in total or []]
+
+    def decrypt(self, sums: list[bytes]) -> np.ndarray:
+        return np.concatenate(
+            [np.asarray(self.ts.ckks_vector_from(self.ctx, b).decrypt()) for b in sums]
+        )
+
+
+def bench_ckks_pair(
+    ours: Bulwark, raw: RawTenseal, n: int, rnd: int
+) -> dict[str, dict[str, float]]:
+    """One repeat: the two methods alternate phase by phase (order flips every repeat)."""
+    rng = np.random.default_rng(rnd)
+    updates = [rng.uniform(-1, 1, n).astype(np.float32) for _ in range(3)]
+    expected = np.sum([u.astype(np.float64) for u in updates], axis=0)
+    order = [("bulwark", ours), ("tenseal", raw)]
+    if rnd % 2:
+        order.reverse()
+    out: dict[str, dict[str, float]] = {name: {} for name, _ in order}
+    state: dict[str, Any] = {}
+    for phase in ("encrypt", "add", "decrypt"):
+        for name, method in order:
+            t0 = time.perf_counter()
+            if phase == "encrypt":
+                state[name] = method.encrypt(updates, rnd)
+                out[name]["bytes"] = (
+                    sum(
+                        len(b) if isinstance(b, bytes) else sum(map(len, b))
+                        for b in state[name][:1]
+                    )
+                    / n
+                )
+            elif phase == "add":
+                state[name] = method.add(state[name], n, rnd)
+            else:
+                state[name] = method.decrypt(state[name])
+            elapsed = time.perf_counter() - t0
+            out[name][f"{phase}_s"] = elapsed / (3 * n if phase != "decrypt" else n)
+    total, tol = state["bulwark"]
+    if not np.all(np.abs(total - expected) <= tol):
+        raise RuntimeError("bulwark sum outside its tolerance")
+    if np.max(np.abs(state["tenseal"] - expected)) > 1e-5:
         raise RuntimeError("tenseal sum wrong")
-    return {
-        "encrypt_s": (t1 - t0) / (3 * n),
-        "add_s": (t2 - t1) / (3 * n),
-        "decrypt_s": (t3 - t2) / n,
-        "bytes": sum(len(c) for c in blobs[0]) / n,
-    }
+    return out
 
 
 def bench_paillier(n: int, public_key: Any, private_key: Any, rnd: int) -> dict[str, float]:
@@ -254,16 +297,25 @@ def main() -> None:
     )
     ctx.global_scale = 2.0**90
     pk, sk = phe.generate_paillier_keypair(n_length=args.paillier_bits)
+    ours, raw = Bulwark(holder, keys, enrolment), RawTenseal(ctx)
     runs: dict[str, list[dict[str, float]]] = {"bulwark": [], "tenseal": [], "paillier": []}
-    bench_bulwark(4096, holder, keys, enrolment, 10_000)  # warm-up
-    bench_tenseal(4096, ctx, 0)
+    bench_ckks_pair(ours, raw, 4096, 10_000)  # warm-up
     for r in range(args.repeats):
-        runs["bulwark"].append(bench_bulwark(args.elements, holder, keys, enrolment, r))
-        runs["tenseal"].append(bench_tenseal(args.elements, ctx, r))
+        pair = bench_ckks_pair(ours, raw, args.elements, r)
+        runs["bulwark"].append(pair["bulwark"])
+        runs["tenseal"].append(pair["tenseal"])
         runs["paillier"].append(bench_paillier(args.paillier_elements, pk, sk, r))
+    for rows in runs.values():
+        for row in rows:
+            row["end_to_end_s"] = row["encrypt_s"] + row["add_s"] + row["decrypt_s"]
     med = {name: _median(rows) for name, rows in runs.items()}
-    for m in med.values():
-        m["end_to_end_s"] = m["encrypt_s"] + m["add_s"] + m["decrypt_s"]
+    phases = ("encrypt_s", "add_s", "decrypt_s", "end_to_end_s", "bytes")
+    paired = {
+        k: statistics.median(
+            b[k] / t[k] for b, t in zip(runs["bulwark"], runs["tenseal"], strict=True)
+        )
+        for k in phases
+    }
 
     e2e_rows = []
     for _ in range(args.repeats):
@@ -274,14 +326,8 @@ def main() -> None:
     e2e = _median(e2e_rows)
 
     ratios = {
-        "bulwark_over_tenseal": {
-            k: med["bulwark"][k] / med["tenseal"][k]
-            for k in ("encrypt_s", "add_s", "decrypt_s", "end_to_end_s", "bytes")
-        },
-        "paillier_over_bulwark": {
-            k: med["paillier"][k] / med["bulwark"][k]
-            for k in ("encrypt_s", "add_s", "decrypt_s", "end_to_end_s", "bytes")
-        },
+        "bulwark_over_tenseal": paired,
+        "paillier_over_bulwark": {k: med["paillier"][k] / med["bulwark"][k] for k in phases},
     }
     print(
         f"per element, medians of {args.repeats} (CKKS: {args.elements} elements; Paillier "

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from he import _wire
 from he._spec_dict import spec_from_dict
-from he.errors import BindingError, ContextMismatch, DecodeError, SpecError
+from he.errors import BindingError, ContextMismatch, DecodeError, NotAnAggregate, SpecError
 from he.spec import Spec, StatsSpec
 
 MAX_ID_LEN = 128
@@ -56,6 +56,13 @@ def check_round(value: int) -> int:
     """A round number: an integer in [0, 2^53]."""
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_ROUND:
         raise BindingError(f"round must be an integer in [0, {MAX_ROUND}]")
+    return value
+
+
+def check_min_contributors(value: int) -> int:
+    """An owner's minimum cohort: an integer >= 2."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 2 <= value <= 2**20:
+        raise BindingError(f"min_contributors must be an integer in [2, 2^20], got {value!r}")
     return value
 
 
@@ -250,8 +257,6 @@ class EncryptedAggregate:
             NotAnAggregate: the bytes are an individual contribution.
             DecodeError: malformed bytes.
         """
-        from he.errors import NotAnAggregate
-
         what = "aggregate"
         env = _wire.decode(
             data, max_bytes=max_bytes, max_blobs=2**20, max_blob_bytes=max_bytes, what=what

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -30,7 +31,7 @@ import numpy.typing as npt
 from he import _wire
 from he.context import PublicContext, SecretContext
 from he.encoding import decrypt, load_ciphertexts
-from he.envelope import EncryptedAggregate, load_enrolment, payload_of
+from he.envelope import EncryptedAggregate, load_enrolment
 from he.errors import (
     BelowMinimumCohort,
     ContextMismatch,
@@ -48,7 +49,7 @@ from he.release import (
     flood_and_round,
     fresh_noise_bound,
 )
-from he.spec import StatsSpec, real_scales, vector_lengths
+from he.spec import Spec, StatsSpec, real_scales, vector_lengths
 
 DEFAULT_MAX_DECRYPTIONS = 128
 MIN_CONTRIBUTORS_FLOOR = 2
@@ -197,8 +198,6 @@ class KeyHolder:
                 fingerprint=agg.fingerprint,
                 spec=spec,
             )
-            if receipt.payload != payload_of(spec):
-                raise NotAnAggregate("receipt payload does not match the aggregate")
         owners = {r.owner_id for r in agg.receipts}
         required = max([self._min_contributors, *(r.min_contributors for r in agg.receipts)])
         if len(owners) != len(agg.receipts) or len(owners) < required:
@@ -242,7 +241,7 @@ class KeyHolder:
             dp=dp,
         )
 
-    def _decrypt(self, scheme: Scheme, blobs: tuple[bytes, ...], length: int) -> npt.NDArray:  # type: ignore[type-arg]
+    def _decrypt(self, scheme: Scheme, blobs: tuple[bytes, ...], length: int) -> npt.NDArray[Any]:
         if not length and not blobs:
             return np.zeros(0)
         params = self._public.params_for(scheme)
@@ -259,7 +258,7 @@ def _check_k(k: int) -> None:
 
 
 def _check_ranges(
-    spec: StatsSpec | object,
+    spec: Spec,
     integers: npt.NDArray[np.int64],
     reals: npt.NDArray[np.float64],
     *,
@@ -277,7 +276,6 @@ def _check_ranges(
                 raise DecryptionError(f"histogram of {h.column!r} does not sum to the count")
         limits = np.full(reals.shape, float(rows))  # slots hold sums / per-row bounds
     else:
-        max_abs = getattr(spec, "max_abs", 0.0)
-        limits = np.full(reals.shape, max_abs * contributors)
+        limits = np.full(reals.shape, spec.max_abs * contributors)
     if reals.size and np.any(np.abs(reals) > limits * (1 + 1e-9) + 1e-6):
         raise DecryptionError("decrypted CKKS sums exceed what the spec's ranges allow")

@@ -35,7 +35,7 @@ import numpy.typing as npt
 from he import _wire
 from he._dgauss import discrete_gaussian
 from he._spec_dict import spec_from_dict
-from he.envelope import MAX_ID_LEN, MAX_ROUND, check_id
+from he.envelope import MAX_ID_LEN, MAX_ROUND
 from he.errors import DecodeError, SpecError
 from he.params import HEParams
 from he.spec import Spec, StatsSpec, real_scales, vector_lengths
@@ -238,6 +238,8 @@ class Release:
         if not np.all(np.isfinite(reals)):
             raise DecodeError("release holds non-finite values")
         contributors = _wire.get_list(h, "contributors", what=what, max_len=2**20)
+        if not all(isinstance(c, str) and 0 < len(c) <= MAX_ID_LEN for c in contributors):
+            raise DecodeError("release contributors must be owner ids")
         dp = None
         if "dp" in h:
             raw = _wire.get_dict(h, "dp", what=what)
@@ -252,7 +254,7 @@ class Release:
             job_id=_wire.get_str(h, "job_id", what=what, max_len=MAX_ID_LEN),
             round=_wire.get_int(h, "round", what=what, low=0, high=MAX_ROUND),
             spec=spec,
-            contributors=tuple(check_id(c, "contributor") for c in contributors),
+            contributors=tuple(contributors),
             integers=np.frombuffer(env.blobs[0], dtype="<i8").astype(np.int64),
             reals=reals,
             real_tolerance=_wire.get_float(h, "real_tolerance", what=what),

@@ -16,7 +16,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from he import _wire, encoding
 from he.context import PublicContext
-from he.envelope import check_id, check_round, encode_contribution, sign_receipt
+from he.envelope import (
+    check_id,
+    check_min_contributors,
+    check_round,
+    encode_contribution,
+    sign_receipt,
+)
 from he.errors import DataError, SpecError
 from he.params import Scheme
 from he.spec import VectorSpec
@@ -75,7 +81,7 @@ def encrypt_vector(
         spec_digest=spec.digest,
         payload="vector",
         owner_id=check_id(owner_id, "owner_id"),
-        min_contributors=max(2, int(min_contributors)),
+        min_contributors=check_min_contributors(min_contributors),
         ciphertext_digest=_wire.digest_blobs(ckks),
         ciphertext_bytes=sum(len(b) for b in ckks),
     )

@@ -174,3 +174,12 @@ def test_he_sum_matches_plain_sum(public, enrolment, keyholder, spec, contribute
     # Assert: integers exact, reals within the stated tolerance
     np.testing.assert_array_equal(release.integers, sum(p[0] for p in plain))
     assert np.all(np.abs(release.reals - sum(p[1] for p in plain)) <= release.tolerances())
+
+
+@pytest.mark.parametrize("k", [0, 1, True, 2**21])
+def test_owner_min_contributors_is_validated(public, spec, table, owner_keys, k):
+    with pytest.raises(he.BindingError, match=r"min_contributors must be an integer in \[2"):
+        he.encrypt_statistics(
+            public, table, spec=spec, job_id="job-1", round=0, owner_id=OWNERS[0],
+            signing_key=owner_keys[OWNERS[0]], min_contributors=k,
+        )  # fmt: skip
