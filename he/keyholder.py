@@ -34,6 +34,7 @@ from he.encoding import decrypt, load_ciphertexts
 from he.envelope import EncryptedAggregate, load_enrolment
 from he.errors import (
     BelowMinimumCohort,
+    BindingError,
     ContextMismatch,
     DecryptionError,
     NotAnAggregate,
@@ -202,6 +203,11 @@ class KeyHolder:
         required = max([self._min_contributors, *(r.min_contributors for r in agg.receipts)])
         if len(owners) != len(agg.receipts) or len(owners) < required:
             raise BelowMinimumCohort(contributors=len(owners), required=required)
+        if len(owners) > spec.max_owners:
+            raise BindingError(
+                f"aggregate has {len(owners)} contributors; the spec allows at most "
+                f"{spec.max_owners} (its no-wrap guarantee depends on it)"
+            )
         blobs = [*agg.bfv, *agg.ckks]
         size = sum(len(b) for b in blobs)
         # Hash only when the sizes match: different sizes already mean different bytes.

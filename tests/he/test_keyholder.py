@@ -219,3 +219,28 @@ def test_generate_validates_arguments(enrolment, kwargs, message):
     args = {"min_contributors": 2, "enrolment": enrolment} | kwargs
     with pytest.raises(he.HeError, match=message):
         he.KeyHolder.generate(he.BFV_4096, **args)
+
+
+def test_more_contributors_than_max_owners_is_refused(enrolment, owner_keys, tables):
+    # Prepare: a spec for at most 2 owners; a deviating coordinator sums 3
+    spec = he.spec_from_dict(
+        {"columns": ["a"], "statistics": ["count"], "max_rows_per_owner": 50, "max_owners": 2}
+    )
+    holder = he.KeyHolder.generate(he.BFV_4096, min_contributors=2, enrolment=enrolment)
+    pub = holder.public_context()
+    agg = he.Aggregator(pub, spec=spec, job_id="job-1", round=0, enrolment=enrolment)
+    contributions = [
+        he.encrypt_statistics(pub, tables[0], spec=spec, job_id="job-1", round=0, owner_id=o,
+                              signing_key=owner_keys[o])
+        for o in OWNERS[:3]
+    ]  # fmt: skip
+    agg.add(contributions[0])
+    agg.add(contributions[1])
+    two = agg.result()
+    third = _wire.decode(contributions[2], max_bytes=2**30, max_blobs=8, max_blob_bytes=2**30,
+                         what="t").header["receipt"]  # fmt: skip
+    forged = dataclasses.replace(two, receipts=(*two.receipts, he.Receipt.from_json(third)))
+
+    # Execute / Assert
+    with pytest.raises(he.BindingError, match="at most 2"):
+        holder.decrypt(forged)

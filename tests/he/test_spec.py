@@ -119,3 +119,34 @@ def test_layout_survives_canonical_json_key_order() -> None:
     assert parsed == spec
     assert parsed.layout == spec.layout
     assert [h.column for h in spec.histograms] == ["x", "z"]
+
+
+def test_spec_from_a_toml_job_table() -> None:
+    import tomllib
+
+    text = """
+    [stats]
+    columns = ["age", "bmi", "y"]
+    statistics = ["count", "mean", "std", "histogram", "quantiles", "ols"]
+    moment_columns = ["age", "bmi"]
+    quantiles = [0.25, 0.5, 0.75]
+    max_rows_per_owner = 10000
+    max_owners = 16
+
+    [stats.clip]
+    age = [0, 120]
+    bmi = [10, 60]
+    y = [0, 400]
+
+    [stats.histograms.age]
+    bins = 12
+    range = [0, 120]
+
+    [stats.ols]
+    target = "y"
+    features = ["age", "bmi"]
+    """
+    spec = he.spec_from_dict(tomllib.loads(text)["stats"])
+    assert isinstance(spec, he.StatsSpec)
+    assert spec.layout.real_columns == ("age", "bmi", "y")
+    assert spec.check_params(he.DEFAULT_STATS_PARAMS) is None

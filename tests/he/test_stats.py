@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import he
 from he._finalize import Histogram, quantile_from_histogram
@@ -268,3 +270,32 @@ def test_mapping_table_is_accepted() -> None:
     )
     ints, reals = he.sufficient_statistics({"a": [1.0, 2.0]}, spec)
     assert list(ints) == [2] and reals.size == 0
+
+
+def _quantile_oracle(edges, counts, q):
+    # walk the bins one by one until the cumulative count reaches q * total
+    total = sum(max(c, 0) for c in counts)
+    if total == 0:
+        return math.nan
+    target, before = q * total, 0.0
+    for b, c in enumerate(counts):
+        c = max(c, 0)
+        if before + c >= target and c > 0:
+            return edges[b] + (target - before) / c * (edges[b + 1] - edges[b])
+        before += c
+    return edges[-1]
+
+
+@given(
+    counts=st.lists(st.integers(0, 50), min_size=1, max_size=12),
+    q=st.floats(0.01, 0.99),
+)
+def test_quantile_matches_loop_oracle(counts: list[int], q: float) -> None:
+    edges = tuple(float(e) for e in np.linspace(-3.0, 5.0, len(counts) + 1))
+    hist = Histogram(edges, tuple(counts))
+    got = quantile_from_histogram(hist, q)
+    expected = _quantile_oracle(edges, counts, q)
+    if math.isnan(expected):
+        assert math.isnan(got)
+    else:
+        assert got == pytest.approx(expected, abs=1e-9)
