@@ -12,6 +12,7 @@ it with the task). The signs are expanded from the seed with AES-128-CTR (random
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
@@ -34,10 +35,17 @@ def padded_length(dim: int) -> int:
 def _signs(seed: bytes, length: int) -> npt.NDArray[np.float64]:
     if not isinstance(seed, bytes) or len(seed) < MIN_SEED_BYTES:
         raise ConfigError(f"rotation_seed must be at least {MIN_SEED_BYTES} bytes, got {seed!r}")
+    return _cached_signs(seed, length)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_signs(seed: bytes, length: int) -> npt.NDArray[np.float64]:
     key = int.from_bytes(hashlib.sha256(_LABEL + seed).digest()[:16], "little")
     gen = np.random.Generator(randomgen.AESCounter(key=key))
     bits = gen.integers(0, 2, size=length, dtype=np.int8)
-    return (1.0 - 2.0 * bits).astype(np.float64)
+    signs = (1.0 - 2.0 * bits).astype(np.float64)
+    signs.flags.writeable = False
+    return signs
 
 
 def fwht(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -66,7 +74,7 @@ def rotate(x: npt.NDArray[np.float64], *, seed: bytes) -> npt.NDArray[np.float64
     n = padded_length(x.shape[-1])
     padded = np.zeros((*x.shape[:-1], n), dtype=np.float64)
     padded[..., : x.shape[-1]] = x
-    padded *= _signs(seed, n)
+    padded *= _signs(seed, n)  # the cached signs are read-only; padded is a fresh array
     return fwht(padded)
 
 

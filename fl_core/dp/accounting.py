@@ -35,6 +35,7 @@ imports it), loaded on first use, so that importing this module stays light.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -232,16 +233,29 @@ def subsampled_rdp_upper_bound(
     return out
 
 
+def _opacus_rdp(sigma: float, q: float, orders: tuple[float, ...]) -> npt.NDArray[np.float64]:
+    from fl_core.dp.dpsgd import opacus_gaussian_rdp
+
+    return opacus_gaussian_rdp(noise_multiplier=sigma, sample_rate=q, orders=orders)
+
+
+@functools.lru_cache(maxsize=256)
+def _gaussian_step_rdp(sigma: float, q: float) -> npt.NDArray[np.float64]:
+    """One step's RDP on :data:`ORDERS`, cached: ledgers and reports recompose the same events."""
+    curve = _opacus_rdp(sigma, q, ORDERS)
+    curve.flags.writeable = False
+    return curve
+
+
 def rdp_curve(event: PrivacyEvent, orders: Sequence[float] = ORDERS) -> npt.NDArray[np.float64]:
     """Return the RDP of ``event`` (all its steps) at ``orders``."""
     if event.steps == 0 or event.sample_rate == 0.0:
         return np.zeros(len(orders), dtype=np.float64)
     if isinstance(event, GaussianEvent):
-        from fl_core.dp.dpsgd import opacus_gaussian_rdp
-
-        per_step = opacus_gaussian_rdp(
-            noise_multiplier=event.noise_multiplier, sample_rate=event.sample_rate, orders=orders
-        )
+        if tuple(orders) == ORDERS:
+            per_step = _gaussian_step_rdp(event.noise_multiplier, event.sample_rate)
+        else:
+            per_step = _opacus_rdp(event.noise_multiplier, event.sample_rate, tuple(orders))
     else:
         top = max(2, math.ceil(max(orders)))
         base = skellam_rdp(

@@ -68,6 +68,8 @@ RingArray = npt.NDArray[np.unsignedinteger[Any]]
 DEFAULT_MODCLIP_PROB: Final = 1e-4
 """Per-coordinate probability of a modular wrap that calibration aims for (TFF's default)."""
 MAX_ROUNDING_ATTEMPTS: Final = 10_000
+MU_CAP: Final = 1e12
+"""Calibration keeps each client's Poisson rate near this at most (exact float64 draws)."""
 MIN_BITS, MAX_BITS = 2, 52
 
 
@@ -415,6 +417,9 @@ def calibrate_skellam(
     noise_var = (z * clip) ** 2 * n / honest_min  # unscaled variance of n shares
     for _ in range(100):
         scale = _scale_for(signal, noise_var, bits=bits, k=k, n=n, d=d)
+        # A wide ring would allow scales whose Poisson rates exceed exact integer sampling; past
+        # local_mu = MU_CAP the rounding error is negligible anyway (sqrt(d) << s * C).
+        scale = min(scale, math.sqrt(2.0 * n * MU_CAP / noise_var))
         config = _search_mu(template, scale, target_epsilon, delta, rounds, honest_min)
         agg_var = scale**2 * signal**2 / d + n / 4.0 + 2.0 * n * config.local_mu
         if k * math.sqrt(agg_var) <= 2.0 ** (bits - 1):
