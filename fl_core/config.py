@@ -283,6 +283,81 @@ class AggregationSection:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SecAggSection:
+    """``[secagg]``: secure aggregation (SecAgg+; the complete graph is SecAgg).
+
+    Attributes:
+        dropout_rate: the fraction of the cohort that may drop out (delta).
+        corrupt_rate: the assumed fraction of clients colluding with the coordinator (gamma).
+        adversary: ``"semi_honest"`` or ``"semi_malicious"`` coordinator.
+        full_graph: use SecAgg's complete graph instead of the finder's sparse one.
+        degree: an explicit neighbourhood size k (0: chosen by the parameter finder).
+        threshold: an explicit threshold t (0: chosen by the parameter finder).
+        ring_bits: 32 or 64.
+        quantization_bits: bits per quantized value (0: the most the cohort allows, up to 24).
+        clip: updates are clipped elementwise to [-clip, clip] before quantization.
+        max_weight: examples are capped at this when weighting updates.
+    """
+
+    dropout_rate: float = 0.1
+    corrupt_rate: float = 0.05
+    adversary: str = "semi_honest"
+    full_graph: bool = False
+    degree: int = 0
+    threshold: int = 0
+    ring_bits: int = 32
+    quantization_bits: int = 0
+    clip: float = 1.0
+    max_weight: int = 100_000
+
+    def __post_init__(self) -> None:
+        _require(
+            0 <= self.dropout_rate < 1,
+            "secagg.dropout_rate",
+            "a number in [0, 1)",
+            self.dropout_rate,
+        )
+        _require(
+            0 <= self.corrupt_rate < 1,
+            "secagg.corrupt_rate",
+            "a number in [0, 1)",
+            self.corrupt_rate,
+        )
+        _require(
+            self.adversary in ("semi_honest", "semi_malicious"),
+            "secagg.adversary",
+            "'semi_honest' or 'semi_malicious'",
+            self.adversary,
+        )
+        _require(self.degree >= 0, "secagg.degree", "an integer >= 0 (0: finder)", self.degree)
+        _require(
+            self.threshold >= 0, "secagg.threshold", "an integer >= 0 (0: finder)", self.threshold
+        )
+        _require(
+            (self.degree == 0) == (self.threshold == 0),
+            "secagg.threshold",
+            "set together with secagg.degree (or both 0)",
+            self.threshold,
+        )
+        _require(self.ring_bits in (32, 64), "secagg.ring_bits", "32 or 64", self.ring_bits)
+        _require(
+            0 <= self.quantization_bits <= 40,
+            "secagg.quantization_bits",
+            "an integer in [0, 40] (0: automatic)",
+            self.quantization_bits,
+        )
+        _require(
+            self.clip > 0 and math.isfinite(self.clip), "secagg.clip", "a number > 0", self.clip
+        )
+        _require(
+            1 <= self.max_weight <= 10**9,
+            "secagg.max_weight",
+            "an integer in [1, 10^9]",
+            self.max_weight,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
     """``[limits]``: what is accepted from the network, checked before anything is allocated."""
 
@@ -336,6 +411,7 @@ class JobConfig:
     round: RoundSection = field(default_factory=RoundSection)
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
     aggregation: AggregationSection = field(default_factory=AggregationSection)
+    secagg: SecAggSection = field(default_factory=SecAggSection)
     limits: Limits = field(default_factory=Limits)
     source: str = field(default="", repr=False, compare=False)
 
@@ -355,6 +431,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "round": RoundSection,
     "evaluation": EvaluationSection,
     "aggregation": AggregationSection,
+    "secagg": SecAggSection,
     "limits": Limits,
 }
 _REQUIRED = ("job", "data", "model")

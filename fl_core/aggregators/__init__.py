@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ..client.pipeline import local_update
 from ..client.policy import OwnerPolicy
 from ..config import JobConfig
+from ..dp.noise import csprng
 from ..errors import ConfigError
 from ..types import FitConfig, Layout, Metrics, Trainer
 from .base import (
@@ -22,6 +23,8 @@ from .base import (
 )
 from .evaluation import EvaluateServerRound, handle_evaluate
 from .mean import MeanClientRound, MeanServerRound
+from .secure_sum import SecureSumAggregator, SecureSumClientRound
+from .secure_sum import check_job as check_secagg_job
 
 __all__ = [
     "AggregateUpdate",
@@ -30,6 +33,7 @@ __all__ = [
     "ClientRound",
     "EvaluateServerRound",
     "MeanAggregator",
+    "SecureSumAggregator",
     "RoundContext",
     "ServerRound",
     "create_aggregator",
@@ -87,6 +91,9 @@ def create_aggregator(job: JobConfig) -> Aggregator:
         return MeanAggregator(
             quorum_fraction=job.round.quorum_fraction, min_clients=job.sampling.min_clients
         )
+    if kind == "secagg":
+        check_secagg_job(job)
+        return SecureSumAggregator(job.secagg, quorum_fraction=job.round.quorum_fraction)
     raise ConfigError(f"aggregation.kind = {kind!r} is not available in this build")
 
 
@@ -95,4 +102,6 @@ def create_client_round(ctx: ClientContext, *, round: int, attempt: int) -> Clie
     kind = ctx.job.aggregation.kind
     if kind == "mean":
         return MeanClientRound(dim=ctx.layout.total, local_update=ctx.local_update)
+    if kind == "secagg":
+        return SecureSumClientRound(ctx, rng=csprng())
     raise ConfigError(f"aggregation.kind = {kind!r} is not available in this build")

@@ -69,7 +69,7 @@ class StageDriver:
         dropped: list[str] = []
         for client_id, payload in tasks.items():
             record = self._registry.find(client_id)
-            if record is None:
+            if record is None or not record.connected:
                 dropped.append(client_id)
                 continue
             header = TaskHeader(
@@ -109,6 +109,9 @@ class StageDriver:
         for future, cid in futures.items():
             if future.cancelled():
                 dropped.append(cid)
+                late = self._registry.find(cid)
+                if late is not None:
+                    late.missed = True  # not sampled again until it pulls again
                 continue
             outcome = future.result()
             if isinstance(outcome, Accepted):

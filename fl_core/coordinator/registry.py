@@ -78,6 +78,8 @@ class ClientRecord:
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     answered: deque[str] = field(default_factory=lambda: deque(maxlen=64))
     got_done: bool = False
+    connected: bool = True
+    missed: bool = False
 
     def assign(self, slot: TaskSlot) -> None:
         """Give this client a task and wake its pending pull."""
@@ -158,12 +160,17 @@ class ClientRegistry:
         return {cid: r.identity_key for cid, r in self._clients.items()}
 
     def live(self) -> list[str]:
-        """Ids of clients that are pulling or called within the liveness window, sorted."""
+        """Ids of the clients that can be sampled, sorted.
+
+        A client is live while it is pulling, or when it called within the liveness window and
+        has neither disconnected nor missed a deadline since.
+        """
         now = self._clock()
         return sorted(
             cid
             for cid, r in self._clients.items()
-            if r.pulling > 0 or now - r.last_seen <= LIVENESS_WINDOW_S
+            if r.pulling > 0
+            or (r.connected and not r.missed and now - r.last_seen <= LIVENESS_WINDOW_S)
         )
 
     def records(self) -> list[ClientRecord]:

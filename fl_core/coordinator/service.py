@@ -126,6 +126,7 @@ class Coordinator:
         """Hand the client its current task, waiting up to ``wait`` seconds for one."""
         record = self.registry.get(client_id, session_token)
         record.pulling += 1
+        record.connected, record.missed = True, False
         try:
             deadline = self._clock() + wait
             while True:
@@ -146,6 +147,11 @@ class Coordinator:
                     await asyncio.wait_for(record.wakeup.wait(), timeout=remaining)
                 except TimeoutError:
                     return Wait()
+        except asyncio.CancelledError:
+            # The client went away while waiting (its process died or it closed the channel).
+            record.connected = False
+            record.abandon("the client disconnected")
+            raise
         finally:
             record.pulling -= 1
             record.last_seen = self._clock()

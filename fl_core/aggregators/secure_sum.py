@@ -1,0 +1,415 @@
+"""Secure aggregation as an aggregator: the coordinator learns only the cohort's weighted sum.
+
+Stages (``secagg.<stage>``, Bonawitz et al. CCS 2017, Section 4; Bell et al. CCS 2020): advertise
+keys, share keys, masked input, unmask. The first task of a round carries the global model, so
+that its SHA-256 is bound into the session before any key is made; the client trains in the
+masked-input stage and sends
+
+    y = Quantize([w * update, w]) + masks        (w = min(examples, max_weight) / max_weight)
+
+so the unmasked, dequantized sum holds sum(w * update) and sum(w): the example-weighted mean
+(FedAvg's weighting, with examples capped) without any client's update or example count. The
+protocol itself lives in :mod:`mpc` (state machines that never see the network); this module
+only maps its messages onto payload fields and cohort names onto participant indices.
+
+Threat model: an honest-but-curious coordinator and up to ``secagg.corrupt_rate`` colluding
+clients; the clients' checks (:class:`mpc.SecAggClient`) refuse the deviations listed there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+import mpc
+from mpc.secagg.messages import Request, Response
+
+from ..config import JobConfig, SecAggSection
+from ..errors import CodecError, ConfigError, PolicyRefused, ProtocolError, RoundAborted
+from ..payload import Payload
+from .base import (
+    AggregateUpdate,
+    FloatVector,
+    RoundContext,
+    fit_from_payload,
+    fit_to_fields,
+    model_hash,
+)
+from .mean import quorum_of
+
+PREFIX = "secagg"
+STAGES = tuple(f"{PREFIX}.{s.value}" for s in mpc.Stage)
+MAX_AUTO_BITS = 24
+
+
+def _stage(name: str) -> mpc.Stage:
+    if not name.startswith(PREFIX + "."):
+        raise CodecError(f"stage {name!r} is not a secure-aggregation stage")
+    try:
+        return mpc.Stage(name[len(PREFIX) + 1 :])
+    except ValueError:
+        raise CodecError(f"stage {name!r} is not a secure-aggregation stage") from None
+
+
+# --- messages <-> payload fields ---------------------------------------------------------------
+
+
+def message_to_fields(message: Request | Response) -> dict[str, object]:
+    """Flatten an mpc message into ``m.<field>`` payload fields."""
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(message):
+        value = getattr(message, f.name)
+        if isinstance(value, Mapping):
+            keys = sorted(value)
+            out[f"m.{f.name}.keys"] = tuple(int(k) for k in keys)
+            out[f"m.{f.name}.values"] = tuple(value[k] for k in keys)
+        else:
+            out[f"m.{f.name}"] = value
+    return out
+
+
+def message_from_fields(
+    cls: type[Any], payload: Payload, *, masked: tuple[str, int] | None = None
+) -> Any:
+    """Rebuild an mpc message of type ``cls`` from ``m.<field>`` fields, checking every type.
+
+    ``masked`` gives (dtype, length) for the masked vector of a MaskedInputResponse.
+    """
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, object] = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        name = f"m.{f.name}"
+        origin = typing.get_origin(hint)
+        if hint is int:
+            kwargs[f.name] = payload.get_int(name, lo=0, hi=2**63 - 1)
+        elif hint is str:
+            kwargs[f.name] = payload.get_str(name)
+        elif hint is bytes:
+            kwargs[f.name] = payload.get_bytes(name, max_size=1 << 16)
+        elif origin is tuple:
+            kwargs[f.name] = payload.get_ints(name)
+        elif origin in (Mapping, typing.Mapping) or str(origin).endswith("Mapping"):
+            keys = payload.get_ints(name + ".keys")
+            values = payload.get_bytes_list(name + ".values", item_max_size=1 << 16)
+            if len(keys) != len(values) or len(set(keys)) != len(keys):
+                raise CodecError(f"field {name}: {len(keys)} keys for {len(values)} values")
+            kwargs[f.name] = dict(zip(keys, values, strict=True))
+        elif masked is not None:
+            dtype, length = masked
+            kwargs[f.name] = payload.get_tensor(name, dtype=dtype, shape=(length,))
+        else:
+            raise CodecError(f"field {name}: no decoder for {hint}")
+    return cls(**kwargs)
+
+
+def _response_type(stage: mpc.Stage) -> type[Any]:
+    return {
+        mpc.Stage.ADVERTISE_KEYS: mpc.AdvertiseKeysResponse,
+        mpc.Stage.SHARE_KEYS: mpc.ShareKeysResponse,
+        mpc.Stage.MASKED_INPUT: mpc.MaskedInputResponse,
+        mpc.Stage.UNMASK: mpc.UnmaskResponse,
+    }[stage]
+
+
+def _request_type(stage: mpc.Stage) -> type[Any]:
+    return {
+        mpc.Stage.ADVERTISE_KEYS: mpc.AdvertiseKeysRequest,
+        mpc.Stage.SHARE_KEYS: mpc.ShareKeysRequest,
+        mpc.Stage.MASKED_INPUT: mpc.MaskedInputRequest,
+        mpc.Stage.UNMASK: mpc.UnmaskRequest,
+    }[stage]
+
+
+# --- parameters --------------------------------------------------------------------------------
+
+
+def round_parameters(section: SecAggSection, cohort: int) -> tuple[mpc.SecAggParams, int]:
+    """The round's SecAgg parameters and quantization bits for a cohort of ``cohort`` clients.
+
+    Raises:
+        ConfigError: the explicit (k, t) break a rule, or the cohort is too small; the message
+            names the rule and the allowed range.
+    """
+    bits = section.quantization_bits
+    if bits == 0:
+        headroom = (1 << section.ring_bits) // max(cohort, 1)
+        bits = min(MAX_AUTO_BITS, headroom.bit_length() - 1)
+    try:
+        if section.degree:
+            params = mpc.SecAggParams(
+                num_clients=cohort,
+                threshold=section.threshold,
+                degree=section.degree,
+                dropout_rate=section.dropout_rate,
+                corrupt_rate=section.corrupt_rate,
+                adversary=mpc.Adversary(section.adversary),
+                ring_bits=section.ring_bits,
+                quantization_bits=bits,
+            )
+        elif section.full_graph:
+            params = _full_graph(section, cohort, bits)
+        else:
+            params = mpc.find_parameters(
+                num_clients=cohort,
+                dropout_rate=section.dropout_rate,
+                corrupt_rate=section.corrupt_rate,
+                adversary=section.adversary,
+                ring_bits=section.ring_bits,
+                quantization_bits=bits,
+            )
+    except mpc.ParameterError as exc:
+        raise ConfigError(f"[secagg] for a cohort of {cohort}: {exc}") from exc
+    return params, bits
+
+
+def _full_graph(section: SecAggSection, cohort: int, bits: int) -> mpc.SecAggParams:
+    last: mpc.ParameterError | None = None
+    for t in range(2, cohort + 1):  # the smallest threshold the full-graph rules accept
+        try:
+            return mpc.SecAggParams(
+                num_clients=cohort,
+                threshold=t,
+                degree=cohort - 1,
+                dropout_rate=section.dropout_rate,
+                corrupt_rate=section.corrupt_rate,
+                adversary=mpc.Adversary(section.adversary),
+                ring_bits=section.ring_bits,
+                quantization_bits=bits,
+            )
+        except mpc.ParameterError as exc:
+            last = exc
+    raise mpc.ParameterError(f"no threshold fits the complete graph: {last}")
+
+
+# --- coordinator side --------------------------------------------------------------------------
+
+
+class SecureSumServerRound:
+    """Coordinator side of one secure-aggregation round attempt (holds no client secret)."""
+
+    stages: tuple[str, ...] = STAGES
+
+    def __init__(
+        self, ctx: RoundContext, section: SecAggSection, *, quorum_fraction: float
+    ) -> None:
+        self._ctx = ctx
+        self._section = section
+        self._quorum_fraction = quorum_fraction
+        self._dim = int(ctx.global_weights.shape[0])
+        self.params, self.bits = round_parameters(section, len(ctx.cohort))
+        self._index = {cid: i for i, cid in enumerate(sorted(ctx.cohort), start=1)}
+        self._name = {i: cid for cid, i in self._index.items()}
+        missing = [cid for cid in ctx.cohort if len(ctx.identities.get(cid, b"")) != 32]
+        if missing:
+            raise RoundAborted(stage=STAGES[0], reason=f"clients without identity keys: {missing}")
+        session = mpc.SessionInfo(ctx.job_id, ctx.round, ctx.attempt, ctx.model_hash)
+        self._server = mpc.SecAggServer(
+            self.params,
+            session,
+            vector_length=self._dim + 1,
+            identities={self._index[c]: ctx.identities[c] for c in ctx.cohort},
+        )
+        self._next: dict[int, Request] = {}
+        self._result: mpc.SecAggResult | None = None
+        self._masked_dtype = "uint32" if section.ring_bits == 32 else "uint64"
+
+    def tasks(self, stage: str, alive: Sequence[str]) -> dict[str, Payload]:
+        """One request per live client; the first stage also carries the model and settings."""
+        step = _stage(stage)
+        if step is mpc.Stage.ADVERTISE_KEYS:
+            self._next = dict(self._server.start(tuple(self._index[c] for c in alive)))
+        common: dict[str, object] = {}
+        if step is mpc.Stage.ADVERTISE_KEYS:
+            common = {
+                "weights": self._ctx.global_weights,
+                **fit_to_fields(self._ctx.fit),
+                "q.bits": self.bits,
+                "q.clip": float(self._section.clip),
+                "q.max_weight": self._section.max_weight,
+            }
+        out = {}
+        for index, request in self._next.items():
+            out[self._name[index]] = Payload(
+                {"index": index, **common, **message_to_fields(request)}
+            )
+        return out
+
+    def quorum(self, stage: str, sent: int) -> int:
+        """At least the threshold (the protocol needs t survivors), and the job's quorum."""
+        return max(self.params.threshold, quorum_of(sent, self._quorum_fraction, 1))
+
+    def check(self, stage: str, client_id: str, payload: Payload) -> object:
+        """Decode the client's response and let the protocol validate it."""
+        step = _stage(stage)
+        index = self._index.get(client_id)
+        if index is None:
+            raise CodecError(f"client {client_id!r} is not in this round's cohort")
+        masked = (self._masked_dtype, self._dim + 1) if step is mpc.Stage.MASKED_INPUT else None
+        response = message_from_fields(_response_type(step), payload, masked=masked)
+        try:
+            self._server.check(step, index, response)
+        except mpc.InvalidMessage as exc:
+            raise CodecError(str(exc)) from exc
+        return response
+
+    def collect(self, stage: str, results: Mapping[str, object], dropped: Sequence[str]) -> None:
+        """Advance the protocol with the stage's responses (missing clients have dropped)."""
+        step = _stage(stage)
+        responses = {self._index[c]: r for c, r in results.items()}
+        try:
+            if step is mpc.Stage.ADVERTISE_KEYS:
+                self._next = dict(self._server.advertise_keys(responses))  # type: ignore[arg-type]
+            elif step is mpc.Stage.SHARE_KEYS:
+                self._next = dict(self._server.share_keys(responses))  # type: ignore[arg-type]
+            elif step is mpc.Stage.MASKED_INPUT:
+                self._next = dict(self._server.masked_input(responses))  # type: ignore[arg-type]
+            else:
+                self._result = self._server.unmask(responses)  # type: ignore[arg-type]
+        except mpc.ProtocolAbort as exc:
+            raise RoundAborted(stage=stage, reason=str(exc)) from exc
+
+    def finish(self) -> AggregateUpdate:
+        """Dequantize the sum and divide by the summed weight."""
+        if self._result is None:
+            raise RoundAborted(stage=STAGES[-1], reason="the unmask stage did not complete")
+        result = self._result
+        total = mpc.dequantize_sum(
+            result.total,
+            num_clients=result.num_summed,
+            clip=self._section.clip,
+            bits=self.bits,
+            ring_bits=self._section.ring_bits,
+        )
+        weight = float(total[-1])
+        if not weight > 0:
+            raise RoundAborted(stage=STAGES[-1], reason=f"the summed weight is {weight}")
+        mean = (total[:-1] / weight).astype(np.float32)
+        dropped = {str(s): [self._name[i] for i in ids] for s, ids in result.dropped.items() if ids}
+        return AggregateUpdate(
+            mean_update=mean,
+            contributors=tuple(sorted(self._name[i] for i in result.survivors)),
+            total_weight=weight * self._section.max_weight,
+            details={
+                "secagg_degree": self.params.degree,
+                "secagg_threshold": self.params.threshold,
+                "secagg_bits": self.bits,
+                "secagg_dropped": sum(len(v) for v in dropped.values()),
+            },
+        )
+
+
+class SecureSumAggregator:
+    """Makes a :class:`SecureSumServerRound` per round attempt."""
+
+    name = "secagg"
+
+    def __init__(self, section: SecAggSection, *, quorum_fraction: float) -> None:
+        self.section = section
+        self.quorum_fraction = quorum_fraction
+
+    def server_round(self, ctx: RoundContext) -> SecureSumServerRound:
+        """A fresh protocol instance (fresh graph, fresh session) for this attempt."""
+        return SecureSumServerRound(ctx, self.section, quorum_fraction=self.quorum_fraction)
+
+
+# --- data-owner side ---------------------------------------------------------------------------
+
+
+def weighted_input(
+    update: FloatVector, examples: int, *, max_weight: int
+) -> npt.NDArray[np.float64]:
+    """``[w * update, w]`` with ``w = min(examples, max_weight) / max_weight``."""
+    w = min(examples, max_weight) / max_weight
+    out = np.empty(update.shape[0] + 1, dtype=np.float64)
+    out[:-1] = update
+    out[:-1] *= w
+    out[-1] = w
+    return out
+
+
+class SecureSumClientRound:
+    """Data-owner side of one round attempt: fresh keys, secrets in memory only."""
+
+    def __init__(self, ctx: Any, *, rng: np.random.Generator) -> None:
+        self._ctx = ctx
+        self._rng = rng
+        self._client: mpc.SecAggClient | None = None
+        self._weights: FloatVector | None = None
+        self._hash = b""
+        self._fit: Any = None
+        self._q: tuple[int, float, int] = (0, 0.0, 0)
+        self._ring_bits = 32
+
+    def handle(self, stage: str, payload: Payload) -> Payload:
+        """Answer one stage's request; any check that fails refuses the task with its reason."""
+        step = _stage(stage)
+        request = message_from_fields(_request_type(step), payload)
+        try:
+            if step is mpc.Stage.ADVERTISE_KEYS:
+                response: Response = self._advertise(payload, request)
+            elif self._client is None:
+                raise ProtocolError(f"{stage} arrived before the round's key advertisement")
+            elif step is mpc.Stage.SHARE_KEYS:
+                response = self._client.share_keys(request)
+            elif step is mpc.Stage.MASKED_INPUT:
+                response = self._masked_input(request)
+            else:
+                response = self._client.unmask(request)
+        except (mpc.ProtocolAbort, mpc.CoordinatorMisbehaviour, mpc.ParameterError) as exc:
+            raise ProtocolError(f"secure aggregation refused at {stage}: {exc}") from exc
+        return Payload(message_to_fields(response))
+
+    def _advertise(self, payload: Payload, request: Any) -> Response:
+        policy = self._ctx.policy
+        cohort = len(request.participants)
+        if policy.min_cohort and cohort < policy.min_cohort:
+            raise PolicyRefused(
+                f"the cohort has {cohort} clients; the owner requires at least {policy.min_cohort}"
+            )
+        dim = self._ctx.layout.total
+        weights = payload.get_tensor("weights", dtype="float32", shape=(dim,), finite=True)
+        self._weights = np.asarray(weights)
+        self._hash = model_hash(self._weights)
+        self._fit = fit_from_payload(payload)
+        self._q = (
+            payload.get_int("q.bits", lo=1, hi=40),
+            payload.get_float("q.clip", lo=1e-12, hi=1e12),
+            payload.get_int("q.max_weight", lo=1, hi=10**9),
+        )
+        self._ring_bits = request.ring_bits
+        if request.vector_length != dim + 1:
+            raise ProtocolError(
+                f"vector length {request.vector_length} does not fit this model ({dim} + 1)"
+            )
+        self._client = mpc.SecAggClient(
+            index=payload.get_int("index", lo=1, hi=2**31 - 1),
+            identity_key=self._ctx.identity_key,
+            min_cohort=policy.min_cohort,
+        )
+        return self._client.advertise_keys(request)
+
+    def _masked_input(self, request: Any) -> Response:
+        if self._client is None or self._weights is None:
+            raise ProtocolError("masked input requested before the key advertisement")
+        update, examples, _ = self._ctx.local_update(self._weights, self._fit)
+        bits, clip, max_weight = self._q
+        vector = mpc.quantize(
+            weighted_input(update, examples, max_weight=max_weight),
+            clip=clip,
+            bits=bits,
+            ring_bits=self._ring_bits,
+            rng=self._rng,
+        )
+        return self._client.masked_input(request, vector=vector, model_hash=self._hash)
+
+
+def check_job(job: JobConfig) -> None:
+    """Refuse at start-up a secure-aggregation job whose parameters cannot work."""
+    if job.aggregation.kind == PREFIX:
+        round_parameters(job.secagg, max(job.sampling.min_clients, 2))
