@@ -26,6 +26,7 @@ DEFAULT_CHUNK_BYTES = 1 << 20
 DEFAULT_MAX_PAYLOAD_BYTES = 2 << 30
 DEFAULT_MAX_HEADER_BYTES = 8 << 20
 
+JOB_KINDS = ("train", "stats")
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")
 AGGREGATIONS = ("mean", "secagg", "he")
 PARTITIONS = ("iid", "dirichlet", "quantity_skew")
@@ -39,9 +40,10 @@ def _require(ok: bool, where: str, allowed: str, value: object) -> None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobSection:
-    """``[job]``: identity and length of the job."""
+    """``[job]``: identity, kind (``train`` a model or compute ``stats``) and length of the job."""
 
     name: str
+    kind: str = "train"
     rounds: int = DEFAULT_ROUNDS
     seed: int | None = None
     purpose: str = ""

@@ -90,7 +90,7 @@ class StoreError(FlCoreError):
 
 
 class LedgerTampered(FlCoreError):
-    """The data owner's privacy ledger fails its hash-chain check; nothing is charged until fixed."""
+    """The owner's privacy ledger fails its hash-chain check; nothing is charged until fixed."""
 
 
 class TransportError(FlCoreError):

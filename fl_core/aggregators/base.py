@@ -44,6 +44,7 @@ class RoundContext:
     fit: FitConfig
     cohort: tuple[str, ...]
     identities: Mapping[str, bytes] = field(default_factory=dict)
+    keyholder: str | None = None
     rng: np.random.Generator = field(repr=False)
 
     @property

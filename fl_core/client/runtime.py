@@ -79,48 +79,33 @@ def refusal_for(exc: BaseException) -> Refusal:
     return Refusal("error", f"{type(exc).__name__}: {exc}")
 
 
-class Client:
-    """A data owner taking part in one job.
+class Participant:
+    """Anyone who dials out to a coordinator and answers tasks: the join/pull/answer/leave loop.
+
+    Subclasses say what they are (``role``), check the job before joining (:meth:`check_job`)
+    and answer tasks (:meth:`handle`, run in a worker thread).
 
     Args:
-        name: the owner's enrolled name (its client id).
-        job: the job file the owner agreed to (its hash must match the coordinator's).
-        trainer: the owner's local computation.
-        identity_key: the owner's long-term Ed25519 key (a fresh one when omitted).
-        policy: the owner's rules (none when omitted).
-        ledger: the owner's privacy ledger, when the job spends privacy budget.
+        name: the enrolled name (the client id).
+        job: the job file agreed to (its hash must match the coordinator's).
+        identity_key: the long-term Ed25519 key (a fresh one when omitted).
         options: timing of retries and polls.
     """
+
+    role = "owner"
 
     def __init__(
         self,
         *,
         name: str,
         job: JobConfig,
-        trainer: Trainer,
         identity_key: Ed25519PrivateKey | None = None,
-        policy: OwnerPolicy | None = None,
-        ledger: object | None = None,
         options: ClientOptions | None = None,
     ) -> None:
         self.name = name
         self.job = job
-        self.trainer = trainer
         self.identity_key = identity_key or Ed25519PrivateKey.generate()
-        self.policy = policy or OwnerPolicy()
         self.options = options or ClientOptions()
-        self.layout = Layout.of(trainer.initial_weights())
-        self.context = ClientContext(
-            client_id=name,
-            job=job,
-            trainer=trainer,
-            layout=self.layout,
-            identity_key=self.identity_key,
-            policy=self.policy,
-            ledger=ledger,
-        )
-        self._round_key: tuple[int, int] | None = None
-        self._round: ClientRound | None = None
         self._client_id = ""
         self._token = ""
         self.tasks_done = 0
@@ -131,15 +116,22 @@ class Client:
         """The raw 32-byte Ed25519 identity public key."""
         return self.identity_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
+    def check_job(self) -> None:
+        """Refuse the whole job before joining (raise PolicyRefused); accepts by default."""
+
+    def handle(self, task: Task) -> Payload:
+        """Answer one task (runs in a worker thread); raise to refuse it with a reason."""
+        raise NotImplementedError
+
     async def run(self, transport: ClientTransport) -> JobDone:
         """Take part in the job until it ends; return how it ended.
 
         Raises:
-            PolicyRefused: the owner's policy refuses the job itself.
+            PolicyRefused: the participant's policy refuses the job itself.
             TransportError: the coordinator stayed unreachable for ``give_up_after_s``.
             ConfigError: the coordinator runs a different job file.
         """
-        self.policy.check_job(self.job)
+        self.check_job()
         await self._join(transport)
         while True:
             try:
@@ -168,6 +160,7 @@ class Client:
             client_name=self.name,
             identity_public_key=self.public_key,
             job_config_sha256=self.job.sha256,
+            role=self.role,
         )
         reply = await self._retrying(lambda: transport.join(request))
         self._client_id, self._token = reply.client_id, reply.session_token
@@ -192,7 +185,7 @@ class Client:
     async def _do(self, task: Task, transport: ClientTransport) -> None:
         header = task.header
         try:
-            payload: Payload | None = await asyncio.to_thread(self._handle, task)
+            payload: Payload | None = await asyncio.to_thread(self.handle, task)
             refusal = None
         except Exception as exc:  # noqa: BLE001 - every failure becomes a stated refusal
             payload, refusal = None, refusal_for(exc)
@@ -221,7 +214,55 @@ class Client:
         except (CodecError, ProtocolError, TransportError) as exc:
             log.warning("%s: result for %s rejected: %s", self.name, header.stage, exc)
 
-    def _handle(self, task: Task) -> Payload:
+
+class Client(Participant):
+    """A data owner taking part in one job.
+
+    Args:
+        name: the owner's enrolled name (its client id).
+        job: the job file the owner agreed to (its hash must match the coordinator's).
+        trainer: the owner's local computation.
+        identity_key: the owner's long-term Ed25519 key (a fresh one when omitted).
+        policy: the owner's rules (none when omitted).
+        ledger: the owner's privacy ledger, when the job spends privacy budget.
+        options: timing of retries and polls.
+    """
+
+    role = "owner"
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        job: JobConfig,
+        trainer: Trainer,
+        identity_key: Ed25519PrivateKey | None = None,
+        policy: OwnerPolicy | None = None,
+        ledger: object | None = None,
+        options: ClientOptions | None = None,
+    ) -> None:
+        super().__init__(name=name, job=job, identity_key=identity_key, options=options)
+        self.trainer = trainer
+        self.policy = policy or OwnerPolicy()
+        self.layout = Layout.of(trainer.initial_weights())
+        self.context = ClientContext(
+            client_id=name,
+            job=job,
+            trainer=trainer,
+            layout=self.layout,
+            identity_key=self.identity_key,
+            policy=self.policy,
+            ledger=ledger,
+        )
+        self._round_key: tuple[int, int] | None = None
+        self._round: ClientRound | None = None
+
+    def check_job(self) -> None:
+        """The owner's policy decides whether it takes part at all."""
+        self.policy.check_job(self.job)
+
+    def handle(self, task: Task) -> Payload:
+        """Check the task against the policy, then answer it with the round's state machine."""
         header = task.header
         if header.job_id != self.job.job.name:
             raise PolicyRefused(f"task for job {header.job_id!r}, not {self.job.job.name!r}")

@@ -70,6 +70,7 @@ class ClientRecord:
 
     client_id: str
     identity_key: bytes
+    role: str
     token: str = field(repr=False)
     joined: float
     last_seen: float
@@ -105,25 +106,28 @@ class ClientRegistry:
     def __len__(self) -> int:
         return len(self._clients)
 
-    def join(self, name: str, identity_key: bytes) -> ClientRecord:
+    def join(self, name: str, identity_key: bytes, *, role: str = "owner") -> ClientRecord:
         """Register ``name`` (again); returns the record with a fresh session token.
 
         Raises:
             PolicyRefused: the name joined before with a different identity key.
         """
         known = self._keys.get(name)
+        old = self._clients.get(name)
+        if old is not None and old.role != role:
+            raise PolicyRefused(f"{name!r} joined as {old.role!r}; it cannot rejoin as {role!r}")
         if known is not None and known != identity_key:
             raise PolicyRefused(
                 f"client {name!r} joined before with a different identity key; refusing"
             )
         self._keys[name] = identity_key
         now = self._clock()
-        old = self._clients.get(name)
         if old is not None:
             old.abandon("the client joined again")
         record = ClientRecord(
             client_id=name,
             identity_key=identity_key,
+            role=role,
             token=secrets.token_hex(16),
             joined=now,
             last_seen=now,
@@ -155,11 +159,11 @@ class ClientRegistry:
         record.abandon("the client left")
         del self._clients[client_id]
 
-    def identity_keys(self) -> dict[str, bytes]:
-        """Identity public keys of the joined clients."""
-        return {cid: r.identity_key for cid, r in self._clients.items()}
+    def identity_keys(self, role: str = "owner") -> dict[str, bytes]:
+        """Identity public keys of the joined clients with ``role``."""
+        return {cid: r.identity_key for cid, r in self._clients.items() if r.role == role}
 
-    def live(self) -> list[str]:
+    def live(self, role: str = "owner") -> list[str]:
         """Ids of the clients that can be sampled, sorted.
 
         A client is live while it is pulling, or when it called within the liveness window and
@@ -169,8 +173,11 @@ class ClientRegistry:
         return sorted(
             cid
             for cid, r in self._clients.items()
-            if r.pulling > 0
-            or (r.connected and not r.missed and now - r.last_seen <= LIVENESS_WINDOW_S)
+            if r.role == role
+            and (
+                r.pulling > 0
+                or (r.connected and not r.missed and now - r.last_seen <= LIVENESS_WINDOW_S)
+            )
         )
 
     def records(self) -> list[ClientRecord]:

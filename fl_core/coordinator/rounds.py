@@ -136,6 +136,7 @@ async def _run_attempt(c: Coordinator, rnd: int, attempt: int) -> None:
         fit=fit,
         cohort=tuple(cohort),
         identities={cid: identities.get(cid, b"") for cid in cohort},
+        keyholder=next(iter(c.registry.live("keyholder")), None),
         rng=round_rng(job.job.seed, rnd, attempt, 1),
     )
     server = c.aggregator.server_round(ctx)

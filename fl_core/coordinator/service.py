@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,6 +71,7 @@ class Coordinator:
         strategy: the server update rule.
         aggregator: how updates are summed (plain mean, secure aggregation, HE).
         events: receives progress events (optional).
+        runner: the job loop (default: training rounds, :func:`fl_core.coordinator.rounds.run_job`).
         clock: wall clock (injectable for tests).
     """
 
@@ -83,6 +84,7 @@ class Coordinator:
         strategy: Strategy,
         aggregator: Aggregator,
         events: EventSink | None = None,
+        runner: Callable[[Coordinator], Awaitable[JobDone]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.job = job
@@ -95,6 +97,7 @@ class Coordinator:
         self.traffic = Traffic()
         self.initial_weights = np.ascontiguousarray(initial_weights, dtype=np.float32)
         self._events = events or (lambda event: None)
+        self._runner = runner or run_job
         self._clock = clock
         self._done: JobDone | None = None
         self._clients_changed = asyncio.Event()
@@ -116,9 +119,11 @@ class Coordinator:
                 f"{request.job_config_sha256[:12]}...) than this coordinator runs "
                 f"({self.job.sha256[:12]}...)"
             )
-        record = self.registry.join(request.client_name, request.identity_public_key)
-        log.info("client %s joined", record.client_id)
-        self._events(Event("client_joined", data={"client": record.client_id}))
+        record = self.registry.join(
+            request.client_name, request.identity_public_key, role=request.role
+        )
+        log.info("%s %s joined", request.role, record.client_id)
+        self._events(Event("client_joined", data={"client": record.client_id, "role": record.role}))
         self._clients_changed.set()
         return JoinReply(client_id=record.client_id, session_token=record.token, job_id=self.job_id)
 
@@ -227,21 +232,23 @@ class Coordinator:
         """Send a progress event."""
         self._events(event)
 
-    async def wait_for_clients(self, count: int, timeout: float) -> list[str]:
-        """Wait until at least ``count`` clients are live; return them.
+    async def wait_for_clients(
+        self, count: int, timeout: float, *, role: str = "owner"
+    ) -> list[str]:
+        """Wait until at least ``count`` clients with ``role`` are live; return them.
 
         Raises:
             FlCoreError: not enough clients within ``timeout`` seconds.
         """
         deadline = self._clock() + timeout
         while True:
-            live = self.registry.live()
+            live = self.registry.live(role)
             if len(live) >= count:
                 return live
             remaining = deadline - self._clock()
             if remaining <= 0:
                 raise FlCoreError(
-                    f"only {len(live)} of the {count} clients needed joined within {timeout:g} s"
+                    f"only {len(live)} of the {count} {role}s needed joined within {timeout:g} s"
                 )
             self._clients_changed.clear()
             try:
@@ -251,7 +258,7 @@ class Coordinator:
 
     async def run(self) -> JobDone:
         """Resume the job from the store and run its remaining rounds; return how it ended."""
-        return await run_job(self)
+        return await self._runner(self)
 
     def finish(self, done: JobDone) -> None:
         """Mark the job ended and wake every waiting pull."""

@@ -15,6 +15,8 @@ from typing import Protocol
 from ..payload import Payload
 
 PROTOCOL_VERSION = 1
+ROLES = ("owner", "keyholder")
+"""Who may join: data owners, and the key holder of HE jobs."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,6 +84,7 @@ class JoinRequest:
     identity_public_key: bytes
     job_config_sha256: str
     protocol_version: int = PROTOCOL_VERSION
+    role: str = "owner"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,7 +16,7 @@ from ..config import Limits
 from ..errors import CodecError, PayloadTooLarge
 from ..payload import Payload, Value
 from ._pb import common_pb2, coordinator_pb2
-from .base import JoinReply, JoinRequest, Refusal, TaskHeader
+from .base import ROLES, JoinReply, JoinRequest, Refusal, TaskHeader
 
 MAX_NAME = 256
 MAX_STR = 1 << 16
@@ -198,6 +198,7 @@ def join_request_to_proto(request: JoinRequest) -> coordinator_pb2.JoinRequest:
         identity_public_key=request.identity_public_key,
         job_config_sha256=request.job_config_sha256,
         protocol_version=request.protocol_version,
+        role=request.role,
     )
 
 
@@ -209,11 +210,15 @@ def join_request_from_proto(msg: coordinator_pb2.JoinRequest) -> JoinRequest:
         raise CodecError("identity_public_key must be a raw 32-byte Ed25519 key")
     if len(msg.job_config_sha256) != 64:
         raise CodecError("job_config_sha256 must be 64 hex characters")
+    role = msg.role or "owner"
+    if role not in ROLES:
+        raise CodecError(f"role {role[:32]!r} is not one of {list(ROLES)}")
     return JoinRequest(
         client_name=msg.client_name,
         identity_public_key=bytes(msg.identity_public_key),
         job_config_sha256=msg.job_config_sha256,
         protocol_version=int(msg.protocol_version),
+        role=role,
     )
 
 

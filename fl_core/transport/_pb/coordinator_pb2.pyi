@@ -27,12 +27,15 @@ class JoinRequest(_message.Message):
     IDENTITY_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     JOB_CONFIG_SHA256_FIELD_NUMBER: _builtins.int
     PROTOCOL_VERSION_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
     client_name: _builtins.str
     identity_public_key: _builtins.bytes
     """Ed25519, raw 32 bytes"""
     job_config_sha256: _builtins.str
     """the job the owner agreed to; must equal the coordinator's"""
     protocol_version: _builtins.int
+    role: _builtins.str
+    """"owner" (a data owner) or "keyholder" (HE key holder)"""
     def __init__(
         self,
         *,
@@ -40,10 +43,11 @@ class JoinRequest(_message.Message):
         identity_public_key: _builtins.bytes = ...,
         job_config_sha256: _builtins.str = ...,
         protocol_version: _builtins.int = ...,
+        role: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_name", b"client_name", "identity_public_key", b"identity_public_key", "job_config_sha256", b"job_config_sha256", "protocol_version", b"protocol_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_name", b"client_name", "identity_public_key", b"identity_public_key", "job_config_sha256", b"job_config_sha256", "protocol_version", b"protocol_version", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
