@@ -1,0 +1,1 @@
+"""The data owner's side: local training, policy, ledger, the round pipeline and the runtime."""
