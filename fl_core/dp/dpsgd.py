@@ -125,6 +125,10 @@ class DPSGDConfig:
     report_prv: bool = True
 
     def __post_init__(self) -> None:
+        if self.clipping not in tuple(ClippingMode):
+            allowed = [m.value for m in ClippingMode]
+            raise ConfigError(f"clipping must be one of {allowed}, got {self.clipping!r}")
+        object.__setattr__(self, "clipping", ClippingMode(self.clipping))  # "flat" -> FLAT
         c = self.max_grad_norm
         if not (isinstance(c, int | float) and math.isfinite(c) and c > 0):
             raise ConfigError(f"max_grad_norm must be a finite number > 0, got {c!r}")

@@ -124,6 +124,8 @@ class SkellamConfig:
     sample_rate: float = 1.0
 
     def __post_init__(self) -> None:
+        _require(self.unit in tuple(PrivacyUnit), "unit", "'client' or 'example'", self.unit)
+        object.__setattr__(self, "unit", PrivacyUnit(self.unit))  # "client" -> CLIENT
         _require(_int(self.dim) and self.dim >= 1, "dim", "an integer >= 1", self.dim)
         _require(_num(self.clip) and self.clip > 0, "clip", "a finite number > 0", self.clip)
         _require(

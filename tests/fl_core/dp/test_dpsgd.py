@@ -145,6 +145,10 @@ def test_incompatible_models_and_configs_are_refused() -> None:
         )
     with pytest.raises(ConfigError, match="max_grad_norm"):
         DPSGDConfig(max_grad_norm=0.0, delta=DELTA, noise_multiplier=1.0)
+    with pytest.raises(ConfigError, match="clipping must be one of"):
+        DPSGDConfig(max_grad_norm=1.0, delta=DELTA, noise_multiplier=1.0, clipping="adaptive")  # type: ignore[arg-type]
+    as_text = DPSGDConfig(max_grad_norm=1.0, delta=DELTA, noise_multiplier=1.0, clipping="ghost")  # type: ignore[arg-type]
+    assert as_text.clipping is ClippingMode.GHOST
 
 
 def test_clipped_gradient_sum_matches_a_per_example_oracle() -> None:

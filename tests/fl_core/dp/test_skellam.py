@@ -255,6 +255,7 @@ def test_encode_rejects_bad_input(config: SkellamConfig) -> None:
         ({"beta": 1.0}, "beta"),
         ({"sample_rate": 0.5}, "sample_rate"),
         ({"unit": PrivacyUnit.EXAMPLE, "beta": 0.5}, "beta"),
+        ({"unit": "people"}, "unit"),
     ],
 )
 def test_config_validation_names_the_field(
@@ -263,6 +264,10 @@ def test_config_validation_names_the_field(
     base = replace(config, expected_clients=5, min_clients=5)
     with pytest.raises(ConfigError, match=field):
         replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_units_given_as_strings_become_enum_members(config: SkellamConfig) -> None:
+    assert replace(config, unit="client").unit is PrivacyUnit.CLIENT  # type: ignore[arg-type]
 
 
 def test_calibration_refuses_too_few_bits() -> None:
