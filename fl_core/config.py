@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from he import StatsSpec
 
 DEFAULT_ROUNDS = 3
 DEFAULT_STAGE_TIMEOUT_S = 120.0
@@ -57,6 +61,7 @@ class JobSection:
             "1-128 letters, digits, '-' or '_'",
             self.name,
         )
+        _require(self.kind in JOB_KINDS, "job.kind", f"one of {list(JOB_KINDS)}", self.kind)
         _require(
             1 <= self.rounds <= 1_000_000, "job.rounds", "an integer in [1, 1000000]", self.rounds
         )
@@ -359,6 +364,136 @@ class SecAggSection:
         )
 
 
+HE_CKKS_PRESETS = ("ckks_8192",)
+HE_BFV_PRESETS = ("bfv_4096", "bfv_8192")
+NO_MODEL = "none"
+"""``model.name`` of a statistics job, which trains no model."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HESection:
+    """``[he]``: homomorphic encryption, for ``job.kind = "stats"`` and ``aggregation.kind = "he"``.
+
+    Attributes:
+        min_contributors: k, the fewest distinct owners whose aggregate the key holder decrypts
+            (an owner whose policy demands more refuses the job; the key holder may raise it).
+        ckks: the CKKS parameter preset (real values).
+        bfv: the BFV parameter preset (exact counts and histograms).
+        flood_bits: statistical security s of the key holder's flooding of CKKS releases.
+        max_decryptions: the key holder's decryption budget for the job (0: one per round).
+        clip: training: every update coordinate is clipped to [-clip, clip] before encryption.
+        max_weight: training: examples are capped at this when weighting updates.
+        max_owners: training: the most owners one encrypted sum may hold (0: data.num_clients).
+        keyholder_key: hex Ed25519 public key of the key holder whose public context owners
+            accept ("": the owners' policies say whom they trust).
+    """
+
+    min_contributors: int = 3
+    ckks: str = "ckks_8192"
+    bfv: str = "bfv_4096"
+    flood_bits: int = 40
+    max_decryptions: int = 0
+    clip: float = 1.0
+    max_weight: int = 100_000
+    max_owners: int = 0
+    keyholder_key: str = ""
+
+    def __post_init__(self) -> None:
+        _require(
+            2 <= self.min_contributors <= 1 << 20,
+            "he.min_contributors",
+            "an integer in [2, 2^20]",
+            self.min_contributors,
+        )
+        _require(
+            self.ckks in HE_CKKS_PRESETS, "he.ckks", f"one of {list(HE_CKKS_PRESETS)}", self.ckks
+        )
+        _require(self.bfv in HE_BFV_PRESETS, "he.bfv", f"one of {list(HE_BFV_PRESETS)}", self.bfv)
+        _require(
+            20 <= self.flood_bits <= 60, "he.flood_bits", "an integer in [20, 60]", self.flood_bits
+        )
+        _require(
+            self.max_decryptions >= 0,
+            "he.max_decryptions",
+            "an integer >= 0 (0: one per round)",
+            self.max_decryptions,
+        )
+        _require(
+            0 < self.clip <= 1e12 and math.isfinite(self.clip),
+            "he.clip",
+            "a number in (0, 1e12]",
+            self.clip,
+        )
+        _require(
+            1 <= self.max_weight <= 10**9,
+            "he.max_weight",
+            "an integer in [1, 10^9]",
+            self.max_weight,
+        )
+        _require(
+            self.max_owners == 0 or 2 <= self.max_owners <= 1 << 20,
+            "he.max_owners",
+            "0 (data.num_clients) or an integer in [2, 2^20]",
+            self.max_owners,
+        )
+        key = self.keyholder_key
+        _require(
+            key == "" or (len(key) == 64 and all(ch in "0123456789abcdef" for ch in key)),
+            "he.keyholder_key",
+            "64 lower-case hex digits (a raw Ed25519 public key) or empty",
+            key,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatsSection:
+    """``[stats]``: what a statistics job computes, as :func:`he.spec_from_dict` reads it.
+
+    Keys: ``columns``, ``statistics``, ``max_rows_per_owner``, ``max_owners``,
+    ``moment_columns``, ``clip``, ``histograms``, ``quantiles``, ``ols``, ``ddof``,
+    ``out_of_range`` and ``dp`` (see ``he/README.md``). The table is kept as canonical JSON and
+    checked when the job is loaded; errors name ``stats.<field>``.
+    """
+
+    table_json: str
+
+    def __post_init__(self) -> None:
+        self.spec()
+
+    def spec(self) -> StatsSpec:
+        """The statistics spec (imports ``he``, and with it TenSEAL, on first use).
+
+        Raises:
+            ConfigError: the table is not a valid statistics spec (the field is named).
+        """
+        from he import HeError, StatsSpec, spec_from_dict
+
+        try:
+            spec = spec_from_dict(json.loads(self.table_json))
+        except (HeError, ValueError) as exc:
+            raise ConfigError(f"stats: {exc}") from exc
+        if not isinstance(spec, StatsSpec):
+            raise ConfigError("stats.type = 'vector' is not allowed; expected 'statistics'")
+        return spec
+
+    @classmethod
+    def from_table(cls, table: object) -> StatsSection:
+        """Build the section from the ``[stats]`` TOML table.
+
+        Raises:
+            ConfigError: not a table, values TOML has but JSON has not (dates), or a bad spec.
+        """
+        if not isinstance(table, dict):
+            raise ConfigError("[stats] must be a table")
+        try:
+            text = json.dumps(table, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"[stats] holds a value that is not a number, string or table: {exc}"
+            ) from exc
+        return cls(table_json=text)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
     """``[limits]``: what is accepted from the network, checked before anything is allocated."""
@@ -415,6 +550,8 @@ class JobConfig:
     aggregation: AggregationSection = field(default_factory=AggregationSection)
     secagg: SecAggSection = field(default_factory=SecAggSection)
     limits: Limits = field(default_factory=Limits)
+    he: HESection = field(default_factory=HESection)
+    stats: StatsSection | None = None
     source: str = field(default="", repr=False, compare=False)
 
     @property
@@ -435,6 +572,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "aggregation": AggregationSection,
     "secagg": SecAggSection,
     "limits": Limits,
+    "he": HESection,
 }
 _REQUIRED = ("job", "data", "model")
 
@@ -499,12 +637,27 @@ def parse_job(text: str) -> JobConfig:
         raise ConfigError(f"job file is not valid TOML: {exc}") from exc
     sections = dict(_SECTIONS)
     for name in raw:
-        if name not in sections:
-            raise ConfigError(f"[{name}] is not a known table; allowed tables: {list(sections)}")
-    for name in _REQUIRED:
+        if name not in sections and name != "stats":
+            allowed = [*sections, "stats"]
+            raise ConfigError(f"[{name}] is not a known table; allowed tables: {allowed}")
+    stats_job = isinstance(raw.get("job"), dict) and raw["job"].get("kind") == "stats"
+    for name in ("job", "data", "stats") if stats_job else _REQUIRED:
         if name not in raw:
-            raise ConfigError(f"[{name}] is required")
-    built = {name: _build(name, sections[name], raw[name]) for name in raw}
+            raise ConfigError(f"[{name}] is required" + (" for job.kind = 'stats'" * stats_job))
+    built = {name: _build(name, sections[name], raw[name]) for name in raw if name != "stats"}
+    if "stats" in raw:
+        if not stats_job:
+            raise ConfigError("[stats] is only allowed with job.kind = 'stats'")
+        built["stats"] = StatsSection.from_table(raw["stats"])
+    if stats_job:
+        _require(
+            built["job"].rounds == 1 or "rounds" not in raw["job"],
+            "job.rounds",
+            "1 for a statistics job (it computes its result once)",
+            built["job"].rounds,
+        )
+        built["job"] = dataclasses.replace(built["job"], rounds=1)
+        built.setdefault("model", ModelSection(name=NO_MODEL))
     return JobConfig(**built, source=text)
 
 
