@@ -33,6 +33,9 @@ class OwnerPolicy:
             (checked where the protocol tells the cohort, e.g. secure aggregation).
         max_rounds: the most rounds the owner takes part in (0: no limit).
         allow_evaluation: whether the owner scores global models on its test data.
+        trusted_keyholders: hex Ed25519 public keys of the HE key holders whose public context
+            the owner encrypts under (empty: the job file's ``he.keyholder_key``, or whatever
+            key holder the coordinator relays when neither names one).
     """
 
     allowed_purposes: tuple[str, ...] = ()
@@ -40,8 +43,15 @@ class OwnerPolicy:
     min_cohort: int = 0
     max_rounds: int = 0
     allow_evaluation: bool = True
+    trusted_keyholders: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for key in self.trusted_keyholders:
+            if len(key) != 64 or any(ch not in "0123456789abcdef" for ch in key):
+                raise ConfigError(
+                    f"policy.trusted_keyholders: {key[:70]!r} is not 64 lower-case hex digits "
+                    "(a raw Ed25519 public key)"
+                )
         bad = [k for k in self.required_aggregation if k not in AGGREGATIONS]
         if bad:
             raise ConfigError(
@@ -59,7 +69,7 @@ class OwnerPolicy:
                 f"the job's purpose {job.job.purpose!r} is not one the owner allows "
                 f"({list(self.allowed_purposes)})"
             )
-        kind = job.aggregation.kind
+        kind = _protection(job)
         if self.required_aggregation and kind not in self.required_aggregation:
             raise PolicyRefused(
                 f"the job aggregates with {kind!r}; the owner requires one of "
@@ -69,16 +79,23 @@ class OwnerPolicy:
             raise PolicyRefused(
                 f"the job has {job.job.rounds} rounds; the owner allows at most {self.max_rounds}"
             )
+        if kind == "he" and self.min_cohort > job.he.min_contributors:
+            raise PolicyRefused(
+                f"the job's k (he.min_contributors = {job.he.min_contributors}) is below the "
+                f"owner's minimum cohort of {self.min_cohort}"
+            )
 
     def check_task(self, job: JobConfig, *, stage: str, round: int) -> None:
         """Refuse a task that the job or the policy does not allow."""
         if self.max_rounds and round > self.max_rounds:
             raise PolicyRefused(f"round {round} exceeds the owner's limit of {self.max_rounds}")
-        if stage == "evaluate":
+        if stage == "evaluate" and job.job.kind != "stats":
             if not self.allow_evaluation:
                 raise PolicyRefused("the owner does not take part in evaluation")
             return
-        kind = job.aggregation.kind
+        kind = _protection(job)
+        if job.job.kind == "stats" and stage != "he.contribute":
+            raise PolicyRefused(f"stage {stage!r} is not part of a statistics job")
         if stage in PLAIN_STAGES and kind != "mean":
             raise PolicyRefused(
                 f"the coordinator asked for an update in the clear (stage {stage!r}) but the job "
@@ -108,3 +125,8 @@ class OwnerPolicy:
             k: tuple(v) if isinstance(v, list) else v for k, v in table.items()
         }
         return cls(**kwargs)
+
+
+def _protection(job: JobConfig) -> str:
+    """How the job protects what leaves the owner: a statistics job always encrypts (``he``)."""
+    return "he" if job.job.kind == "stats" else job.aggregation.kind
