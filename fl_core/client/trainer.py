@@ -293,7 +293,11 @@ class TorchTrainer:
     def _loss(self, out: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         if self._task == "classification":
             return nn.functional.cross_entropy(out, y, reduction=reduction)
-        return nn.functional.mse_loss(out.reshape(-1), y, reduction=reduction)
+        if out.ndim != 2 or out.shape[1] != 1:
+            raise ConfigError(
+                f"a regression model must output shape (batch, 1), got {tuple(out.shape)}"
+            )
+        return nn.functional.mse_loss(out[:, 0], y, reduction=reduction)
 
 
 @dataclass(frozen=True, slots=True)

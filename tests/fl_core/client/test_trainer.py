@@ -237,6 +237,15 @@ def test_federated_training_on_digits_learns():
     assert all(0.0 <= res.metrics["accuracy"] <= 1.0 for res in results)
 
 
+def test_regression_needs_a_single_output():
+    x, _ = blobs(10, seed=0)
+    y = x[:, 0].copy()
+    model_fn = partial(create_model, "logreg", input_shape=(4,), num_classes=2)
+    trainer = TorchTrainer(model_fn, x_train=x, y_train=y, x_test=x, y_test=y, task="regression")
+    with pytest.raises(ConfigError, match=r"output shape \(batch, 1\), got \(10, 2\)"):
+        trainer.evaluate(trainer.initial_weights())
+
+
 def test_adam_trains():
     trainer = logreg_trainer()
     w0 = trainer.initial_weights()
