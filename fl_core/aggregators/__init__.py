@@ -94,6 +94,10 @@ def create_aggregator(job: JobConfig) -> Aggregator:
     if kind == "secagg":
         check_secagg_job(job)
         return SecureSumAggregator(job.secagg, quorum_fraction=job.round.quorum_fraction)
+    if kind == "he":
+        from .he_sum import HESumAggregator  # imports TenSEAL: only for HE jobs
+
+        return HESumAggregator(job)
     raise ConfigError(f"aggregation.kind = {kind!r} is not available in this build")
 
 
@@ -104,4 +108,8 @@ def create_client_round(ctx: ClientContext, *, round: int, attempt: int) -> Clie
         return MeanClientRound(dim=ctx.layout.total, local_update=ctx.local_update)
     if kind == "secagg":
         return SecureSumClientRound(ctx, rng=csprng())
+    if kind == "he":
+        from .he_sum import HESumClientRound  # imports TenSEAL: only for HE jobs
+
+        return HESumClientRound(ctx, round=round)
     raise ConfigError(f"aggregation.kind = {kind!r} is not available in this build")

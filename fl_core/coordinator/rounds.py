@@ -127,6 +127,8 @@ async def _run_attempt(c: Coordinator, rnd: int, attempt: int) -> None:
         proximal_mu=c.strategy.client_config().get("proximal_mu", 0.0),
         seed=int(np.random.default_rng([seed, rnd]).integers(0, 2**62)),
     )
+    if getattr(c.aggregator, "needs_keyholder", False):
+        await c.wait_for_clients(1, job.sampling.wait_for_clients_s, role="keyholder")
     identities = c.registry.identity_keys()
     ctx = RoundContext(
         job_id=c.job_id,
