@@ -64,8 +64,7 @@ def apply_masks(
     Returns:
         The masked vector (a new array).
     """
-    masked: npt.NDArray[Any] = np.array(vector, copy=True)
-    expander.add_mask(masked, self_key, 1)
+    masked: npt.NDArray[Any] = np.add(vector, expander.expand(self_key))
     for peer, key in pairwise_keys.items():
         expander.add_mask(masked, key, pairwise_sign(index, peer))
     return MaskedVector(masked)

@@ -5,13 +5,17 @@ A client maps each coordinate x of its update to an integer q in [0, 2^bits - 1]
 1. clip x to [-clip, clip];
 2. scale affinely, y = (x + clip) / step with step = 2 * clip / (2^bits - 1), so y in
    [0, 2^bits - 1];
-3. round stochastically: q = floor(y) + 1 with probability y - floor(y), else floor(y), using a
-   caller-supplied ``np.random.Generator`` (production seeds it from the OS CSPRNG; tests fix it).
+3. round stochastically: q = floor(y) + 1 with probability y - floor(y), else floor(y), computed
+   as floor(y + U) for U uniform on [0, 1) from a caller-supplied ``np.random.Generator``
+   (production seeds it from the OS CSPRNG; tests fix it).
 
 The coordinator receives the ring sum S = sum_i q_i (mod 2^ring_bits) over n clients and returns
 S * step - n * clip. The sum never wraps if n * (2^bits - 1) < 2^ring_bits, which
 :func:`check_no_wraparound` enforces at configuration time (for the number of *summed* clients,
 not the number of neighbours; see REFERENCES.md section 2.3 for the Flower bug this avoids).
+
+The uniform U has 24 bits of resolution, so each rounding probability is exact to within 2^-24
+(and, for bits > 28, to within the float64 spacing of y, at most 2^-12 at the 40-bit limit).
 
 Error bound (tested): for every coordinate, with x_i already clipped,
 ``|dequantize_sum(S) - sum_i x_i| <= n * step`` (each client's rounding moves by less than one
@@ -35,6 +39,7 @@ import numpy.typing as npt
 from mpc.errors import ParameterError
 from mpc.ring import RingVector, check_ring_bits, ring_dtype
 
+_EXACT_ROUNDING_BITS = 28
 MAX_QUANTIZATION_BITS = 40
 """Upper bound on ``bits``: y stays below 2^40, where float64 resolves 2^-12 of a step, so the
 stochastic rounding is unbiased to within 2^-12 of a step."""
@@ -43,8 +48,8 @@ stochastic rounding is unbiased to within 2^-12 of a step."""
 def quantization_step(*, clip: float, bits: int) -> tuple[float, float]:
     """Return ``(step, offset)`` such that a quantized value q stands for ``q * step + offset``.
 
-    This is the single home of the scale and offset rule: :func:`quantize` divides by ``step``
-    after subtracting ``offset``, and :func:`dequantize_sum` multiplies by ``step`` and adds
+    This is the single home of the scale and offset rule: :func:`quantize` subtracts ``offset``
+    and multiplies by ``1 / step``, and :func:`dequantize_sum` multiplies by ``step`` and adds
     ``num_clients * offset``.
 
     Args:
@@ -126,13 +131,19 @@ def quantize(
         raise ParameterError(f"x must be one-dimensional, got shape {x.shape}")
     if not np.all(np.isfinite(x)):
         raise ParameterError("x contains NaN or infinite values; refuse to quantize them")
-    y = np.clip(x.astype(np.float64), -clip, clip)
+    largest = float((1 << bits) - 1)
+    y = np.clip(x, -clip, clip, dtype=np.float64)
     y -= offset
-    y /= step
-    np.clip(y, 0.0, float((1 << bits) - 1), out=y)
-    floor = np.floor(y)
-    floor += rng.random(y.shape[0]) < (y - floor)
-    return RingVector(floor.astype(ring_dtype(ring_bits)))
+    y *= 1.0 / step
+    np.clip(y, 0.0, largest, out=y)  # float rounding must not leave [0, 2^bits - 1]
+    # floor(y + U) with U uniform on [0, 1) is floor(y) + 1 with probability y - floor(y).
+    # U is a float32 (resolution 2^-24), exactly representable when added to y.
+    y += rng.random(y.shape[0], dtype=np.float32)
+    np.floor(y, out=y)
+    q = y.astype(ring_dtype(ring_bits))
+    if bits > _EXACT_ROUNDING_BITS:  # y + U may round up to 2^bits when the float64 ulp > 2^-24
+        np.minimum(q, (1 << bits) - 1, out=q)
+    return RingVector(q)
 
 
 def dequantize_sum(

@@ -15,11 +15,13 @@ Protocol (Bonawitz et al. CCS 2017, section 4; Bell et al. CCS 2020, section 4 f
 1. ``share_keys``: check the cohort U1 and every peer's signed advertisement (neighbours always;
    every client of U1 when the client enforces a minimum cohort, so that the cohort counts
    authenticated identities); derive the session id from all advertised keys and the model hash;
-   draw the self-mask seed b_u; Shamir-share b_u and s_u^SK t-out-of-holders; seal each holder's
-   pair of shares with AES-GCM under a key from X25519(c_u, c_v) and HKDF.
+   agree keys with each live neighbour (X25519 on c for the envelopes both ways, on s for the
+   pairwise mask, each through HKDF); then forget both X25519 secret keys. Draw the self-mask
+   seed b_u; Shamir-share b_u and s_u^SK t-out-of-holders; seal each holder's pair of shares
+   with AES-GCM.
 2. ``masked_input``: check that the model trained on is the one bound into the session, that the
    envelopes come exactly from the neighbours in U2, open them, and send
-   y_u = x_u + PRG(b_u) + sum_v sign(u, v) PRG(s_uv).
+   y_u = x_u + PRG(b_u) + sum_v sign(u, v) PRG(s_uv) over those neighbours.
 4. ``unmask``: check the survivor and dropped lists (disjoint, no repeats, not this client, only
    peers whose shares it holds, consistent with the cohort); reveal shares of b_v for survivors and
    of s_v^SK for dropped peers, never both for one peer; then forget every secret.
@@ -40,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from mpc.errors import CoordinatorMisbehaviour, InvalidShareError, ParameterError, ProtocolAbort
+from mpc.errors import InvalidShareError, ParameterError, ProtocolAbort
 from mpc.keys import (
     Purpose,
     advertisement_payload,
@@ -57,7 +59,13 @@ from mpc.keys import (
 )
 from mpc.masks import apply_masks
 from mpc.prg import MaskExpander
-from mpc.ring import RingVector, check_ring_bits, check_ring_vector
+from mpc.ring import RingVector, check_ring_vector
+from mpc.secagg._checks import (
+    check_advertise,
+    check_cohort,
+    check_unmask_lists,
+    fail,
+)
 from mpc.secagg.messages import (
     ENVELOPE_PLAINTEXT_BYTES,
     AdvertiseKeysRequest,
@@ -99,8 +107,8 @@ class _ClientState:
     masking_secret: X25519PrivateKey | None = field(default=None, repr=False)
     seed: bytes = field(default=b"", repr=False)
     session_id: bytes = b""
-    peer_encryption_keys: dict[int, bytes] = field(default_factory=dict)
-    peer_masking_keys: dict[int, bytes] = field(default_factory=dict)
+    envelope_keys: dict[int, tuple[bytes, bytes]] = field(default_factory=dict, repr=False)
+    mask_keys: dict[int, bytes] = field(default_factory=dict, repr=False)
     owners: frozenset[int] = frozenset()
     held: dict[int, tuple[bytes, bytes]] = field(default_factory=dict, repr=False)
 
@@ -185,7 +193,7 @@ class SecAggClient:
         """Stage UNMASK: reveal one kind of share per peer, then forget every secret."""
         return self._run(Stage.UNMASK, UnmaskRequest, request, self._unmask)
 
-    # -- stage plumbing -----------------------------------------------------------------------
+    # -- stage plumbing
 
     def _run(self, stage: Stage, kind: type[Any], request: Any, body: Callable[[Any], _R]) -> _R:
         st = self._state
@@ -193,14 +201,14 @@ class SecAggClient:
             raise ProtocolAbort(
                 stage, f"this client already aborted the round: {st.aborted.reason}"
             )
-        if st.next_stage is not stage:
-            expected = "nothing (the round is over)" if st.next_stage is None else st.next_stage
-            self._abort(CoordinatorMisbehaviour(stage, f"expected stage {expected}, got {stage}"))
-        if not isinstance(request, kind):
-            self._abort(CoordinatorMisbehaviour(stage, f"expected a {kind.__name__}"))
-        if stage is not Stage.ADVERTISE_KEYS and request.session != st.session:
-            self._abort(CoordinatorMisbehaviour(stage, "the request belongs to another session"))
         try:
+            if st.next_stage is not stage:
+                expected = "nothing (the round is over)" if st.next_stage is None else st.next_stage
+                fail(stage, f"expected stage {expected}, got {stage}")
+            if not isinstance(request, kind):
+                fail(stage, f"expected a {kind.__name__}")
+            if stage is not Stage.ADVERTISE_KEYS and request.session != st.session:
+                fail(stage, "the request belongs to another session")
             result = body(request)
         except ProtocolAbort as exc:
             self._abort(exc)
@@ -216,95 +224,38 @@ class SecAggClient:
 
     def _forget(self) -> None:
         st = self._state
-        st.encryption_secret = None
-        st.masking_secret = None
+        st.encryption_secret = st.masking_secret = None
         st.seed = b""
-        st.held = {}
+        st.envelope_keys, st.mask_keys, st.held = {}, {}, {}
 
-    def _fail(self, stage: Stage, reason: str) -> NoReturn:
-        raise CoordinatorMisbehaviour(stage, reason)
+    def _cohort(self, stage: Stage, value: object, previous: Any) -> tuple[int, ...]:
+        return check_cohort(
+            stage,
+            value,
+            previous=previous,
+            index=self._index,
+            threshold=self._state.threshold,
+            min_cohort=self._min_cohort,
+        )
 
-    def _distinct(self, stage: Stage, name: str, value: object) -> tuple[int, ...]:
-        if not isinstance(value, tuple) or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value
-        ):
-            self._fail(stage, f"{name} must be a tuple of ints")
-        value = cast(tuple[int, ...], value)
-        seen: set[int] = set()
-        for v in value:
-            if v in seen:
-                self._fail(stage, f"{name} lists peer {v} twice")
-            seen.add(v)
-        return value
-
-    def _cohort(
-        self, stage: Stage, value: object, previous: frozenset[int] | tuple[int, ...]
-    ) -> tuple[int, ...]:
-        cohort = self._distinct(stage, "cohort", value)
-        earlier = set(previous)
-        for v in cohort:
-            if v not in earlier:
-                self._fail(stage, f"the cohort lists {v}, which had dropped out or never joined")
-        if self._index not in cohort:
-            self._fail(stage, "this client is missing from the cohort")
-        st = self._state
-        if len(cohort) < st.threshold:
-            self._fail(stage, f"the cohort of {len(cohort)} is below the threshold {st.threshold}")
-        if len(cohort) < self._min_cohort:
-            raise ProtocolAbort(
-                stage,
-                f"the cohort of {len(cohort)} is below this client's minimum {self._min_cohort}",
-            )
-        return cohort
-
-    # -- stage 0 --------------------------------------------------------------------------------
+    # -- stage 0
 
     def _advertise(self, req: AdvertiseKeysRequest) -> AdvertiseKeysResponse:
-        stage, st = Stage.ADVERTISE_KEYS, self._state
-        try:
-            session = req.session
-            check_ring_bits(req.ring_bits)
-        except ParameterError as exc:
-            self._fail(stage, str(exc))
-        participants = self._distinct(stage, "participants", req.participants)
-        n, t, k = req.num_clients, req.threshold, req.degree
-        if len(participants) != n:
-            self._fail(stage, f"num_clients is {n} but {len(participants)} participants are listed")
-        if any(not 1 <= p <= MAX_HOLDER for p in participants):
-            self._fail(stage, f"participant indices must lie in [1, {MAX_HOLDER}]")
-        if self._index not in participants:
-            self._fail(stage, "this client is not among the participants")
-        if not isinstance(req.vector_length, int) or req.vector_length < 1:
-            self._fail(stage, f"vector_length must be >= 1, got {req.vector_length!r}")
-        neighbours = self._distinct(stage, "neighbours", req.neighbours)
-        if self._index in neighbours:
-            self._fail(stage, "this client is listed as its own neighbour")
-        unknown = set(neighbours) - set(participants)
-        if unknown:
-            self._fail(stage, f"neighbour {min(unknown)} is not a participant")
-        full_graph = k == n - 1
-        if full_graph and len(neighbours) != n - 1:
-            self._fail(stage, "the complete graph must list every other participant as neighbour")
-        if not full_graph and (k % 2 or not 2 <= k <= n - 2 or len(neighbours) != k):
-            self._fail(stage, f"degree {k} is invalid or {len(neighbours)} neighbours are listed")
-        holders = n if full_graph else k
-        if not 2 <= t <= holders:
-            self._fail(stage, f"threshold {t} is outside [2, {holders}] (holders of each secret)")
-        if n < self._min_cohort:
-            raise ProtocolAbort(
-                stage, f"the cohort of {n} is below this client's minimum {self._min_cohort}"
-            )
+        st = self._state
+        session, participants, neighbours, full_graph = check_advertise(
+            req, index=self._index, min_cohort=self._min_cohort
+        )
         st.session = session
         st.context = session_context(
             session,
-            num_clients=n,
-            threshold=t,
-            degree=k,
+            num_clients=req.num_clients,
+            threshold=req.threshold,
+            degree=req.degree,
             ring_bits=req.ring_bits,
             vector_length=req.vector_length,
             participants=participants,
         )
-        st.threshold, st.full_graph = t, full_graph
+        st.threshold, st.full_graph = req.threshold, full_graph
         st.ring_bits, st.vector_length = req.ring_bits, req.vector_length
         st.participants, st.neighbours = frozenset(participants), frozenset(neighbours)
         st.encryption_secret, st.encryption_key = generate_x25519()
@@ -321,33 +272,20 @@ class SecAggClient:
             signature=sign(self._identity, payload),
         )
 
-    # -- stage 1 --------------------------------------------------------------------------------
+    # -- stage 1
 
     def _share_keys(self, req: ShareKeysRequest) -> ShareKeysResponse:
         stage, st, me = Stage.SHARE_KEYS, self._state, self._index
         cohort = self._cohort(stage, req.cohort, st.participants)
         members = set(cohort)
-        for name in ("encryption_keys", "masking_keys"):
-            listed = set(getattr(req, name))
-            if listed != members:
-                odd = min(listed ^ members)
-                self._fail(stage, f"{name} do not match the cohort (client {odd})")
-        if req.encryption_keys[me] != st.encryption_key or req.masking_keys[me] != st.masking_key:
-            self._fail(stage, "the keys relayed for this client are not the ones it advertised")
-        if req.identities.get(me, self._identity_public) != self._identity_public:
-            self._fail(stage, "the identity relayed for this client is not its own")
-        all_keys = [req.encryption_keys[v] for v in cohort] + [req.masking_keys[v] for v in cohort]
-        if any(not isinstance(key, bytes) or len(key) != 32 for key in all_keys):
-            self._fail(stage, "a relayed public key is not 32 bytes")
-        if len(set(all_keys)) != len(all_keys):
-            self._fail(stage, "two advertised public keys are identical")
+        self._check_relayed_keys(req, members)
         live_neighbours = st.neighbours & members
         to_verify = members - {me} if self._min_cohort else live_neighbours
         for peer in sorted(to_verify):
-            self._verify_advertisement(stage, req, peer)
+            self._verify_advertisement(req, peer)
         holders = sorted(live_neighbours | ({me} if st.full_graph else set()))
         if len(holders) < st.threshold:
-            self._fail(
+            fail(
                 stage,
                 f"only {len(holders)} holders remain for this client's shares, "
                 f"below the threshold {st.threshold}",
@@ -356,12 +294,13 @@ class SecAggClient:
             context=st.context,
             public_keys={v: (req.encryption_keys[v], req.masking_keys[v]) for v in cohort},
         )
-        st.peer_encryption_keys = {v: req.encryption_keys[v] for v in live_neighbours}
-        st.peer_masking_keys = {v: req.masking_keys[v] for v in live_neighbours}
-        st.cohort = cohort
-        st.seed = secrets.token_bytes(32)
+        for peer in sorted(live_neighbours):
+            self._agree_with(peer, req.encryption_keys[peer], req.masking_keys[peer])
         masking_secret = cast(X25519PrivateKey, st.masking_secret)
         secret_key = masking_secret.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        st.encryption_secret = st.masking_secret = None  # every agreement is done
+        st.cohort = cohort
+        st.seed = secrets.token_bytes(32)
         seed_shares = split_among(st.seed, threshold=st.threshold, holders=holders)
         key_shares = split_among(secret_key, threshold=st.threshold, holders=holders)
         envelopes: dict[int, bytes] = {}
@@ -372,17 +311,33 @@ class SecAggClient:
                 st.held[me] = pair
                 continue
             plaintext = me.to_bytes(4, "big") + holder.to_bytes(4, "big") + pair[0] + pair[1]
-            key = self._envelope_key(stage, sender=me, recipient=holder, peer=holder)
-            envelopes[holder] = seal(key, plaintext, aad=st.session_id)
+            envelopes[holder] = seal(st.envelope_keys[holder][0], plaintext, aad=st.session_id)
         return ShareKeysResponse(envelopes=envelopes)
 
-    def _verify_advertisement(self, stage: Stage, req: ShareKeysRequest, peer: int) -> None:
+    def _check_relayed_keys(self, req: ShareKeysRequest, members: set[int]) -> None:
+        stage, st, me = Stage.SHARE_KEYS, self._state, self._index
+        for name in ("encryption_keys", "masking_keys"):
+            listed = set(getattr(req, name))
+            if listed != members:
+                fail(stage, f"{name} do not match the cohort (client {min(listed ^ members)})")
+        if req.encryption_keys[me] != st.encryption_key or req.masking_keys[me] != st.masking_key:
+            fail(stage, "the keys relayed for this client are not the ones it advertised")
+        if req.identities.get(me, self._identity_public) != self._identity_public:
+            fail(stage, "the identity relayed for this client is not its own")
+        keys = [req.encryption_keys[v] for v in members] + [req.masking_keys[v] for v in members]
+        if any(not isinstance(key, bytes) or len(key) != 32 for key in keys):
+            fail(stage, "a relayed public key is not 32 bytes")
+        if len(set(keys)) != len(keys):
+            fail(stage, "two advertised public keys are identical")
+
+    def _verify_advertisement(self, req: ShareKeysRequest, peer: int) -> None:
+        stage = Stage.SHARE_KEYS
         identity = req.identities.get(peer)
         signature = req.signatures.get(peer)
         if not isinstance(identity, bytes) or not isinstance(signature, bytes):
-            self._fail(stage, f"no identity or signature was relayed for peer {peer}")
+            fail(stage, f"no identity or signature was relayed for peer {peer}")
         if self._pinned is not None and self._pinned.get(peer) != identity:
-            self._fail(stage, f"the identity relayed for peer {peer} does not match the pinned key")
+            fail(stage, f"the identity relayed for peer {peer} does not match the pinned key")
         payload = advertisement_payload(
             context=self._state.context,
             index=peer,
@@ -390,26 +345,35 @@ class SecAggClient:
             masking_key=req.masking_keys[peer],
         )
         if not verify(identity, signature, payload):
-            self._fail(stage, f"the signature of peer {peer}'s key advertisement does not verify")
+            fail(stage, f"the signature of peer {peer}'s key advertisement does not verify")
 
-    def _envelope_key(self, stage: Stage, *, sender: int, recipient: int, peer: int) -> bytes:
-        st = self._state
+    def _agree_with(self, peer: int, encryption_key: bytes, masking_key: bytes) -> None:
+        """Derive the envelope keys (both directions) and the pairwise-mask key with ``peer``."""
+        st, me = self._state, self._index
         try:
-            shared = agree(
-                cast(X25519PrivateKey, st.encryption_secret),
-                load_x25519_public(st.peer_encryption_keys[peer]),
+            envelope = agree(
+                cast(X25519PrivateKey, st.encryption_secret), load_x25519_public(encryption_key)
             )
+            mask = agree(cast(X25519PrivateKey, st.masking_secret), load_x25519_public(masking_key))
         except ParameterError as exc:
-            self._fail(stage, f"peer {peer}'s encryption key is unusable: {exc}")
-        return derive_key(
-            shared,
-            purpose=Purpose.SHARE_ENCRYPTION,
-            session_id=st.session_id,
-            context=st.context,
-            parties=(sender, recipient),
-        )
+            fail(Stage.SHARE_KEYS, f"peer {peer}'s public keys are unusable: {exc}")
 
-    # -- stage 2 --------------------------------------------------------------------------------
+        def derive(secret: bytes, purpose: Purpose, parties: tuple[int, ...]) -> bytes:
+            return derive_key(
+                secret,
+                purpose=purpose,
+                session_id=st.session_id,
+                context=st.context,
+                parties=parties,
+            )
+
+        st.envelope_keys[peer] = (
+            derive(envelope, Purpose.SHARE_ENCRYPTION, (me, peer)),
+            derive(envelope, Purpose.SHARE_ENCRYPTION, (peer, me)),
+        )
+        st.mask_keys[peer] = derive(mask, Purpose.PAIRWISE_MASK, (min(me, peer), max(me, peer)))
+
+    # -- stage 2
 
     def _masked_input(
         self, req: MaskedInputRequest, vector: RingVector, model_hash: bytes
@@ -417,7 +381,7 @@ class SecAggClient:
         stage, st, me = Stage.MASKED_INPUT, self._state, self._index
         session = cast(SessionInfo, st.session)
         if model_hash != session.model_hash:
-            self._fail(
+            fail(
                 stage,
                 "the hash of the model this client trained from differs from the one "
                 "bound into the session",
@@ -426,17 +390,17 @@ class SecAggClient:
         members = set(cohort)
         senders = set(req.envelopes)
         for sender in sorted(senders):
-            if sender not in st.peer_encryption_keys:
-                self._fail(stage, f"an envelope comes from {sender}, not a neighbour in the cohort")
+            if sender not in st.mask_keys:
+                fail(stage, f"an envelope comes from {sender}, not a neighbour in the cohort")
             if sender not in members:
-                self._fail(stage, f"an envelope comes from {sender}, which is not in the cohort")
+                fail(stage, f"an envelope comes from {sender}, which is not in the cohort")
         missing = (st.neighbours & members) - senders
         if missing:
-            self._fail(stage, f"no envelope from neighbour {min(missing)} although it is listed")
+            fail(stage, f"no envelope from neighbour {min(missing)} although it is listed")
         if len(senders) + st.full_graph < st.threshold:
-            self._fail(stage, f"{len(senders)} neighbours shared keys, below the threshold")
+            fail(stage, f"{len(senders)} neighbours shared keys, below the threshold")
         for sender in sorted(senders):
-            st.held[sender] = self._open_envelope(stage, sender, req.envelopes[sender])
+            st.held[sender] = self._open_envelope(sender, req.envelopes[sender])
         self_key = derive_key(
             st.seed,
             purpose=Purpose.SELF_MASK,
@@ -444,83 +408,49 @@ class SecAggClient:
             context=st.context,
             parties=(me,),
         )
-        masking_secret = cast(X25519PrivateKey, st.masking_secret)
-        pairwise: dict[int, bytes] = {}
-        for peer in sorted(senders):
-            try:
-                shared = agree(masking_secret, load_x25519_public(st.peer_masking_keys[peer]))
-            except ParameterError as exc:
-                self._fail(stage, f"peer {peer}'s masking key is unusable: {exc}")
-            pairwise[peer] = derive_key(
-                shared,
-                purpose=Purpose.PAIRWISE_MASK,
-                session_id=st.session_id,
-                context=st.context,
-                parties=(min(me, peer), max(me, peer)),
-            )
-        expander = MaskExpander(length=st.vector_length, ring_bits=st.ring_bits)
         masked = apply_masks(
-            vector, index=me, self_key=self_key, pairwise_keys=pairwise, expander=expander
+            vector,
+            index=me,
+            self_key=self_key,
+            pairwise_keys={peer: st.mask_keys[peer] for peer in sorted(senders)},
+            expander=MaskExpander(length=st.vector_length, ring_bits=st.ring_bits),
         )
         st.cohort = cohort
         st.owners = frozenset(senders | ({me} if st.full_graph else set()))
-        st.seed = b""  # its shares are with the holders; the seed itself is no longer needed
+        st.seed, st.mask_keys, st.envelope_keys = b"", {}, {}  # no longer needed
         return MaskedInputResponse(masked=masked)
 
-    def _open_envelope(self, stage: Stage, sender: int, envelope: object) -> tuple[bytes, bytes]:
+    def _open_envelope(self, sender: int, envelope: object) -> tuple[bytes, bytes]:
+        stage, me = Stage.MASKED_INPUT, self._index
         if not isinstance(envelope, bytes):
-            self._fail(stage, f"the envelope from {sender} is not bytes")
-        me = self._index
-        key = self._envelope_key(stage, sender=sender, recipient=me, peer=sender)
+            fail(stage, f"the envelope from {sender} is not bytes")
+        key = self._state.envelope_keys[sender][1]
         plaintext = open_sealed(key, envelope, aad=self._state.session_id)
         if plaintext is None or len(plaintext) != ENVELOPE_PLAINTEXT_BYTES:
-            self._fail(stage, f"the envelope from {sender} does not authenticate")
+            fail(stage, f"the envelope from {sender} does not authenticate")
         if plaintext[:4] != sender.to_bytes(4, "big") or plaintext[4:8] != me.to_bytes(4, "big"):
-            self._fail(stage, f"the envelope from {sender} names another sender or recipient")
+            fail(stage, f"the envelope from {sender} names another sender or recipient")
         seed_share, key_share = plaintext[8 : 8 + SHARE_BYTES], plaintext[8 + SHARE_BYTES :]
         try:
             Share.from_value_bytes(me, seed_share)
             Share.from_value_bytes(me, key_share)
         except InvalidShareError as exc:
-            self._fail(stage, f"the envelope from {sender} holds an invalid share: {exc}")
+            fail(stage, f"the envelope from {sender} holds an invalid share: {exc}")
         return seed_share, key_share
 
-    # -- stage 4 --------------------------------------------------------------------------------
+    # -- stage 4
 
     def _unmask(self, req: UnmaskRequest) -> UnmaskResponse:
-        stage, st, me = Stage.UNMASK, self._state, self._index
-        cohort = self._cohort(stage, req.cohort, st.cohort)
-        survivors = self._distinct(stage, "survivors", req.survivors)
-        dropped = self._distinct(stage, "dropped", req.dropped)
-        both = set(survivors) & set(dropped)
-        if both:
-            self._fail(
-                stage,
-                f"peer {min(both)} is listed as both survivor and dropped; revealing both "
-                "of its shares would expose its input",
-            )
-        if me in dropped:
-            self._fail(stage, "this client is listed as dropped")
-        members = set(cohort)
-        for peer in survivors + dropped:
-            if peer not in st.participants:
-                self._fail(stage, f"peer {peer} is unknown")
-            if peer not in st.owners:
-                where = (
-                    "dropped before sharing keys with"
-                    if peer in st.neighbours
-                    else "is not a neighbour of"
-                )
-                self._fail(stage, f"peer {peer} {where} this client; it holds no share of it")
-        for peer in survivors:
-            if peer not in members:
-                self._fail(stage, f"peer {peer} is listed as survivor but dropped before unmasking")
-        for peer in dropped:
-            if peer in members:
-                self._fail(stage, f"peer {peer} is listed as dropped but the cohort has its input")
-        unaccounted = st.owners - set(survivors) - set(dropped)
-        if unaccounted:
-            self._fail(stage, f"the request does not say whether peer {min(unaccounted)} survived")
+        st = self._state
+        cohort = self._cohort(Stage.UNMASK, req.cohort, st.cohort)
+        survivors, dropped = check_unmask_lists(
+            req,
+            index=self._index,
+            cohort=cohort,
+            participants=st.participants,
+            neighbours=st.neighbours,
+            owners=st.owners,
+        )
         response = UnmaskResponse(
             self_mask_shares={peer: st.held[peer][0] for peer in survivors},
             key_shares={peer: st.held[peer][1] for peer in dropped},

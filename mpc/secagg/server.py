@@ -38,20 +38,23 @@ from mpc.errors import InvalidMessage, InvalidShareError, ParameterError, Protoc
 from mpc.keys import (
     PUBLIC_KEY_BYTES,
     Purpose,
-    advertisement_payload,
     agree,
     compute_session_id,
     derive_key,
     load_x25519_public,
     public_bytes,
-    verify,
 )
 from mpc.masks import remove_masks
 from mpc.prg import MaskExpander
-from mpc.ring import RingVector, add_into, check_ring_vector, zeros
+from mpc.ring import RingVector, add_into, zeros
+from mpc.secagg._validate import (
+    check_advertisement,
+    check_envelopes,
+    check_masked,
+    check_unmask_shares,
+)
 from mpc.secagg.graph import build_graph
 from mpc.secagg.messages import (
-    ENVELOPE_BYTES,
     RESPONSE_TYPES,
     AdvertiseKeysRequest,
     AdvertiseKeysResponse,
@@ -66,7 +69,7 @@ from mpc.secagg.messages import (
     session_context,
 )
 from mpc.secagg.params import SecAggParams
-from mpc.shamir import MAX_HOLDER, Share, combine_with, lagrange_at_zero
+from mpc.shamir import MAX_HOLDER, combine_with, lagrange_at_zero
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
@@ -232,54 +235,17 @@ class SecAggServer:
         if isinstance(response, AdvertiseKeysResponse):
             self._check_advertisement(index, response)
         elif isinstance(response, ShareKeysResponse):
-            listed = _int_keys(response.envelopes, f"envelopes of client {index}")
-            if listed != st.recipients[index]:
-                odd = min(listed ^ st.recipients[index])
-                raise InvalidMessage(f"client {index}'s envelopes do not match its holders ({odd})")
-            if any(
-                not isinstance(e, bytes) or len(e) != ENVELOPE_BYTES
-                for e in response.envelopes.values()
-            ):
-                raise InvalidMessage(f"an envelope of client {index} is not {ENVELOPE_BYTES} bytes")
+            check_envelopes(index, response, recipients=st.recipients[index])
         elif isinstance(response, MaskedInputResponse):
-            try:
-                check_ring_vector(
-                    response.masked,
-                    ring_bits=self._params.ring_bits,
-                    length=self._length,
-                    name=f"masked vector of client {index}",
-                )
-            except ParameterError as exc:
-                raise InvalidMessage(str(exc)) from None
+            check_masked(index, response, ring_bits=self._params.ring_bits, length=self._length)
         elif isinstance(response, UnmaskResponse):
             seeds, keys = st.requested[index]
-            if _int_keys(response.self_mask_shares, "self_mask_shares") != seeds:
-                raise InvalidMessage(f"client {index} sent self-mask shares for other owners")
-            if _int_keys(response.key_shares, "key_shares") != keys:
-                raise InvalidMessage(f"client {index} sent key shares for other owners")
-            for owner, value in {**response.self_mask_shares, **response.key_shares}.items():
-                try:
-                    Share.from_value_bytes(index, value)
-                except InvalidShareError as exc:
-                    raise InvalidMessage(f"client {index}'s share of {owner}: {exc}") from None
+            check_unmask_shares(index, response, seeds=seeds, keys=keys)
 
     def _check_advertisement(self, index: int, response: AdvertiseKeysResponse) -> None:
-        keys = (response.encryption_key, response.masking_key)
-        if any(not isinstance(k, bytes) or len(k) != PUBLIC_KEY_BYTES for k in keys):
-            raise InvalidMessage(f"client {index}'s public keys must be {PUBLIC_KEY_BYTES} bytes")
-        if keys[0] == keys[1]:
-            raise InvalidMessage(f"client {index} advertised the same key twice")
-        payload = advertisement_payload(
-            context=self._state.context,
-            index=index,
-            encryption_key=keys[0],
-            masking_key=keys[1],
+        check_advertisement(
+            index, response, context=self._state.context, identity=self._identities[index]
         )
-        signature = response.signature
-        if not isinstance(signature, bytes) or not verify(
-            self._identities[index], signature, payload
-        ):
-            raise InvalidMessage(f"client {index}'s key advertisement signature does not verify")
 
     # -- stages ---------------------------------------------------------------------------------
 
@@ -501,11 +467,3 @@ class SecAggServer:
             "attempt": s.attempt,
             "model_hash": s.model_hash,
         }
-
-
-def _int_keys(mapping: object, name: str) -> frozenset[int]:
-    if not isinstance(mapping, Mapping) or not all(
-        isinstance(k, int) and not isinstance(k, bool) for k in mapping
-    ):
-        raise InvalidMessage(f"{name} must map int indices to bytes")
-    return frozenset(mapping)
