@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import ring_bits
 
-from mpc import ParameterError
+from mpc import ParameterError, RingVector
 from mpc.masks import apply_masks, pairwise_sign, remove_masks
 from mpc.prg import MaskExpander, expand
 
@@ -35,14 +36,14 @@ def test_apply_masks_matches_the_loop_oracle(bits: int, length: int, peers: set[
     # Prepare
     me = 5
     peers.discard(me)
-    dtype = np.uint32 if bits == 32 else np.uint64
+    dtype: Any = np.uint32 if bits == 32 else np.uint64
     x = np.arange(length, dtype=dtype)
     self_key = bytes([me]) * 32
     pair_keys = {p: bytes([p, me]) * 16 for p in sorted(peers)}
 
     # Execute
     masked = apply_masks(
-        x,
+        RingVector(x),
         index=me,
         self_key=self_key,
         pairwise_keys=pair_keys,
@@ -54,7 +55,7 @@ def test_apply_masks_matches_the_loop_oracle(bits: int, length: int, peers: set[
         expand(k, length, ring_bits=bits).tolist() for k in pair_keys.values()
     ]
     signs = [1] + [1 if me < p else -1 for p in pair_keys]
-    assert [int(v) for v in masked] == _loop_mask(x.tolist(), words, signs, bits)
+    assert [int(v) for v in masked] == _loop_mask([int(v) for v in x], words, signs, bits)
     assert np.array_equal(x, np.arange(length, dtype=dtype))  # input not modified
 
 
@@ -64,7 +65,7 @@ def test_pairwise_masks_cancel_and_remove_masks_recovers_the_sum(
 ) -> None:
     # Prepare: complete graph over n clients, one key per pair; `dropped` send nothing.
     length = 8
-    dtype = np.uint32 if bits == 32 else np.uint64
+    dtype: Any = np.uint32 if bits == 32 else np.uint64
     expander = MaskExpander(length=length, ring_bits=bits)
     clients = range(1, n + 1)
     survivors = [u for u in clients if u not in dropped]
@@ -74,7 +75,7 @@ def test_pairwise_masks_cancel_and_remove_masks_recovers_the_sum(
     inputs = {u: np.full(length, u * 1000, dtype=dtype) for u in clients}
     masked = {
         u: apply_masks(
-            inputs[u],
+            RingVector(inputs[u]),
             index=u,
             self_key=bytes([u]) * 32,
             pairwise_keys={v: pair_key[u, v] for v in clients if v != u},

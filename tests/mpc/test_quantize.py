@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -120,6 +122,5 @@ def test_quantize_rejects_bad_input(x: np.ndarray, kwargs: dict[str, object], me
 
 def test_quantize_needs_an_injected_generator() -> None:
     with pytest.raises(ParameterError, match="Generator"):
-        quantize(
-            np.zeros(2, np.float32), clip=1.0, bits=8, ring_bits=32, rng=np.random.RandomState(0)
-        )  # type: ignore[arg-type]
+        legacy: Any = np.random.RandomState(0)
+        quantize(np.zeros(2, np.float32), clip=1.0, bits=8, ring_bits=32, rng=legacy)

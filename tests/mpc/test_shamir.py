@@ -84,7 +84,7 @@ def test_combine_agrees_with_direct_polynomial_evaluation() -> None:
 
 def test_t_minus_1_shares_are_uniform_whatever_the_secret() -> None:
     # Prepare: the share of holder 1 of a 2-out-of-3 sharing, over many sharings of two secrets.
-    low_bytes = {secret: [] for secret in (bytes(32), b"\xff" * 32)}
+    low_bytes: dict[bytes, list[int]] = {secret: [] for secret in (bytes(32), b"\xff" * 32)}
     for secret, values in low_bytes.items():
         for _ in range(4000):
             values.append(split(secret, threshold=2, num_shares=3)[0].y & 0xF)

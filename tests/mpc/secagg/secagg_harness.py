@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mpc import (
     ProtocolAbort,
+    RingVector,
     SecAggClient,
     SecAggParams,
     SecAggResult,
@@ -94,7 +95,7 @@ def run_round(
             try:
                 if stage is Stage.MASKED_INPUT:
                     responses[i] = client.masked_input(
-                        request, vector=inputs[i], model_hash=rnd.session.model_hash
+                        request, vector=RingVector(inputs[i]), model_hash=rnd.session.model_hash
                     )
                 else:
                     responses[i] = getattr(client, stage.value)(request)
@@ -194,7 +195,7 @@ def advance(
             client = rnd.clients[i]
             if stage is Stage.MASKED_INPUT:
                 responses[i] = client.masked_input(
-                    request, vector=vectors[i], model_hash=rnd.session.model_hash
+                    request, vector=RingVector(vectors[i]), model_hash=rnd.session.model_hash
                 )
             else:
                 responses[i] = getattr(client, stage.value)(request)

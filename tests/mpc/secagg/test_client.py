@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from mpc import (
     CoordinatorMisbehaviour,
     ParameterError,
     ProtocolAbort,
+    RingVector,
     SecAggClient,
     SecAggParams,
     Stage,
@@ -256,7 +258,7 @@ def test_masked_input_refuses_another_model() -> None:
         "masked_input",
         request,
         "model",
-        vector=np.zeros(6, np.uint32),
+        vector=RingVector(np.zeros(6, np.uint32)),
         model_hash=b"\x01" * 32,
     )
 
@@ -271,7 +273,7 @@ def test_a_tampered_envelope_is_refused() -> None:
         "masked_input",
         hostile,
         "does not authenticate",
-        vector=np.zeros(6, np.uint32),
+        vector=RingVector(np.zeros(6, np.uint32)),
         model_hash=rnd.session.model_hash,
     )
 
@@ -286,7 +288,7 @@ def test_an_envelope_moved_to_another_recipient_is_refused() -> None:
         "masked_input",
         hostile,
         "does not authenticate",
-        vector=np.zeros(6, np.uint32),
+        vector=RingVector(np.zeros(6, np.uint32)),
         model_hash=rnd.session.model_hash,
     )
 
@@ -302,7 +304,7 @@ def test_envelopes_must_come_exactly_from_the_neighbours_in_the_cohort() -> None
         "masked_input",
         missing,
         "no envelope from neighbour 2",
-        vector=np.zeros(6, np.uint32),
+        vector=RingVector(np.zeros(6, np.uint32)),
         model_hash=rnd.session.model_hash,
     )
 
@@ -311,11 +313,10 @@ def test_a_wrong_vector_is_a_caller_error_and_changes_nothing() -> None:
     rnd = _round()
     request = advance(rnd, Stage.MASKED_INPUT)[1]
     with pytest.raises(ParameterError, match="dtype"):
-        rnd.clients[1].masked_input(
-            request, vector=np.zeros(6, np.int64), model_hash=rnd.session.model_hash
-        )  # type: ignore[arg-type]
+        wrong: Any = np.zeros(6, np.int64)
+        rnd.clients[1].masked_input(request, vector=wrong, model_hash=rnd.session.model_hash)
     response = rnd.clients[1].masked_input(
-        request, vector=np.zeros(6, np.uint32), model_hash=rnd.session.model_hash
+        request, vector=RingVector(np.zeros(6, np.uint32)), model_hash=rnd.session.model_hash
     )
     assert response.masked.dtype == np.uint32 and response.masked.any()
 
@@ -338,7 +339,7 @@ def test_a_wrong_vector_is_a_caller_error_and_changes_nothing() -> None:
         ({"model_hash": b"short"}, "model_hash"),
     ],
 )
-def test_advertise_request_checks(change: dict[str, object], match: str) -> None:
+def test_advertise_request_checks(change: dict[str, Any], match: str) -> None:
     rnd = _round()
     request = rnd.server.start([1, 2, 3, 4, 5])[1]
     _refuses(rnd.clients[1], "advertise_keys", dataclasses.replace(request, **change), match)

@@ -120,7 +120,7 @@ def test_semi_malicious_complete_graph_needs_a_majority_above_the_corrupt_client
             degree=9,
             dropout_rate=0.5,
             corrupt_rate=0.1,
-            adversary="semi_malicious",
+            adversary=SM,
         )
     SecAggParams(
         num_clients=10,
@@ -128,7 +128,7 @@ def test_semi_malicious_complete_graph_needs_a_majority_above_the_corrupt_client
         degree=9,
         dropout_rate=0.3,
         corrupt_rate=0.1,
-        adversary="semi_malicious",
+        adversary=SM,
     )
 
 

@@ -7,12 +7,14 @@ import dataclasses
 import numpy as np
 import pytest
 from hypothesis import event, given
+from scipy import stats
 from strategies import RoundPlan, round_plans
 
 from mpc import (
     CoordinatorMisbehaviour,
     InvalidMessage,
     ProtocolAbort,
+    RingVector,
     SecAggParams,
     SecAggServer,
     Stage,
@@ -168,16 +170,16 @@ def test_a_client_that_trained_on_another_model_refuses_to_mask() -> None:
     # Prepare
     params = SecAggParams(num_clients=3, threshold=3, degree=2, dropout_rate=0.0, corrupt_rate=0.0)
     rnd = make_round(params, vector_length=4)
-    requests = rnd.server.start([1, 2, 3])
-    requests = rnd.server.advertise_keys(
-        {i: rnd.clients[i].advertise_keys(r) for i, r in requests.items()}
+    adverts = rnd.server.start([1, 2, 3])
+    shares = rnd.server.advertise_keys(
+        {i: rnd.clients[i].advertise_keys(r) for i, r in adverts.items()}
     )
-    requests = rnd.server.share_keys({i: rnd.clients[i].share_keys(r) for i, r in requests.items()})
+    requests = rnd.server.share_keys({i: rnd.clients[i].share_keys(r) for i, r in shares.items()})
 
     # Execute / Assert
     with pytest.raises(CoordinatorMisbehaviour, match="model"):
         rnd.clients[1].masked_input(
-            requests[1], vector=np.zeros(4, np.uint32), model_hash=bytes(32)
+            requests[1], vector=RingVector(np.zeros(4, np.uint32)), model_hash=bytes(32)
         )
 
 
@@ -223,3 +225,20 @@ def test_an_honest_coordinator_rejects_an_advertisement_bound_to_another_model()
     # Assert
     with pytest.raises(InvalidMessage, match="signature"):
         rnd.server.check(Stage.ADVERTISE_KEYS, 3, advert)
+
+
+def test_a_clients_masked_vector_is_uniform_over_the_ring() -> None:
+    # Prepare: a constant input; what the coordinator receives must look uniform on Z_2^32.
+    params = SecAggParams(num_clients=3, threshold=3, degree=2, dropout_rate=0.0, corrupt_rate=0.0)
+    rnd = make_round(params, vector_length=1 << 16)
+    inputs = {i: np.full(1 << 16, 7, dtype=np.uint32) for i in range(1, 4)}
+
+    # Execute
+    run_round(rnd, inputs)
+    masked = rnd.responses[Stage.MASKED_INPUT][1].masked
+
+    # Assert: chi-square over the top and bottom byte (256 bins each).
+    top = np.bincount((masked >> np.uint32(24)).astype(np.int64), minlength=256)
+    bottom = np.bincount((masked & np.uint32(0xFF)).astype(np.int64), minlength=256)
+    assert stats.chisquare(top).pvalue > 1e-6
+    assert stats.chisquare(bottom).pvalue > 1e-6

@@ -14,6 +14,7 @@ from hypothesis import given
 from strategies import RoundPlan, round_plans
 
 from mpc import (
+    Adversary,
     InvalidMessage,
     ParameterError,
     ProtocolAbort,
@@ -225,7 +226,7 @@ class _RecordingServer(SecAggServer):
         self.seed_shares: Counter[int] = Counter()
         self.key_shares: Counter[int] = Counter()
 
-    def unmask(self, responses: Mapping[int, UnmaskResponse]) -> Any:  # type: ignore[override]
+    def unmask(self, responses: Mapping[int, UnmaskResponse]) -> Any:
         for response in responses.values():
             self.seed_shares.update(list(response.self_mask_shares))
             self.key_shares.update(list(response.key_shares))
@@ -278,7 +279,7 @@ def test_a_coordinator_lying_about_a_dropout_never_gets_t_shares_of_both_kinds(
         degree=9,
         dropout_rate=0.4,
         corrupt_rate=0.0,
-        adversary="semi_malicious",
+        adversary=Adversary.SEMI_MALICIOUS,
     )
     rnd = make_round(params, vector_length=2)
     requests = advance(rnd, Stage.UNMASK)
