@@ -64,9 +64,11 @@ def apply_masks(
     Returns:
         The masked vector (a new array).
     """
-    masked: npt.NDArray[Any] = np.add(vector, expander.expand(self_key))
-    for peer, key in pairwise_keys.items():
-        expander.add_mask(masked, key, pairwise_sign(index, peer))
+    masked: npt.NDArray[Any] = np.empty_like(vector)
+    masks = [(self_key, 1)] + [
+        (key, pairwise_sign(index, peer)) for peer, key in pairwise_keys.items()
+    ]
+    expander.add_masks(masked, masks, source=vector)
     return MaskedVector(masked)
 
 
@@ -87,7 +89,7 @@ def remove_masks(
             ``pairwise_sign(survivor, dropped) * PRG(key)``, which is subtracted here.
         expander: the expander for this vector length and ring.
     """
-    for key in self_keys:
-        expander.add_mask(total, key, -1)
-    for survivor, dropped, key in pairwise:
-        expander.add_mask(total, key, -pairwise_sign(survivor, dropped))
+    expander.add_masks(total, ((key, -1) for key in self_keys))
+    expander.add_masks(
+        total, ((key, -pairwise_sign(survivor, dropped)) for survivor, dropped, key in pairwise)
+    )

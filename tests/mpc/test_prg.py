@@ -86,21 +86,36 @@ def test_mask_words_are_uniform_over_the_ring(ring_bits: int) -> None:
     assert np.all(residues > 0)
 
 
-def test_expander_reuses_one_buffer_and_matches_fresh_expansion() -> None:
-    # Prepare
-    expander = MaskExpander(length=1000, ring_bits=32)
-    key_a, key_b = bytes(range(32)), bytes(range(1, 33))
+@pytest.mark.parametrize("chunk_words", [1, 7, 64, 1000, 5000])
+@pytest.mark.parametrize("ring_bits", [32, 64])
+def test_chunked_masking_equals_whole_masks_summed(chunk_words: int, ring_bits: int) -> None:
+    # Prepare: 600 keys (more than one pass of cipher contexts), mixed signs, a source vector.
+    length = 1000
+    keys = [bytes([i % 256, i // 256]) * 16 for i in range(600)]
+    signs = [1 if i % 3 else -1 for i in range(600)]
+    dtype = np.uint32 if ring_bits == 32 else np.uint64
+    source = np.arange(length, dtype=dtype)
+    expander = MaskExpander(length=length, ring_bits=ring_bits, chunk_words=chunk_words)
 
     # Execute
-    first = expander.expand(key_a)
-    first_copy = first.copy()
-    second = expander.expand(key_b)
+    total = np.empty_like(source)
+    expander.add_masks(total, zip(keys, signs, strict=True), source=source)
 
-    # Assert
-    assert np.shares_memory(first, second)
-    np.testing.assert_array_equal(second, expand(key_b, 1000, ring_bits=32))
-    assert not np.array_equal(first_copy, second)
-    assert not second.flags.writeable
+    # Assert: oracle with whole masks and Python integers.
+    modulus = 1 << ring_bits
+    expected = [int(v) for v in source]
+    for key, sign in zip(keys, signs, strict=True):
+        mask = expand(key, length, ring_bits=ring_bits)
+        expected = [(e + sign * int(m)) % modulus for e, m in zip(expected, mask, strict=True)]
+    assert [int(v) for v in total] == expected
+
+
+def test_expander_checks_the_total() -> None:
+    expander = MaskExpander(length=10, ring_bits=32)
+    with pytest.raises(ParameterError, match="total"):
+        expander.add_mask(np.zeros(10, np.uint64), bytes(32), 1)
+    with pytest.raises(ParameterError, match="chunk_words"):
+        MaskExpander(length=10, ring_bits=32, chunk_words=0)
 
 
 def test_add_mask_adds_or_subtracts_with_wraparound() -> None:
