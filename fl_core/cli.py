@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .cli_he import register as register_he_commands
 from .config import JobConfig, load_job
 from .coordinator.service import Event
 from .errors import FlCoreError
@@ -326,6 +327,9 @@ def client(
         asyncio.run(main())
     except FlCoreError as exc:
         raise _fail(str(exc)) from None
+
+
+register_he_commands(app)
 
 
 def main() -> None:

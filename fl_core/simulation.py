@@ -27,13 +27,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from safetensors.numpy import save_file
 
 from .aggregators import create_aggregator
-from .client.runtime import Client, ClientOptions
+from .client.runtime import Client, ClientOptions, Participant
 from .client.trainer import TorchTrainer
 from .config import JobConfig
 from .coordinator.service import Coordinator, Event
@@ -46,6 +47,9 @@ from .transport.base import JobDone
 from .transport.grpc_server import serve
 from .transport.inmemory import InMemoryTransport
 from .types import Layout, Weights
+
+if TYPE_CHECKING:
+    from .keyholder import SimulatedKeys
 
 log = logging.getLogger("bulwark.simulation")
 
@@ -196,6 +200,15 @@ def simulate(
             store.close()
 
 
+def _he_keys(job: JobConfig, names: list[str]) -> SimulatedKeys | None:
+    """Identity keys of the owners and the key holder when the job aggregates with HE."""
+    if job.aggregation.kind != "he":
+        return None
+    from .keyholder import SimulatedKeys
+
+    return SimulatedKeys.generate(names)
+
+
 def _coordinator(
     job: JobConfig, store: Store, weights: Weights, events: Callable[[Event], None] | None
 ) -> Coordinator:
@@ -257,10 +270,21 @@ def _simulate_inmemory(
     trainers = [make_trainer(job, dataset, share) for share in shares]
     weights = trainers[0].initial_weights()
     coordinator = _coordinator(job, store, weights, events)
-    clients = [
-        Client(name=f"client-{i}", job=job, trainer=t, options=ClientOptions(long_poll_s=30.0))
-        for i, t in enumerate(trainers)
+    names = [f"client-{i}" for i in range(len(trainers))]
+    keys = _he_keys(job, names)
+    clients: list[Participant] = [
+        Client(
+            name=name,
+            job=job,
+            trainer=t,
+            options=ClientOptions(long_poll_s=30.0),
+            identity_key=None if keys is None else keys.owners[name],
+            policy=None if keys is None else keys.owner_policy(),
+        )
+        for name, t in zip(names, trainers, strict=True)
     ]
+    if keys is not None:  # HE aggregation: the key holder takes part in process
+        clients.append(keys.keyholder_participant(job))
     workers = max(1, os.cpu_count() or 1)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads or max(1, previous_threads // workers))
@@ -306,8 +330,30 @@ def _simulate_grpc(
     started = time.perf_counter()
     errors: dict[str, str] = {}
 
+    names = [f"client-{i}" for i in range(job.data.num_clients)]
+    keys = _he_keys(job, names)
+    files = None if keys is None else keys.write(Path(store.path).parent / "identities")
+
+    def he_args(i: int) -> list[str]:
+        if files is None:
+            return []
+        return [
+            "--identity",
+            str(files.owner_identities[names[i]]),
+            "--policy",
+            str(files.owner_policy),
+        ]
+
     async def main() -> JobDone:
         handle = await serve(coordinator, address="127.0.0.1:0", limits=job.limits)
+        if files is not None:  # HE aggregation: the key holder is a process too
+            keyholder = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "fl_core.cli", "keyholder", "--quiet"),
+                *("--coordinator", f"127.0.0.1:{handle.port}", "--job", str(job_path)),
+                *("--enrolment", str(files.enrolment), "--identity", str(files.keyholder_identity)),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
         procs = [
             await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -323,11 +369,14 @@ def _simulate_grpc(
                 "--threads",
                 str(threads),
                 "--quiet",
+                *he_args(i),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
             for i in range(job.data.num_clients)
         ]
+        if files is not None:
+            procs.append(keyholder)
         try:
             done = await coordinator.run()
         finally:
@@ -339,7 +388,8 @@ def _simulate_grpc(
                     _, stderr = await proc.communicate()
                 if proc.returncode:
                     tail = stderr.decode(errors="replace").strip().splitlines()[-3:]
-                    errors[f"client-{i}"] = f"exit {proc.returncode}: " + " | ".join(tail)
+                    name = names[i] if i < len(names) else "keyholder"
+                    errors[name] = f"exit {proc.returncode}: " + " | ".join(tail)
             await handle.stop(grace=1.0)
         return done
 

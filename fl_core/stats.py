@@ -1,0 +1,418 @@
+"""Statistics jobs: the data owner that encrypts its statistics, the Python API, the simulator.
+
+* :class:`StatsOwner`: a data owner of a ``job.kind = "stats"`` job. It answers ``he.contribute``
+  from its local table (numpy): it checks the task against its policy (an owner whose minimum
+  cohort exceeds the job's k refuses), checks the key holder's signed public context, computes its
+  sufficient statistics in the clear and sends only their encryption, signed with its identity
+  key (:func:`he.encrypt_statistics`). Raw rows never leave it.
+* :func:`compute_statistics`: coordinator, key holder and owners in one process (in-memory
+  transport), for notebooks and tests.
+* :func:`simulate_stats`: the job's data set split among ``data.num_clients`` simulated owners,
+  in memory, or over loopback gRPC with the key holder and every owner as a separate process
+  (``bulwark keyholder``, ``bulwark stats-owner``), exactly as in a deployment.
+
+The coordinator side is :class:`fl_core.coordinator.stats_job.StatsJob`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from .aggregators import create_aggregator
+from .client.policy import OwnerPolicy
+from .client.runtime import ClientOptions, Participant
+from .config import JobConfig
+from .coordinator.service import Coordinator, Event
+from .coordinator.stats_job import NO_WEIGHTS, StatsJob, statistics_of
+from .coordinator.store import Store
+from .errors import CodecError, ConfigError, PolicyRefused
+from .he_job import SignedContext, map_he_errors, owner_min_contributors, trusted_keyholders
+from .keyholder import SimulatedKeys
+from .payload import Payload
+from .strategies import create_strategy
+from .transport.base import JobDone, Task
+
+Table = Mapping[str, npt.ArrayLike] | npt.ArrayLike
+"""An owner's rows: column name -> values, or a 2-D array in the spec's column order."""
+
+TARGET_COLUMN = "target"
+"""The name of a registered data set's label or regression target in a statistics table."""
+
+STAGE_CONTRIBUTE = "he.contribute"
+
+
+class StatsOwner(Participant):
+    """A data owner answering a statistics job from its local table.
+
+    Args:
+        name: the enrolled name (its receipts' owner id).
+        job: the job file the owner agreed to (``job.kind = "stats"``).
+        table: the owner's rows (see :data:`Table`); never sent.
+        identity_key: its Ed25519 identity key (joins and signs receipts; fresh when omitted).
+        policy: its rules (purpose, minimum cohort, trusted key holders).
+        options: timing of retries and polls.
+    """
+
+    role = "owner"
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        job: JobConfig,
+        table: Table,
+        identity_key: Ed25519PrivateKey | None = None,
+        policy: OwnerPolicy | None = None,
+        options: ClientOptions | None = None,
+    ) -> None:
+        super().__init__(name=name, job=job, identity_key=identity_key, options=options)
+        if job.stats is None:
+            raise ConfigError("a statistics owner needs a job with job.kind = 'stats'")
+        self.policy = policy or OwnerPolicy()
+        self.table = table
+        self._spec = job.stats.spec()
+
+    def check_job(self) -> None:
+        """The owner's policy decides whether it takes part (purpose, k, protections)."""
+        if self.job.job.kind != "stats":
+            raise PolicyRefused("not a statistics job")
+        self.policy.check_job(self.job)
+
+    def handle(self, task: Task) -> Payload:
+        """Check the task and the key holder's context; return encrypted, signed statistics."""
+        import he
+
+        header = task.header
+        if header.job_id != self.job.job.name:
+            raise PolicyRefused(f"task for job {header.job_id!r}, not {self.job.job.name!r}")
+        self.policy.check_task(self.job, stage=header.stage, round=header.round)
+        if header.stage != STAGE_CONTRIBUTE:
+            raise CodecError(f"stage {header.stage!r} is not an owner's stage")
+        k = owner_min_contributors(self.job, self.policy)
+        public = SignedContext.from_payload(task.payload).open(
+            self.job, trusted=trusted_keyholders(self.job, self.policy)
+        )
+        with map_he_errors("encrypting the owner's statistics"):
+            blob = he.encrypt_statistics(
+                public,
+                self.table,
+                spec=self._spec,
+                job_id=self.job.job.name,
+                round=header.round,
+                owner_id=self.name,
+                signing_key=self.identity_key,
+                min_contributors=k,
+            )
+        return Payload({"he.contribution": blob})
+
+
+# --- tables ------------------------------------------------------------------------------------
+
+
+def dataset_tables(job: JobConfig) -> list[dict[str, npt.NDArray[np.float64]]]:
+    """The job's registered data set (train and test rows, raw values) split among its owners.
+
+    Columns are the data set's feature names plus :data:`TARGET_COLUMN`. The rows are dealt
+    out by a seeded permutation (``data.seed``) into ``data.num_clients`` near-equal parts.
+
+    Raises:
+        ConfigError: the data set has no named columns, or is unavailable.
+    """
+    from .data import load_dataset
+
+    data = load_dataset(job.data.dataset, path=job.data.path or None)
+    if not data.feature_names:
+        raise ConfigError(f"data set {job.data.dataset!r} has no named columns for statistics")
+    x = np.concatenate([data.x_train, data.x_test]).astype(np.float64)
+    y = np.concatenate([data.y_train, data.y_test]).astype(np.float64)
+    names = [*data.feature_names, TARGET_COLUMN]
+    rows = np.column_stack([x.reshape(len(x), -1), y])
+    order = np.random.default_rng(job.data.seed).permutation(len(rows))
+    parts = np.array_split(order, job.data.num_clients)
+    return [{n: rows[np.sort(p), i] for i, n in enumerate(names)} for p in parts]
+
+
+def load_table(path: Path) -> dict[str, npt.NDArray[np.float64]]:
+    """Read an owner's table from a ``.csv`` or an ``.npz`` file.
+
+    A ``.csv`` file starts with a header row of column names; an ``.npz`` file holds one 1-D
+    array per column and is read with ``allow_pickle=False``.
+
+    Raises:
+        ConfigError: unreadable file, unknown suffix, non-numeric values or ragged columns.
+    """
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                table = {k: np.asarray(npz[k], dtype=np.float64).reshape(-1) for k in npz.files}
+        elif path.suffix == ".csv":
+            with path.open(encoding="utf-8") as fh:
+                header = [h.strip() for h in fh.readline().strip().split(",")]
+            values = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, dtype=np.float64)
+            if values.shape[1] != len(header) and values.size:
+                raise ConfigError(f"{path}: {values.shape[1]} values per row, {len(header)} names")
+            table = {h: values[:, i] if values.size else np.zeros(0) for i, h in enumerate(header)}
+        else:
+            raise ConfigError(f"{path}: a table must be a .csv or .npz file")
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read table {path}: {exc}") from exc
+    if len({len(v) for v in table.values()}) > 1:
+        raise ConfigError(f"{path}: columns have different lengths")
+    return table
+
+
+# --- running a statistics job on one machine ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatsOutcome:
+    """How a statistics job ended, with its result when it completed."""
+
+    done: JobDone
+    statistics: dict[str, Any] | None
+    metrics: dict[str, object]
+    seconds: float
+    transport: str
+    output: Path | None = None
+    participant_errors: dict[str, str] = field(default_factory=dict)
+
+
+def stats_coordinator(
+    job: JobConfig, store: Store, runner: StatsJob, events: Callable[[Event], None] | None = None
+) -> Coordinator:
+    """A coordinator that runs ``job`` as a statistics job."""
+    return Coordinator(
+        job,
+        store=store,
+        initial_weights=NO_WEIGHTS,
+        strategy=create_strategy(job.strategy),
+        aggregator=create_aggregator(job),
+        events=events,
+        runner=runner,
+    )
+
+
+def compute_statistics(
+    job: JobConfig,
+    tables: Mapping[str, Table] | Sequence[Table],
+    *,
+    policies: Mapping[str, OwnerPolicy] | None = None,
+    min_contributors: int | None = None,
+    store: Store | None = None,
+    events: Callable[[Event], None] | None = None,
+) -> StatsOutcome:
+    """Run a statistics job with every party in this process (in-memory transport).
+
+    Args:
+        job: a ``job.kind = "stats"`` job.
+        tables: owner name -> table, or a list of tables (owners ``client-0``, ``client-1``...).
+        policies: per-owner policies (default: trust this run's key holder, nothing else).
+        min_contributors: the key holder's k, if above the job's.
+        store: the coordinator's store (default: a temporary SQLite file).
+        events: receives the coordinator's progress events.
+
+    Raises:
+        ConfigError: not a statistics job, or a key holder that cannot start.
+    """
+    from .transport.inmemory import InMemoryTransport
+
+    named = dict(tables) if isinstance(tables, Mapping) else {
+        f"client-{i}": t for i, t in enumerate(tables)
+    }  # fmt: skip
+    keys = SimulatedKeys.generate(list(named))
+    owners: list[Participant] = [
+        StatsOwner(
+            name=name,
+            job=job,
+            table=table,
+            identity_key=keys.owners[name],
+            policy=keys.owner_policy((policies or {}).get(name)),
+            options=ClientOptions(long_poll_s=30.0),
+        )
+        for name, table in named.items()
+    ]
+    keyholder = keys.keyholder_participant(job, min_contributors=min_contributors)
+    runner = StatsJob()
+    with tempfile.TemporaryDirectory(prefix="bulwark-stats-") as tmp:
+        own = store is None
+        db = store or Store(Path(tmp) / "state.db")
+        coordinator = stats_coordinator(job, db, runner, events)
+        started = time.perf_counter()
+        participants = [keyholder, *owners]
+        errors: dict[str, str] = {}
+
+        async def main() -> JobDone:
+            transports = [InMemoryTransport(coordinator, limits=job.limits) for _ in participants]
+            outcomes = await asyncio.gather(
+                coordinator.run(),
+                *(p.run(t) for p, t in zip(participants, transports, strict=True)),
+                return_exceptions=True,
+            )
+            for p, outcome in zip(participants, outcomes[1:], strict=True):
+                if isinstance(outcome, BaseException):
+                    errors[p.name] = f"{type(outcome).__name__}: {outcome}"
+            if isinstance(outcomes[0], BaseException):
+                raise outcomes[0]
+            return outcomes[0]
+
+        try:
+            done = asyncio.run(main())
+            metrics = db.metrics(job.job.name)
+        finally:
+            if own:
+                db.close()
+    return StatsOutcome(
+        done=done,
+        statistics=runner.result,
+        metrics=metrics[0] if metrics else {},
+        seconds=time.perf_counter() - started,
+        transport="inmemory",
+        participant_errors=errors,
+    )
+
+
+def simulate_stats(
+    job: JobConfig,
+    *,
+    transport: str = "inmemory",
+    output: Path | None = None,
+    job_path: Path | None = None,
+    events: Callable[[Event], None] | None = None,
+) -> StatsOutcome:
+    """Split the job's data set among its simulated owners and run the job on this machine.
+
+    With ``transport="grpc"`` the coordinator serves loopback gRPC and the key holder and the
+    owners are separate ``bulwark keyholder`` / ``bulwark stats-owner`` processes.
+
+    Raises:
+        ConfigError: an unknown transport, a job that is not a statistics job, or no data.
+    """
+    if transport not in ("inmemory", "grpc"):
+        raise ConfigError(f"transport {transport!r} is not one of ['inmemory', 'grpc']")
+    if job.job.kind != "stats":
+        raise ConfigError("job.kind must be 'stats' for a statistics job")
+    with tempfile.TemporaryDirectory(prefix="bulwark-stats-") as tmp:
+        work = output or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "state.db").unlink(missing_ok=True)
+        store = Store(work / "state.db")
+        try:
+            if transport == "inmemory":
+                tables = dataset_tables(job)
+                outcome = compute_statistics(job, tables, store=store, events=events)
+            else:
+                if job_path is None:
+                    job_path = work / "job.toml"
+                    job_path.write_text(job.source)
+                outcome = _simulate_grpc(job, store, work, job_path, events)
+        finally:
+            store.close()
+        if output is not None:
+            write_statistics(output, job=job, outcome=outcome)
+    return StatsOutcome(
+        done=outcome.done,
+        statistics=outcome.statistics,
+        metrics=outcome.metrics,
+        seconds=outcome.seconds,
+        transport=transport,
+        output=output,
+        participant_errors=outcome.participant_errors,
+    )
+
+
+def _simulate_grpc(
+    job: JobConfig,
+    store: Store,
+    work: Path,
+    job_path: Path,
+    events: Callable[[Event], None] | None,
+) -> StatsOutcome:
+    from .transport.grpc_server import serve
+
+    names = [f"client-{i}" for i in range(job.data.num_clients)]
+    files = SimulatedKeys.generate(names).write(work / "identities")
+    runner = StatsJob()
+    coordinator = stats_coordinator(job, store, runner, events)
+    started = time.perf_counter()
+    errors: dict[str, str] = {}
+    cli = [sys.executable, "-m", "fl_core.cli"]
+
+    async def main() -> JobDone:
+        handle = await serve(coordinator, address="127.0.0.1:0", limits=job.limits)
+        common = ["--coordinator", f"127.0.0.1:{handle.port}", "--job", str(job_path), "--quiet"]
+        commands = {
+            "keyholder": [
+                *cli, "keyholder", *common, "--enrolment", str(files.enrolment),
+                "--identity", str(files.keyholder_identity),
+            ],
+            **{
+                name: [
+                    *cli, "stats-owner", *common, "--partition", str(i), "--name", name,
+                    "--identity", str(files.owner_identities[name]),
+                    "--policy", str(files.owner_policy),
+                ]
+                for i, name in enumerate(names)
+            },
+        }  # fmt: skip
+        procs = {
+            name: await asyncio.create_subprocess_exec(
+                *command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            for name, command in commands.items()
+        }
+        try:
+            done = await coordinator.run()
+        finally:
+            for name, proc in procs.items():
+                try:
+                    _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
+                except TimeoutError:
+                    proc.kill()
+                    _, stderr = await proc.communicate()
+                if proc.returncode:
+                    tail = stderr.decode(errors="replace").strip().splitlines()[-3:]
+                    errors[name] = f"exit {proc.returncode}: " + " | ".join(tail)
+            await handle.stop(grace=1.0)
+        return done
+
+    done = asyncio.run(main())
+    metrics = store.metrics(job.job.name)
+    return StatsOutcome(
+        done=done,
+        statistics=runner.result or statistics_of(metrics),
+        metrics=metrics[0] if metrics else {},
+        seconds=time.perf_counter() - started,
+        transport="grpc",
+        participant_errors=errors,
+    )
+
+
+def write_statistics(output: Path, *, job: JobConfig, outcome: StatsOutcome) -> Path:
+    """Write ``statistics.json`` (status, contributors, the statistics, round metrics)."""
+    output.mkdir(parents=True, exist_ok=True)
+    round_metrics = {k: v for k, v in outcome.metrics.items() if k != "statistics"}
+    summary = {
+        "job": job.job.name,
+        "status": outcome.done.status,
+        "reason": outcome.done.reason,
+        "transport": outcome.transport,
+        "seconds": round(outcome.seconds, 3),
+        "statistics": outcome.statistics,
+        "round": round_metrics,
+    }
+    path = output / "statistics.json"
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    return path
