@@ -14,10 +14,13 @@ the script times, side by side in one process:
 Data are synthetic Fashion-MNIST-shaped tensors (60,000 images 1x28x28, 10 classes): the time of a
 step does not depend on pixel values, and nothing is downloaded. Within each repeat the methods run
 ``--steps`` steps each, in an order that rotates every repeat; the table shows medians over repeats
-of the time per step, and each ratio is the median of the per-repeat ratios to ``plain`` (load from
-other processes on a shared machine then cancels out to first order).
+of the wall time per step, and each ratio is the median of the per-repeat ratios to ``plain``
+(load from other processes on a shared machine then cancels out to first order; short repeats
+interleave the methods often). The CPU-time ratios (process time, all threads) are also shown:
+they are less sensitive to other processes' load than wall time.
 
-Run:  .venv/bin/python benchmarks/dpsgd.py [--repeats 5] [--steps 10] [--quick] [--output PATH]
+Run:  .venv/bin/python benchmarks/dpsgd.py [--repeats 15] [--steps 4] [--threads N] [--quick]
+      [--output PATH]
 """
 
 from __future__ import annotations
@@ -53,7 +56,9 @@ def _data(n: int) -> Any:
     return x, y
 
 
-def _runner(method: str, model_name: str, batch: int, data: Any, steps: int) -> Callable[[], float]:
+def _runner(
+    method: str, model_name: str, batch: int, data: Any, steps: int
+) -> Callable[[], tuple[float, float]]:
     """Build one training setup and return a function that runs ``steps`` steps, timed."""
     import torch
     from torch import nn
@@ -85,10 +90,11 @@ def _runner(method: str, model_name: str, batch: int, data: Any, steps: int) -> 
             config=config,
         )
 
-        def run_session() -> float:
-            start = time.perf_counter()
+        def run_session() -> tuple[float, float]:
+            start, cpu = time.perf_counter(), time.process_time()
             report = session.train_round()
-            return (time.perf_counter() - start) / report.steps
+            wall, used = time.perf_counter() - start, time.process_time() - cpu
+            return wall / report.steps, used / report.steps
 
         return run_session
 
@@ -109,9 +115,9 @@ def _runner(method: str, model_name: str, batch: int, data: Any, steps: int) -> 
     else:
         loader = DataLoader(dataset, batch_size=batch, shuffle=True)
 
-    def run_loop() -> float:
+    def run_loop() -> tuple[float, float]:
         batches = iter(loader)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for _ in range(steps):
             inputs, targets = next(batches)
             optimizer.zero_grad()
@@ -120,28 +126,33 @@ def _runner(method: str, model_name: str, batch: int, data: Any, steps: int) -> 
                 warnings.simplefilter("ignore")  # torch's full-backward-hook note under Opacus
                 loss.backward()
             optimizer.step()
-        return (time.perf_counter() - start) / steps
+        return (time.perf_counter() - start) / steps, (time.process_time() - cpu) / steps
 
     return run_loop
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=10, help="steps per method per repeat")
-    parser.add_argument("--quick", action="store_true", help="3 repeats of 5 steps")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=4, help="steps per method per repeat")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    parser.add_argument("--quick", action="store_true", help="3 repeats of 3 steps")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args()
-    repeats, steps = (3, 5) if args.quick else (args.repeats, args.steps)
+    repeats, steps = (3, 3) if args.quick else (args.repeats, args.steps)
 
     import opacus
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     data = _data(N_EXAMPLES)
     results: list[dict[str, Any]] = []
     header = (
         f"{'model':<9} {'batch':>5} {'params':>8} | {'plain ms':>9} {'bulwark ms':>10} "
-        f"{'ratio':>6} {'ghost ms':>9} {'ratio':>6} {'opacus ms':>9} {'ratio':>6}"
+        f"{'ratio':>6} {'ghost ms':>9} {'ratio':>6} {'opacus ms':>9} {'ratio':>6} | "
+        f"{'cpu ratio b/g/o':>17}"
     )
     print(header)
     print("-" * len(header))
@@ -151,15 +162,20 @@ def main() -> None:
             for run in runners.values():  # warm-up: allocator, hooks, first RDP curve
                 run()
             times: dict[str, list[float]] = {m: [] for m in METHODS}
+            cpu: dict[str, list[float]] = {m: [] for m in METHODS}
             for r in range(repeats):
                 order = METHODS[r % len(METHODS) :] + METHODS[: r % len(METHODS)]
                 for m in order:
-                    times[m].append(runners[m]())
-            ratios = {
-                m: statistics.median(t / p for t, p in zip(times[m], times["plain"], strict=True))
-                for m in METHODS
-                if m != "plain"
-            }
+                    wall, used = runners[m]()
+                    times[m].append(wall)
+                    cpu[m].append(used)
+
+            def ratio(samples: dict[str, list[float]], m: str) -> float:
+                pairs = zip(samples[m], samples["plain"], strict=True)
+                return statistics.median(t / p for t, p in pairs)
+
+            ratios = {m: ratio(times, m) for m in METHODS if m != "plain"}
+            cpu_ratios = {m: ratio(cpu, m) for m in METHODS if m != "plain"}
             from fl_core.models import create_model
 
             fresh = create_model(model_name, input_shape=(1, 28, 28), num_classes=10)
@@ -170,6 +186,8 @@ def main() -> None:
                 "params": params,
                 "ms_per_step": {m: 1e3 * statistics.median(times[m]) for m in METHODS},
                 "ratio_to_plain": ratios,
+                "cpu_ms_per_step": {m: 1e3 * statistics.median(cpu[m]) for m in METHODS},
+                "cpu_ratio_to_plain": cpu_ratios,
                 "samples_s": {m: times[m] for m in METHODS},
             }
             results.append(row)
@@ -178,7 +196,9 @@ def main() -> None:
                 f"{model_name:<9} {batch:>5} {params:>8} | {ms['plain']:9.1f} "
                 f"{ms['bulwark']:10.1f} {ratios['bulwark']:6.2f} "
                 f"{ms['ghost']:9.1f} {ratios['ghost']:6.2f} "
-                f"{ms['opacus']:9.1f} {ratios['opacus']:6.2f}",
+                f"{ms['opacus']:9.1f} {ratios['opacus']:6.2f} | "
+                f"{cpu_ratios['bulwark']:5.2f} {cpu_ratios['ghost']:5.2f} "
+                f"{cpu_ratios['opacus']:5.2f}",
                 flush=True,
             )
     out = {

@@ -41,6 +41,9 @@ import torch
 from opacus import GradSampleModule, PrivacyEngine
 from opacus.accountants import PRVAccountant
 from opacus.accountants.analysis.rdp import compute_rdp
+from opacus.grad_sample.grad_sample_module_fast_gradient_clipping import (
+    GradSampleModuleFastGradientClipping,
+)
 from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader
@@ -83,12 +86,26 @@ class ClippingMode(StrEnum):
     FLAT clips the whole gradient to ``max_grad_norm``; PER_LAYER clips each parameter tensor to its
     own bound (the bounds' L2 norm is the total sensitivity); GHOST is flat clipping computed with
     Opacus's fast gradient / ghost clipping (norms without materialising per-example gradients for
-    the layers that allow it, per-example gradients for the others).
+    the layers that allow it, per-example gradients for the others); AUTO is GHOST when every layer
+    with parameters has a ghost norm (Linear, Embedding), else FLAT with per-example gradients
+    (on convolutions ghost mode computes them anyway, plus a second backward pass).
     """
 
     FLAT = "flat"
     PER_LAYER = "per_layer"
     GHOST = "ghost"
+    AUTO = "auto"
+
+
+def resolve_clipping(model: nn.Module, mode: ClippingMode) -> ClippingMode:
+    """Return the concrete mode for ``model``: AUTO becomes GHOST or FLAT, others are kept."""
+    if mode is not ClippingMode.AUTO:
+        return mode
+    ghostable = tuple(GradSampleModuleFastGradientClipping.NORM_SAMPLERS)
+    layers = [m for m in model.modules() if any(True for _ in m.parameters(recurse=False))]
+    if layers and all(isinstance(m, ghostable) for m in layers):
+        return ClippingMode.GHOST
+    return ClippingMode.FLAT
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,7 +120,7 @@ class DPSGDConfig:
         planned_rounds: rounds the owner plans to take part in (for ``target_epsilon``).
         epochs_per_round: local epochs per round (each epoch is ``len(data_loader)`` steps).
         max_steps_per_round: stop a round after this many steps (0: no limit).
-        clipping: flat, per-layer or ghost clipping.
+        clipping: flat, per-layer, ghost, or AUTO (ghost where every layer allows it).
         layer_norms: PER_LAYER bounds, one per trainable parameter tensor; ``None`` splits
             ``max_grad_norm`` equally (each ``C / sqrt(L)``).
         secure_mode: use Opacus's secure noise construction (see the module notes).
@@ -118,7 +135,7 @@ class DPSGDConfig:
     planned_rounds: int = 1
     epochs_per_round: int = 1
     max_steps_per_round: int = 0
-    clipping: ClippingMode = ClippingMode.FLAT
+    clipping: ClippingMode = ClippingMode.AUTO
     layer_norms: tuple[float, ...] | None = None
     secure_mode: bool = True
     calibration_accountant: Literal["rdp", "prv"] = "rdp"
@@ -233,8 +250,9 @@ class DPSGDSession:
                 accountant=config.calibration_accountant,
             )
         trainable = [p for p in model.parameters() if p.requires_grad]
+        self.clipping = resolve_clipping(model, config.clipping)
         max_grad_norm: float | list[float] = float(config.max_grad_norm)
-        if config.clipping is ClippingMode.PER_LAYER:
+        if self.clipping is ClippingMode.PER_LAYER:
             norms = config.layer_norms or tuple(
                 config.max_grad_norm / math.sqrt(len(trainable)) for _ in trainable
             )
@@ -252,7 +270,7 @@ class DPSGDSession:
             # Opacus warns that its torchcsprng-based secure RNG is off; see the module notes.
             warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
             engine = PrivacyEngine(accountant="rdp", secure_mode=False)
-        ghost = config.clipping is ClippingMode.GHOST
+        ghost = self.clipping is ClippingMode.GHOST
         self._module: nn.Module
         self._optimizer: Any  # opacus.optimizers.DPOptimizer
         self._loader: Any  # opacus.data_loader.DPDataLoader
@@ -265,7 +283,7 @@ class DPSGDSession:
             noise_multiplier=self.noise_multiplier,
             max_grad_norm=max_grad_norm,
             poisson_sampling=True,
-            clipping="per_layer" if config.clipping is ClippingMode.PER_LAYER else "flat",
+            clipping="per_layer" if self.clipping is ClippingMode.PER_LAYER else "flat",
             noise_generator=self._noise_gen,
             grad_sample_mode="ghost" if ghost else "hooks",
         )

@@ -9,7 +9,13 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fl_core.dp.accounting import GaussianEvent, compose, epsilon_rdp
-from fl_core.dp.dpsgd import ClippingMode, DPSGDConfig, DPSGDSession, clipped_gradient_sum
+from fl_core.dp.dpsgd import (
+    ClippingMode,
+    DPSGDConfig,
+    DPSGDSession,
+    clipped_gradient_sum,
+    resolve_clipping,
+)
 from fl_core.dp.noise import csprng
 from fl_core.dp.sampling import poisson_indices
 from fl_core.dp.skellam import PrivacyUnit, calibrate_skellam, skellam_decode, skellam_encode
@@ -79,6 +85,18 @@ def test_per_layer_and_ghost_clipping_train(clipping: ClippingMode) -> None:
     assert report.steps == 10
     assert report.epsilon.prv is None
     assert any(not np.array_equal(session.weights()[k], before[k]) for k in before)
+
+
+def test_auto_clipping_picks_ghost_only_where_every_layer_allows_it() -> None:
+    mlp = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 2))
+    assert resolve_clipping(mlp, ClippingMode.AUTO) is ClippingMode.GHOST
+    assert resolve_clipping(conv, ClippingMode.AUTO) is ClippingMode.FLAT
+    assert resolve_clipping(mlp, ClippingMode.FLAT) is ClippingMode.FLAT
+    assert (
+        _session(DPSGDConfig(max_grad_norm=1.0, delta=DELTA, noise_multiplier=1.0)).clipping
+        is ClippingMode.GHOST
+    )
 
 
 def test_target_epsilon_is_met_after_the_planned_rounds() -> None:
