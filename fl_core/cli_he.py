@@ -284,6 +284,7 @@ def stats_owner(
         raise _fail("give exactly one of --partition and --data")
     if name is None and partition is None:
         raise _fail("give --name (the name the key holder's enrolment lists)")
+    credentials = _channel_credentials(coordinator, tls_ca)
     try:
         if partition is not None:
             tables = dataset_tables(job)
@@ -302,7 +303,7 @@ def stats_owner(
         )
     except (FlCoreError, OSError) as exc:
         raise _fail(str(exc)) from None
-    line = _participate(me, coordinator, job, _channel_credentials(coordinator, tls_ca))
+    line = _participate(me, coordinator, job, credentials)
     if not quiet:
         typer.echo(line)
 
@@ -331,6 +332,7 @@ def keyholder(
 
     _logging(verbose, quiet)
     job = _load(job_file)
+    credentials = _channel_credentials(coordinator, tls_ca)
     try:
         key = _identity(identity)
         me = KeyholderParticipant(
@@ -347,7 +349,7 @@ def keyholder(
             f"key holder {raw_public_key(key).hex()} (k = {me.min_contributors}), context "
             f"{me.public_context().fingerprint[:16]}..."
         )
-    line = _participate(me, coordinator, job, _channel_credentials(coordinator, tls_ca))
+    line = _participate(me, coordinator, job, credentials)
     if not quiet:
         typer.echo(f"{line}; {len(me.decryption_log)} decryption(s)")
 

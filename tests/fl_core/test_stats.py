@@ -1,0 +1,86 @@
+"""Statistics jobs in process: StatsOwner, compute_statistics, tables, owner policies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support_he import COLUMNS, assert_matches_pooled, pooled, stats_job
+
+from fl_core.client.policy import OwnerPolicy
+from fl_core.errors import ConfigError
+from fl_core.stats import compute_statistics, dataset_tables, load_table
+
+
+def test_five_owners_get_numpys_statistics_of_the_pooled_diabetes_rows() -> None:
+    job = stats_job()
+    tables = dataset_tables(job)
+
+    outcome = compute_statistics(job, tables)
+
+    assert outcome.done.status == "completed", outcome.done.reason
+    assert outcome.participant_errors == {}
+    assert outcome.statistics is not None
+    assert sorted(outcome.statistics["contributors"]) == [f"client-{i}" for i in range(5)]
+    assert_matches_pooled(outcome.statistics, pooled(tables))
+    metrics = outcome.metrics
+    assert metrics["num_clients"] == 5 and metrics["flood_bits"] == 40
+    assert metrics["stage_seconds"].keys() == {"he.context", "he.contribute", "he.decrypt"}  # type: ignore[attr-defined]
+
+
+def test_an_owner_with_no_rows_still_counts_and_changes_nothing() -> None:
+    job = stats_job(min_clients=4)
+    tables = dataset_tables(job)[:3]
+    empty = {c: np.zeros(0) for c in COLUMNS}
+
+    outcome = compute_statistics(job, [*tables, empty])
+
+    assert outcome.done.status == "completed", outcome.done.reason
+    assert outcome.statistics is not None
+    assert len(outcome.statistics["contributors"]) == 4
+    assert_matches_pooled(outcome.statistics, pooled(tables))
+
+
+def test_an_owner_whose_policy_needs_a_higher_k_refuses_and_the_rest_go_on() -> None:
+    job = stats_job(min_clients=4, k=3)
+    tables = dataset_tables(job)
+    names = [f"h{i}" for i in range(5)]
+
+    outcome = compute_statistics(
+        job, dict(zip(names, tables, strict=True)), policies={"h4": OwnerPolicy(min_cohort=4)}
+    )
+
+    assert outcome.done.status == "completed", outcome.done.reason
+    assert "h4" in outcome.participant_errors
+    assert "below the owner's minimum cohort of 4" in outcome.participant_errors["h4"]
+    assert outcome.statistics is not None
+    assert sorted(outcome.statistics["contributors"]) == names[:4]
+    assert_matches_pooled(outcome.statistics, pooled(tables[:4]))
+
+
+def test_dataset_tables_deal_out_every_row_once() -> None:
+    job = stats_job(owners=3)
+    tables = dataset_tables(job)
+    assert len(tables) == 3
+    assert sum(len(t["target"]) for t in tables) == 442
+    assert set(tables[0]) == set(COLUMNS)
+
+
+def test_tables_load_from_csv_and_npz(tmp_path: Path) -> None:
+    csv = tmp_path / "t.csv"
+    csv.write_text("age,bmi\n50,22.5\n61,30\n")
+    npz = tmp_path / "t.npz"
+    np.savez(npz, age=np.array([50.0, 61.0]), bmi=np.array([22.5, 30.0]))
+    for path in (csv, npz):
+        table = load_table(path)
+        np.testing.assert_array_equal(table["age"], [50.0, 61.0])
+        np.testing.assert_array_equal(table["bmi"], [22.5, 30.0])
+    bad = tmp_path / "t.txt"
+    bad.write_text("x")
+    with pytest.raises(ConfigError, match="a .csv or .npz"):
+        load_table(bad)
+    ragged = tmp_path / "r.csv"
+    ragged.write_text("a,b\n1,2\n3\n")
+    with pytest.raises(ConfigError, match="cannot read table"):
+        load_table(ragged)
