@@ -237,13 +237,20 @@ class SimulatedKeys:
         trusted = (raw_public_key(self.keyholder).hex(),)
         return replace(base or OwnerPolicy(), trusted_keyholders=trusted)
 
-    def keyholder_participant(self, job: JobConfig, **kwargs: object) -> KeyholderParticipant:
+    def keyholder_participant(
+        self,
+        job: JobConfig,
+        *,
+        min_contributors: int | None = None,
+        options: ClientOptions | None = None,
+    ) -> KeyholderParticipant:
         """The in-process key holder of a simulation."""
         return KeyholderParticipant(
             job=job,
             enrolment=self.enrolment(),
             identity_key=self.keyholder,
-            **kwargs,  # type: ignore[arg-type]
+            min_contributors=min_contributors,
+            options=options,
         )
 
     def write(self, folder: Path) -> SimulatedFiles:
