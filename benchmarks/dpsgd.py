@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -147,6 +148,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    print(f"load average before: {os.getloadavg()}")
     data = _data(N_EXAMPLES)
     results: list[dict[str, Any]] = []
     header = (
@@ -210,6 +212,7 @@ def main() -> None:
         "versions": {"torch": torch.__version__, "opacus": opacus.__version__},
         "torch_threads": torch.get_num_threads(),
         "machine": platform.platform(),
+        "load_average_after": os.getloadavg(),
         "results": results,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -87,8 +87,13 @@ class ClippingMode(StrEnum):
     own bound (the bounds' L2 norm is the total sensitivity); GHOST is flat clipping computed with
     Opacus's fast gradient / ghost clipping (norms without materialising per-example gradients for
     the layers that allow it, per-example gradients for the others); AUTO is GHOST when every layer
-    with parameters has a ghost norm (Linear, Embedding), else FLAT with per-example gradients
-    (on convolutions ghost mode computes them anyway, plus a second backward pass).
+    with parameters has an Opacus norm or gradient sampler (Linear, Embedding, Conv, the norm
+    layers), else FLAT (per-example gradients, with functorch for the other layers).
+
+    Notes:
+        AUTO follows ``benchmarks/dpsgd.py`` (one thread, 2-core machine): ghost clipping was 2-12x
+        faster than per-example hooks on the MLP and 1.8x faster on the example CNN at batch 256,
+        and at most 10% slower on the 26k-parameter tanh CNN.
     """
 
     FLAT = "flat"
@@ -101,7 +106,9 @@ def resolve_clipping(model: nn.Module, mode: ClippingMode) -> ClippingMode:
     """Return the concrete mode for ``model``: AUTO becomes GHOST or FLAT, others are kept."""
     if mode is not ClippingMode.AUTO:
         return mode
-    ghostable = tuple(GradSampleModuleFastGradientClipping.NORM_SAMPLERS)
+    ghostable = tuple(GradSampleModuleFastGradientClipping.NORM_SAMPLERS) + tuple(
+        GradSampleModuleFastGradientClipping.GRAD_SAMPLERS
+    )
     layers = [m for m in model.modules() if any(True for _ in m.parameters(recurse=False))]
     if layers and all(isinstance(m, ghostable) for m in layers):
         return ClippingMode.GHOST

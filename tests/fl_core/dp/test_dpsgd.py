@@ -90,8 +90,10 @@ def test_per_layer_and_ghost_clipping_train(clipping: ClippingMode) -> None:
 def test_auto_clipping_picks_ghost_only_where_every_layer_allows_it() -> None:
     mlp = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
     conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 2))
+    odd = nn.Sequential(nn.Linear(4, 4), nn.PReLU(), nn.Linear(4, 2))  # PReLU: no sampler
     assert resolve_clipping(mlp, ClippingMode.AUTO) is ClippingMode.GHOST
-    assert resolve_clipping(conv, ClippingMode.AUTO) is ClippingMode.FLAT
+    assert resolve_clipping(conv, ClippingMode.AUTO) is ClippingMode.GHOST
+    assert resolve_clipping(odd, ClippingMode.AUTO) is ClippingMode.FLAT
     assert resolve_clipping(mlp, ClippingMode.FLAT) is ClippingMode.FLAT
     assert (
         _session(DPSGDConfig(max_grad_norm=1.0, delta=DELTA, noise_multiplier=1.0)).clipping
