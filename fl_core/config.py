@@ -535,6 +535,122 @@ class Limits:
         return -(-self.max_payload_bytes // self.chunk_bytes) + 1
 
 
+DP_MODES = ("none", "dpsgd", "central", "distributed", "fedsgd")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DPSection:
+    """``[dp]``: differential privacy, and whose noise protects what.
+
+    Modes:
+        ``dpsgd``: example-level DP-SGD (Opacus) at each data owner; ``clip`` bounds each
+            example's gradient.
+        ``central``: client-level DP-FedAvg; owners clip their update to ``clip``, the coordinator
+            adds Gaussian noise to the sum (it is trusted to).
+        ``distributed``: client-level DP-FedAvg under secure aggregation; each owner adds its
+            share of integer Skellam noise, the coordinator sees only the noised sum.
+        ``fedsgd``: example-level DP-FedSGD; every round is one DP-SGD step on the union of the
+            institutions' Poisson samples (rate ``sample_rate``), with the noise added inside
+            secure aggregation.
+
+    Attributes:
+        mode: one of the modes above (``none``: no DP).
+        epsilon: the target epsilon over the whole job (the noise is calibrated to it), or 0.
+        noise_multiplier: an explicit noise multiplier instead of ``epsilon`` (0: calibrate).
+        delta: the delta of every stated guarantee.
+        clip: L2 bound (per example for dpsgd/fedsgd, per update for central/distributed).
+        accountant: ``rdp`` or ``prv`` (for calibrating Gaussian noise).
+        clipping: DP-SGD clipping: ``flat``, ``per_layer``, ``ghost`` or ``auto``.
+        secure_mode: DP-SGD: Opacus's secure noise construction.
+        bits: Skellam modular-clipping width (distributed/fedsgd), at most 32.
+        colluders: clients assumed to collude with the coordinator (their noise is not counted).
+        beta: Skellam conditional rounding (distributed only; 0 disables).
+        min_clients: the fewest survivors a round accepts, which the noise is calibrated for
+            (0: ``sampling.min_clients``).
+        sample_rate: fedsgd: Poisson sampling rate of examples at every institution.
+        expected_batch: fedsgd: expected examples per step over all institutions.
+    """
+
+    mode: str = "none"
+    epsilon: float = 0.0
+    noise_multiplier: float = 0.0
+    delta: float = 1e-5
+    clip: float = 1.0
+    accountant: str = "rdp"
+    clipping: str = "auto"
+    secure_mode: bool = True
+    bits: int = 20
+    colluders: int = 0
+    beta: float = 0.0
+    min_clients: int = 0
+    sample_rate: float = 0.0
+    expected_batch: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require(self.mode in DP_MODES, "dp.mode", f"one of {list(DP_MODES)}", self.mode)
+        _require(
+            self.epsilon >= 0 and math.isfinite(self.epsilon),
+            "dp.epsilon",
+            "a number >= 0",
+            self.epsilon,
+        )
+        _require(
+            self.noise_multiplier >= 0,
+            "dp.noise_multiplier",
+            "a number >= 0",
+            self.noise_multiplier,
+        )
+        if self.mode != "none":
+            _require(
+                (self.epsilon > 0) != (self.noise_multiplier > 0),
+                "dp.epsilon",
+                "set exactly one of dp.epsilon and dp.noise_multiplier",
+                self.epsilon,
+            )
+        _require(0 < self.delta < 1, "dp.delta", "a number in (0, 1)", self.delta)
+        _require(self.clip > 0 and math.isfinite(self.clip), "dp.clip", "a number > 0", self.clip)
+        _require(
+            self.accountant in ("rdp", "prv"), "dp.accountant", "'rdp' or 'prv'", self.accountant
+        )
+        _require(
+            self.clipping in ("flat", "per_layer", "ghost", "auto"),
+            "dp.clipping",
+            "flat, per_layer, ghost or auto",
+            self.clipping,
+        )
+        _require(8 <= self.bits <= 32, "dp.bits", "an integer in [8, 32]", self.bits)
+        _require(self.colluders >= 0, "dp.colluders", "an integer >= 0", self.colluders)
+        _require(0 <= self.beta < 1, "dp.beta", "a number in [0, 1)", self.beta)
+        _require(self.min_clients >= 0, "dp.min_clients", "an integer >= 0", self.min_clients)
+        _require(
+            0 <= self.sample_rate <= 1, "dp.sample_rate", "a number in [0, 1]", self.sample_rate
+        )
+        _require(
+            self.expected_batch >= 0, "dp.expected_batch", "a number >= 0", self.expected_batch
+        )
+        if self.mode in ("distributed", "fedsgd"):
+            _require(
+                self.noise_multiplier == 0,
+                "dp.noise_multiplier",
+                "0 for Skellam modes (set dp.epsilon)",
+                self.noise_multiplier,
+            )
+        if self.mode == "fedsgd":
+            _require(
+                0 < self.sample_rate < 1,
+                "dp.sample_rate",
+                "a number in (0, 1) for dp.mode = 'fedsgd'",
+                self.sample_rate,
+            )
+            _require(
+                self.expected_batch > 0,
+                "dp.expected_batch",
+                "a number > 0 for dp.mode = 'fedsgd'",
+                self.expected_batch,
+            )
+            _require(self.beta == 0, "dp.beta", "0 for dp.mode = 'fedsgd'", self.beta)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobConfig:
     """A whole job, as read from its TOML file."""
@@ -551,6 +667,7 @@ class JobConfig:
     secagg: SecAggSection = field(default_factory=SecAggSection)
     limits: Limits = field(default_factory=Limits)
     he: HESection = field(default_factory=HESection)
+    dp: DPSection = field(default_factory=DPSection)
     stats: StatsSection | None = None
     source: str = field(default="", repr=False, compare=False)
 
@@ -573,6 +690,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "secagg": SecAggSection,
     "limits": Limits,
     "he": HESection,
+    "dp": DPSection,
 }
 _REQUIRED = ("job", "data", "model")
 
@@ -658,7 +776,40 @@ def parse_job(text: str) -> JobConfig:
         )
         built["job"] = dataclasses.replace(built["job"], rounds=1)
         built.setdefault("model", ModelSection(name=NO_MODEL))
-    return JobConfig(**built, source=text)
+    job = JobConfig(**built, source=text)
+    _check_dp(job)
+    return job
+
+
+def _check_dp(job: JobConfig) -> None:
+    """Rules that span tables: what each DP mode needs from the rest of the job."""
+    mode = job.dp.mode
+    if mode == "none":
+        return
+    kind = job.aggregation.kind
+    if mode in ("distributed", "fedsgd"):
+        _require(kind == "secagg", "aggregation.kind", f"'secagg' for dp.mode = {mode!r}", kind)
+    if mode == "central":
+        _require(
+            kind in ("mean", "secagg"),
+            "aggregation.kind",
+            "'mean' or 'secagg' for dp.mode = 'central'",
+            kind,
+        )
+    floor = job.dp.min_clients or job.sampling.min_clients
+    _require(
+        job.dp.colluders < floor,
+        "dp.colluders",
+        f"fewer than the {floor} clients the noise is calibrated for",
+        job.dp.colluders,
+    )
+    if mode == "fedsgd":
+        _require(
+            job.train.epochs == 1,
+            "train.epochs",
+            "1 for dp.mode = 'fedsgd' (a round is one step)",
+            job.train.epochs,
+        )
 
 
 def load_job(path: str | Path) -> JobConfig:
