@@ -14,7 +14,19 @@ the ours/raw ratios are medians of the per-repeat ratios, so that load from othe
 shared machine cancels; the table shows medians of the times. Also measured: the
 end-to-end five-hospital statistics job on the diabetes data (keys, 5 owners encrypt, aggregate,
 key holder decrypts, finalize), in a child process so that its peak RSS is its own, and the peak
-RSS of this process.
+RSS of this process. The five-hospital job runs three ways, each in a fresh child process:
+
+* ``he API``: the library calls in one process (the job's own spec, no coordinator);
+* ``fl_core in memory``: ``examples/he_statistics/job.toml`` through the coordinator, the stage
+  driver, the key holder and five owners in one process (in-memory transport);
+* ``fl_core gRPC``: the same job over loopback gRPC with the key holder and every owner as its
+  own process (``bulwark stats --transport grpc``): wall time from start to result (including
+  six interpreter start-ups), the round itself once everyone joined, and peak RSS of the
+  coordinator and of the largest participant process.
+
+For both fl_core modes, ``wall_s`` starts after the imports of this process (TenSEAL, scikit-learn,
+fl_core) and ends with the result; ``round_s`` is the round from the cohort's first task to the
+committed result.
 
 Run:  .venv/bin/python benchmarks/he.py [--repeats 5] [--elements 65536] [--output PATH]
 """
@@ -260,8 +272,59 @@ def five_hospitals() -> dict[str, float]:
     }
 
 
+EXAMPLE_JOB = ROOT / "examples" / "he_statistics" / "job.toml"
+
+
+def five_hospitals_job(transport: str) -> dict[str, float]:
+    """The example statistics job through fl_core (``inmemory`` or ``grpc``), in this process."""
+    import tempfile
+
+    import sklearn.datasets  # noqa: F401 - imported before the clock starts, like he
+    import tenseal  # noqa: F401
+
+    import he  # noqa: F401
+    from fl_core.config import load_job
+    from fl_core.stats import simulate_stats
+
+    job = load_job(EXAMPLE_JOB)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        outcome = simulate_stats(job, transport=transport, output=Path(tmp), job_path=EXAMPLE_JOB)
+    wall = time.perf_counter() - t0
+    if outcome.done.status != "completed" or (outcome.statistics or {}).get("count") != 442:
+        raise RuntimeError(f"five-hospital job over {transport} failed: {outcome.done.reason}")
+    m: dict[str, Any] = outcome.metrics
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {
+        "wall_s": wall,
+        "round_s": float(m["seconds"]),
+        "wait_for_participants_s": float(m["wait_seconds"]),
+        **{f"{k}_s": float(v) for k, v in m["stage_seconds"].items()},
+        "bytes_down": float(m["bytes_down"]),
+        "bytes_up": float(m["bytes_up"]),
+        "coordinator_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "largest_participant_peak_rss_mib": children if transport == "grpc" else 0.0,
+    }
+
+
+def _child(mode: str) -> dict[str, float]:
+    child = subprocess.run(
+        [sys.executable, __file__, "--e2e-child", mode], capture_output=True, text=True, check=True
+    )
+    return json.loads(child.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
 def _median(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+
+
+def _five_hospital_modes(repeats: int) -> dict[str, dict[str, float]]:
+    """Medians of the example job in memory and over gRPC, the two modes alternating."""
+    rows: dict[str, list[dict[str, float]]] = {"inmemory": [], "grpc": []}
+    for _ in range(repeats):
+        for mode, found in rows.items():
+            found.append(_child(mode))
+    return {mode: _median(found) for mode, found in rows.items()}
 
 
 def main() -> None:
@@ -271,10 +334,18 @@ def main() -> None:
     parser.add_argument("--paillier-elements", type=int, default=40)
     parser.add_argument("--paillier-bits", type=int, default=2048)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    parser.add_argument("--e2e-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--e2e-repeats", type=int, default=3, help="repeats of each job mode")
+    parser.add_argument(
+        "--e2e-only", action="store_true", help="only the five-hospital job (print, no JSON)"
+    )
+    parser.add_argument("--e2e-child", choices=("he", "inmemory", "grpc"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.e2e_child:
-        print(json.dumps(five_hospitals()))
+        row = five_hospitals() if args.e2e_child == "he" else five_hospitals_job(args.e2e_child)
+        print(json.dumps(row))
+        return
+    if args.e2e_only:
+        print(json.dumps(_five_hospital_modes(args.e2e_repeats), indent=2))
         return
 
     import phe
@@ -317,13 +388,8 @@ def main() -> None:
         for k in phases
     }
 
-    e2e_rows = []
-    for _ in range(args.repeats):
-        child = subprocess.run(
-            [sys.executable, __file__, "--e2e-child"], capture_output=True, text=True, check=True
-        )
-        e2e_rows.append(json.loads(child.stdout))
-    e2e = _median(e2e_rows)
+    e2e = _median([_child("he") for _ in range(args.repeats)])
+    jobs = _five_hospital_modes(args.e2e_repeats)
 
     ratios = {
         "bulwark_over_tenseal": paired,
@@ -350,6 +416,11 @@ def main() -> None:
         "five-hospital diabetes job (in-process, child): "
         + ", ".join(f"{k} {v:.3f}" for k, v in e2e.items())
     )
+    for mode, row in jobs.items():
+        print(
+            f"five-hospital job, fl_core {mode} (child, median of {args.e2e_repeats}): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in row.items())
+        )
     own_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of this benchmark process: {own_rss:.1f} MiB")
 
@@ -372,6 +443,11 @@ def main() -> None:
             >= 1000,
         },
         "five_hospitals_median": e2e,
+        "five_hospitals_job_median": {
+            "job": str(EXAMPLE_JOB.relative_to(ROOT)),
+            "repeats": args.e2e_repeats,
+            **jobs,
+        },
         "peak_rss_mib": own_rss,
         "versions": {
             "python": platform.python_version(),
