@@ -31,7 +31,7 @@ DEFAULT_MAX_PAYLOAD_BYTES = 2 << 30
 DEFAULT_MAX_HEADER_BYTES = 8 << 20
 
 JOB_KINDS = ("train", "stats")
-STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")
+STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad")
 AGGREGATIONS = ("mean", "secagg", "he")
 PARTITIONS = ("iid", "dirichlet", "quantity_skew")
 OPTIMIZERS = ("sgd", "adam")
@@ -185,6 +185,7 @@ class StrategySection:
 
     name: str = "fedavg"
     server_learning_rate: float = 1.0
+    server_momentum: float = 0.0
     proximal_mu: float = 0.0
     beta1: float = 0.9
     beta2: float = 0.99
@@ -197,6 +198,12 @@ class StrategySection:
             "strategy.server_learning_rate",
             "a number > 0",
             self.server_learning_rate,
+        )
+        _require(
+            0 <= self.server_momentum < 1,
+            "strategy.server_momentum",
+            "a number in [0, 1)",
+            self.server_momentum,
         )
         _require(self.proximal_mu >= 0, "strategy.proximal_mu", "a number >= 0", self.proximal_mu)
         _require(

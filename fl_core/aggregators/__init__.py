@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..client.pipeline import local_update
 from ..client.policy import OwnerPolicy
+from ..client.privacy import OwnerPrivacy
 from ..config import JobConfig
+from ..dp.clipping import clip_update
 from ..dp.noise import csprng
 from ..errors import ConfigError
 from ..types import FitConfig, Layout, Metrics, Trainer
@@ -21,6 +24,7 @@ from .base import (
     ServerRound,
     model_hash,
 )
+from .dp import CentralNoiseAggregator, check_plan
 from .evaluation import EvaluateServerRound, handle_evaluate
 from .mean import MeanClientRound, MeanServerRound
 from .secure_sum import SecureSumAggregator, SecureSumClientRound
@@ -53,12 +57,12 @@ class ClientContext:
     layout: Layout
     identity_key: Ed25519PrivateKey = field(repr=False)
     policy: OwnerPolicy
-    ledger: object | None = None
+    privacy: OwnerPrivacy | None = None
 
-    def local_update(
+    def raw_update(
         self, global_weights: FloatVector, fit: FitConfig
     ) -> tuple[FloatVector, int, Metrics]:
-        """Train from ``global_weights``; return (update, examples, metrics)."""
+        """Train from ``global_weights``; return (update, examples, metrics), nothing added."""
         return local_update(
             self.trainer,
             self.layout,
@@ -66,6 +70,32 @@ class ClientContext:
             global_weights=global_weights,
             fit=fit,
         )
+
+    def local_update(
+        self, global_weights: FloatVector, fit: FitConfig
+    ) -> tuple[FloatVector, int, Metrics]:
+        """The update this owner may release, after its DP steps and its ledger charge.
+
+        Without DP it is the raw update. With ``dpsgd`` the round's event is charged before
+        training; with ``central`` the update is clipped and charged. In DP modes the example
+        count is not released (it is data too): the update is sent with weight 1.
+        """
+        plan = self.privacy.plan if self.privacy is not None else None
+        if plan is None or self.privacy is None:
+            return self.raw_update(global_weights, fit)
+        if plan.mode == "dpsgd":
+            next_event = getattr(self.trainer, "next_round_event", None)
+            if next_event is None:
+                raise ConfigError("dp.mode = 'dpsgd' needs a DP-SGD trainer at the owner")
+            epsilon = self.privacy.charge(round=fit.round, event=next_event())
+            update, _, metrics = self.raw_update(global_weights, fit)
+            return update, 1, {**metrics, "epsilon": epsilon}
+        if plan.mode == "central":
+            update, _, metrics = self.raw_update(global_weights, fit)
+            clipped, norm = clip_update(update, clip=plan.clip)
+            epsilon = self.privacy.charge(round=fit.round, event=plan.owner_event())
+            return clipped, 1, {**metrics, "epsilon": epsilon, "update_norm": norm}
+        raise ConfigError(f"dp.mode = {plan.mode!r} is encoded by secure aggregation itself")
 
 
 class MeanAggregator:
@@ -87,13 +117,16 @@ class MeanAggregator:
 def create_aggregator(job: JobConfig) -> Aggregator:
     """The coordinator-side aggregator that the job's ``[aggregation]`` table names."""
     kind = job.aggregation.kind
+    base: Aggregator
     if kind == "mean":
-        return MeanAggregator(
+        base = MeanAggregator(
             quorum_fraction=job.round.quorum_fraction, min_clients=job.sampling.min_clients
         )
-    if kind == "secagg":
+    elif kind == "secagg":
         check_secagg_job(job)
-        return SecureSumAggregator(job.secagg, quorum_fraction=job.round.quorum_fraction)
+        base = SecureSumAggregator(job.secagg, quorum_fraction=job.round.quorum_fraction, job=job)
+    if kind in ("mean", "secagg"):
+        return CentralNoiseAggregator(base, job) if job.dp.mode == "central" else base
     if kind == "he":
         from .he_sum import HESumAggregator  # imports TenSEAL: only for HE jobs
 
@@ -105,7 +138,9 @@ def create_client_round(ctx: ClientContext, *, round: int, attempt: int) -> Clie
     """A fresh client-side state machine for one round attempt of the job's aggregator."""
     kind = ctx.job.aggregation.kind
     if kind == "mean":
-        return MeanClientRound(dim=ctx.layout.total, local_update=ctx.local_update)
+        privacy = ctx.privacy
+        check = None if privacy is None else functools.partial(check_plan, privacy.plan)
+        return MeanClientRound(dim=ctx.layout.total, local_update=ctx.local_update, check=check)
     if kind == "secagg":
         return SecureSumClientRound(ctx, rng=csprng())
     if kind == "he":

@@ -104,9 +104,16 @@ LocalUpdateFn = Callable[[FloatVector, FitConfig], tuple[FloatVector, int, Metri
 class MeanClientRound:
     """Data-owner side of a plain weighted-mean round: train, send the update."""
 
-    def __init__(self, *, dim: int, local_update: LocalUpdateFn) -> None:
+    def __init__(
+        self,
+        *,
+        dim: int,
+        local_update: LocalUpdateFn,
+        check: Callable[[Payload], None] | None = None,
+    ) -> None:
         self._dim = dim
         self._local_update = local_update
+        self._check = check
 
     def handle(self, stage: str, payload: Payload) -> Payload:
         """Train on the task's global model and return the update."""
@@ -114,6 +121,8 @@ class MeanClientRound:
             raise CodecError(f"stage {stage!r} is not part of a plain-mean round")
         weights = payload.get_tensor("weights", dtype="float32", shape=(self._dim,), finite=True)
         fit = fit_from_payload(payload)
+        if self._check is not None:
+            self._check(payload)  # e.g. the DP plan: no less noise than the job agreed to
         update, examples, metrics = self._local_update(np.asarray(weights), fit)
         return Payload(
             {"update": update, "num_examples": int(examples), **metrics_to_fields(metrics)}

@@ -30,6 +30,7 @@ import mpc
 from mpc.secagg.messages import Request, Response
 
 from ..config import JobConfig, SecAggSection
+from ..dp.skellam import new_rotation_seed, skellam_decode, skellam_encode
 from ..errors import CodecError, ConfigError, PolicyRefused, ProtocolError, RoundAborted
 from ..payload import Payload
 from .base import (
@@ -40,6 +41,7 @@ from .base import (
     fit_to_fields,
     model_hash,
 )
+from .dp import DPPlan, check_plan, make_plan, plan_fields, read_owner_epsilon
 from .mean import quorum_of
 
 PREFIX = "secagg"
@@ -129,17 +131,23 @@ def _request_type(stage: mpc.Stage) -> type[Any]:
 # --- parameters --------------------------------------------------------------------------------
 
 
-def round_parameters(section: SecAggSection, cohort: int) -> tuple[mpc.SecAggParams, int]:
+def round_parameters(
+    section: SecAggSection, cohort: int, *, modular: bool = False
+) -> tuple[mpc.SecAggParams, int]:
     """The round's SecAgg parameters and quantization bits for a cohort of ``cohort`` clients.
+
+    With ``modular`` (Skellam encodings, whose sums wrap around the ring by design and are
+    decoded modulo 2^bits) no wraparound rule applies and the returned bits are 0.
 
     Raises:
         ConfigError: the explicit (k, t) break a rule, or the cohort is too small; the message
             names the rule and the allowed range.
     """
     bits = section.quantization_bits
-    if bits == 0:
+    if bits == 0 and not modular:
         headroom = (1 << section.ring_bits) // max(cohort, 1)
         bits = min(MAX_AUTO_BITS, headroom.bit_length() - 1)
+    q_bits: int | None = None if modular else bits
     try:
         if section.degree:
             params = mpc.SecAggParams(
@@ -150,10 +158,10 @@ def round_parameters(section: SecAggSection, cohort: int) -> tuple[mpc.SecAggPar
                 corrupt_rate=section.corrupt_rate,
                 adversary=mpc.Adversary(section.adversary),
                 ring_bits=section.ring_bits,
-                quantization_bits=bits,
+                quantization_bits=q_bits,
             )
         elif section.full_graph:
-            params = _full_graph(section, cohort, bits)
+            params = _full_graph(section, cohort, q_bits)
         else:
             params = mpc.find_parameters(
                 num_clients=cohort,
@@ -161,14 +169,14 @@ def round_parameters(section: SecAggSection, cohort: int) -> tuple[mpc.SecAggPar
                 corrupt_rate=section.corrupt_rate,
                 adversary=section.adversary,
                 ring_bits=section.ring_bits,
-                quantization_bits=bits,
+                quantization_bits=q_bits,
             )
     except mpc.ParameterError as exc:
         raise ConfigError(f"[secagg] for a cohort of {cohort}: {exc}") from exc
-    return params, bits
+    return params, 0 if modular else bits
 
 
-def _full_graph(section: SecAggSection, cohort: int, bits: int) -> mpc.SecAggParams:
+def _full_graph(section: SecAggSection, cohort: int, bits: int | None) -> mpc.SecAggParams:
     last: mpc.ParameterError | None = None
     for t in range(2, cohort + 1):  # the smallest threshold the full-graph rules accept
         try:
@@ -196,13 +204,25 @@ class SecureSumServerRound:
     stages: tuple[str, ...] = STAGES
 
     def __init__(
-        self, ctx: RoundContext, section: SecAggSection, *, quorum_fraction: float
+        self,
+        ctx: RoundContext,
+        section: SecAggSection,
+        *,
+        quorum_fraction: float,
+        plan: DPPlan | None = None,
     ) -> None:
         self._ctx = ctx
         self._section = section
         self._quorum_fraction = quorum_fraction
         self._dim = int(ctx.global_weights.shape[0])
-        self.params, self.bits = round_parameters(section, len(ctx.cohort))
+        self._plan = plan
+        self._skellam = plan.skellam if plan is not None else None
+        self._seed = new_rotation_seed() if self._skellam is not None else b""
+        self._length = self._skellam.padded_dim if self._skellam else self._dim + 1
+        self._owner_epsilon: dict[str, float] = {}
+        self.params, self.bits = round_parameters(
+            section, len(ctx.cohort), modular=self._skellam is not None
+        )
         self._index = {cid: i for i, cid in enumerate(sorted(ctx.cohort), start=1)}
         self._name = {i: cid for cid, i in self._index.items()}
         missing = [cid for cid in ctx.cohort if len(ctx.identities.get(cid, b"")) != 32]
@@ -212,7 +232,7 @@ class SecureSumServerRound:
         self._server = mpc.SecAggServer(
             self.params,
             session,
-            vector_length=self._dim + 1,
+            vector_length=self._length,
             identities={self._index[c]: ctx.identities[c] for c in ctx.cohort},
         )
         self._next: dict[int, Request] = {}
@@ -233,6 +253,10 @@ class SecureSumServerRound:
                 "q.clip": float(self._section.clip),
                 "q.max_weight": self._section.max_weight,
             }
+            if self._plan is not None:
+                common.update(plan_fields(self._plan))
+            if self._skellam is not None:
+                common["dp.rotation_seed"] = self._seed
         out = {}
         for index, request in self._next.items():
             out[self._name[index]] = Payload(
@@ -250,12 +274,15 @@ class SecureSumServerRound:
         index = self._index.get(client_id)
         if index is None:
             raise CodecError(f"client {client_id!r} is not in this round's cohort")
-        masked = (self._masked_dtype, self._dim + 1) if step is mpc.Stage.MASKED_INPUT else None
+        masked = (self._masked_dtype, self._length) if step is mpc.Stage.MASKED_INPUT else None
         response = message_from_fields(_response_type(step), payload, masked=masked)
         try:
             self._server.check(step, index, response)
         except mpc.InvalidMessage as exc:
             raise CodecError(str(exc)) from exc
+        epsilon = read_owner_epsilon(payload)
+        if epsilon is not None:
+            self._owner_epsilon[client_id] = epsilon
         return response
 
     def collect(self, stage: str, results: Mapping[str, object], dropped: Sequence[str]) -> None:
@@ -275,10 +302,32 @@ class SecureSumServerRound:
             raise RoundAborted(stage=stage, reason=str(exc)) from exc
 
     def finish(self) -> AggregateUpdate:
-        """Dequantize the sum and divide by the summed weight."""
+        """Dequantize (or Skellam-decode) the sum and turn it into the mean update."""
         if self._result is None:
             raise RoundAborted(stage=STAGES[-1], reason="the unmask stage did not complete")
         result = self._result
+        contributors = tuple(sorted(self._name[i] for i in result.survivors))
+        dropped = {str(s): [self._name[i] for i in ids] for s, ids in result.dropped.items() if ids}
+        details: dict[str, object] = {
+            "secagg_degree": self.params.degree,
+            "secagg_threshold": self.params.threshold,
+            "secagg_dropped": sum(len(v) for v in dropped.values()),
+        }
+        client_metrics = {c: {"epsilon": e} for c, e in self._owner_epsilon.items()}
+        if self._skellam is not None and self._plan is not None:
+            noisy_sum = skellam_decode(result.total, config=self._skellam, rotation_seed=self._seed)
+            n = len(contributors)
+            if self._plan.mode == "fedsgd":  # one SGD step: minus the noisy mean gradient
+                scale = -1.0 / self._plan.expected_batch
+            else:  # distributed DP-FedAvg: the mean of the clipped updates
+                scale = 1.0 / n
+            return AggregateUpdate(
+                mean_update=(noisy_sum.astype(np.float64) * scale).astype(np.float32),
+                contributors=contributors,
+                total_weight=float(n),
+                client_metrics=client_metrics,
+                details={**details, "dp_survivors": n, "skellam_bits": self._skellam.bits},
+            )
         total = mpc.dequantize_sum(
             result.total,
             num_clients=result.num_summed,
@@ -290,17 +339,12 @@ class SecureSumServerRound:
         if not weight > 0:
             raise RoundAborted(stage=STAGES[-1], reason=f"the summed weight is {weight}")
         mean = (total[:-1] / weight).astype(np.float32)
-        dropped = {str(s): [self._name[i] for i in ids] for s, ids in result.dropped.items() if ids}
         return AggregateUpdate(
             mean_update=mean,
-            contributors=tuple(sorted(self._name[i] for i in result.survivors)),
+            contributors=contributors,
             total_weight=weight * self._section.max_weight,
-            details={
-                "secagg_degree": self.params.degree,
-                "secagg_threshold": self.params.threshold,
-                "secagg_bits": self.bits,
-                "secagg_dropped": sum(len(v) for v in dropped.values()),
-            },
+            client_metrics=client_metrics,
+            details={**details, "secagg_bits": self.bits, "dp_survivors": len(contributors)},
         )
 
 
@@ -309,13 +353,29 @@ class SecureSumAggregator:
 
     name = "secagg"
 
-    def __init__(self, section: SecAggSection, *, quorum_fraction: float) -> None:
+    def __init__(
+        self, section: SecAggSection, *, quorum_fraction: float, job: JobConfig | None = None
+    ) -> None:
         self.section = section
         self.quorum_fraction = quorum_fraction
+        self._job = job
+        self._plan: DPPlan | None = None
+        self._planned_dim = -1
+
+    def plan(self, dim: int) -> DPPlan | None:
+        """The job's DP plan for a model of ``dim`` parameters (computed once)."""
+        if self._job is None:
+            return None
+        if dim != self._planned_dim:
+            self._plan, self._planned_dim = make_plan(self._job, dim=dim), dim
+        return self._plan
 
     def server_round(self, ctx: RoundContext) -> SecureSumServerRound:
-        """A fresh protocol instance (fresh graph, fresh session) for this attempt."""
-        return SecureSumServerRound(ctx, self.section, quorum_fraction=self.quorum_fraction)
+        """A fresh protocol instance (fresh graph, fresh session, fresh rotation seed)."""
+        plan = self.plan(int(ctx.global_weights.shape[0]))
+        return SecureSumServerRound(
+            ctx, self.section, quorum_fraction=self.quorum_fraction, plan=plan
+        )
 
 
 # --- data-owner side ---------------------------------------------------------------------------
@@ -345,6 +405,11 @@ class SecureSumClientRound:
         self._fit: Any = None
         self._q: tuple[int, float, int] = (0, 0.0, 0)
         self._ring_bits = 32
+        self._privacy = getattr(ctx, "privacy", None)
+        self._plan: DPPlan | None = self._privacy.plan if self._privacy is not None else None
+        self._skellam = self._plan.skellam if self._plan is not None else None
+        self._seed = b""
+        self._epsilon: float | None = None
 
     def handle(self, stage: str, payload: Payload) -> Payload:
         """Answer one stage's request; any check that fails refuses the task with its reason."""
@@ -363,7 +428,10 @@ class SecureSumClientRound:
                 response = self._client.unmask(request)
         except (mpc.ProtocolAbort, mpc.CoordinatorMisbehaviour, mpc.ParameterError) as exc:
             raise ProtocolError(f"secure aggregation refused at {stage}: {exc}") from exc
-        return Payload(message_to_fields(response))
+        fields = message_to_fields(response)
+        if step is mpc.Stage.MASKED_INPUT and self._epsilon is not None:
+            fields["privacy.epsilon"] = self._epsilon
+        return Payload(fields)
 
     def _advertise(self, payload: Payload, request: Any) -> Response:
         policy = self._ctx.policy
@@ -377,15 +445,24 @@ class SecureSumClientRound:
         self._weights = np.asarray(weights)
         self._hash = model_hash(self._weights)
         self._fit = fit_from_payload(payload)
-        self._q = (
-            payload.get_int("q.bits", lo=1, hi=40),
-            payload.get_float("q.clip", lo=1e-12, hi=1e12),
-            payload.get_int("q.max_weight", lo=1, hi=10**9),
-        )
+        if self._plan is not None:
+            check_plan(self._plan, payload)  # no less noise than the job agreed to
+        elif "dp.mode" in payload:
+            raise PolicyRefused("the task asks for DP parameters the job does not have")
+        if self._skellam is not None:
+            self._seed = payload.get_bytes("dp.rotation_seed", size=32)
+            length = self._skellam.padded_dim
+        else:
+            self._q = (
+                payload.get_int("q.bits", lo=1, hi=40),
+                payload.get_float("q.clip", lo=1e-12, hi=1e12),
+                payload.get_int("q.max_weight", lo=1, hi=10**9),
+            )
+            length = dim + 1
         self._ring_bits = request.ring_bits
-        if request.vector_length != dim + 1:
+        if request.vector_length != length:
             raise ProtocolError(
-                f"vector length {request.vector_length} does not fit this model ({dim} + 1)"
+                f"vector length {request.vector_length} does not fit this job ({length})"
             )
         self._client = mpc.SecAggClient(
             index=payload.get_int("index", lo=1, hi=2**31 - 1),
@@ -397,7 +474,12 @@ class SecureSumClientRound:
     def _masked_input(self, request: Any) -> Response:
         if self._client is None or self._weights is None:
             raise ProtocolError("masked input requested before the key advertisement")
-        update, examples, _ = self._ctx.local_update(self._weights, self._fit)
+        if self._skellam is not None:
+            vector = self._skellam_input()
+            return self._client.masked_input(request, vector=vector, model_hash=self._hash)
+        update, examples, metrics = self._ctx.local_update(self._weights, self._fit)
+        if "epsilon" in metrics:
+            self._epsilon = float(metrics["epsilon"])
         bits, clip, max_weight = self._q
         vector = mpc.quantize(
             weighted_input(update, examples, max_weight=max_weight),
@@ -407,6 +489,31 @@ class SecureSumClientRound:
             rng=self._rng,
         )
         return self._client.masked_input(request, vector=vector, model_hash=self._hash)
+
+    def _skellam_input(self) -> mpc.RingVector:
+        """Distributed DP: the owner's Skellam-encoded contribution, charged before it leaves."""
+        plan, config, privacy = self._plan, self._skellam, self._privacy
+        if plan is None or config is None or privacy is None or self._weights is None:
+            raise ProtocolError("no Skellam plan for this round")
+        # Charge first: nothing is computed for a round the owner's budget cannot pay for.
+        self._epsilon = privacy.charge(round=self._fit.round, event=plan.owner_event())
+        if plan.mode == "fedsgd":
+            weights = self._ctx.layout.unflatten(np.array(self._weights, copy=True))
+            vector, batch = self._ctx.trainer.clipped_gradient_sum(
+                weights, clip=plan.clip, sample_rate=config.sample_rate, rng=self._rng
+            )
+            ring = skellam_encode(
+                vector,
+                config=config,
+                rotation_seed=self._seed,
+                rng=self._rng,
+                num_examples=batch,
+            )
+        else:
+            update, _, _ = self._ctx.raw_update(self._weights, self._fit)
+            ring = skellam_encode(update, config=config, rotation_seed=self._seed, rng=self._rng)
+        dtype = np.uint32 if self._ring_bits == 32 else np.uint64
+        return mpc.RingVector(ring.astype(dtype, copy=False))
 
 
 def check_job(job: JobConfig) -> None:

@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..aggregators import ClientContext, create_client_round, handle_evaluate
 from ..aggregators.base import ClientRound
+from ..aggregators.dp import make_plan
 from ..config import JobConfig
 from ..errors import (
     BudgetExceeded,
@@ -43,6 +45,7 @@ from ..payload import Payload
 from ..transport.base import ClientTransport, JobDone, JoinRequest, Refusal, Result, Task, Wait
 from ..types import EvaluateResult, Layout, Trainer
 from .policy import OwnerPolicy
+from .privacy import OwnerPrivacy
 
 log = logging.getLogger("bulwark.client")
 
@@ -224,7 +227,8 @@ class Client(Participant):
         trainer: the owner's local computation.
         identity_key: the owner's long-term Ed25519 key (a fresh one when omitted).
         policy: the owner's rules (none when omitted).
-        ledger: the owner's privacy ledger, when the job spends privacy budget.
+        ledger: the owner's privacy-ledger file, needed when the job spends privacy budget.
+        dataset: the ledger's name for the data this owner trains on (default: the job's).
         options: timing of retries and polls.
     """
 
@@ -238,13 +242,23 @@ class Client(Participant):
         trainer: Trainer,
         identity_key: Ed25519PrivateKey | None = None,
         policy: OwnerPolicy | None = None,
-        ledger: object | None = None,
+        ledger: str | Path | None = None,
+        dataset: str | None = None,
         options: ClientOptions | None = None,
     ) -> None:
         super().__init__(name=name, job=job, identity_key=identity_key, options=options)
         self.trainer = trainer
         self.policy = policy or OwnerPolicy()
         self.layout = Layout.of(trainer.initial_weights())
+        plan = make_plan(job, dim=self.layout.total)
+        privacy = None
+        if plan is not None:
+            privacy = OwnerPrivacy(
+                job_id=job.job.name,
+                plan=plan,
+                ledger_path=ledger,
+                dataset=dataset or job.data.dataset,
+            )
         self.context = ClientContext(
             client_id=name,
             job=job,
@@ -252,7 +266,7 @@ class Client(Participant):
             layout=self.layout,
             identity_key=self.identity_key,
             policy=self.policy,
-            ledger=ledger,
+            privacy=privacy,
         )
         self._round_key: tuple[int, int] | None = None
         self._round: ClientRound | None = None

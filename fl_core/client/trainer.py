@@ -193,6 +193,42 @@ class TorchTrainer:
         """The trainer's model (its parameters hold the weights of the last ``fit``)."""
         return self._model
 
+    @property
+    def task(self) -> str:
+        """``"classification"`` or ``"regression"``."""
+        return self._task
+
+    @property
+    def train_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The local training examples and labels as torch tensors (for DP training)."""
+        return self._x_train, self._y_train
+
+    def clipped_gradient_sum(
+        self, weights: Weights, *, clip: float, sample_rate: float, rng: np.random.Generator
+    ) -> tuple[npt.NDArray[np.float64], int]:
+        """DP-FedSGD's contribution: a sum of clipped per-example gradients at ``weights``.
+
+        The examples are a Poisson sample (rate ``sample_rate``) of the local training data; each
+        example's gradient is clipped to L2 norm ``clip``.
+
+        Returns:
+            The flat float64 sum (in ``state_dict`` order) and the number of sampled examples.
+        """
+        from ..dp.dpsgd import clipped_gradient_sum  # imports Opacus only for DP-FedSGD
+
+        _load_weights(self._model, weights)
+        self._model.train()
+        result = clipped_gradient_sum(
+            self._model,
+            self._x_train,
+            self._y_train,
+            clip=clip,
+            sample_rate=sample_rate,
+            loss_fn=_SummedLoss(self._loss),
+            rng=rng,
+        )
+        return result.vector, result.batch_size
+
     def initial_weights(self) -> Weights:
         """Return copies of the model's initial weights (seeded by the constructor's ``seed``)."""
         return {name: array.copy() for name, array in self._initial.items()}
@@ -298,6 +334,18 @@ class TorchTrainer:
                 f"a regression model must output shape (batch, 1), got {tuple(out.shape)}"
             )
         return nn.functional.mse_loss(out[:, 0], y, reduction=reduction)
+
+
+class _SummedLoss:
+    """A loss with ``reduction="sum"``, as per-example gradient sums need."""
+
+    reduction = "sum"
+
+    def __init__(self, loss: Callable[..., torch.Tensor]) -> None:
+        self._loss = loss
+
+    def __call__(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self._loss(out, y, reduction="sum")
 
 
 @dataclass(frozen=True, slots=True)

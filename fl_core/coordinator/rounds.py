@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from ..aggregators.base import RoundContext
+from ..aggregators.base import AggregateUpdate, RoundContext
 from ..aggregators.evaluation import STAGE_EVALUATE, EvaluateServerRound
 from ..errors import FlCoreError, RoundAborted
 from ..transport.base import JobDone
@@ -189,9 +189,10 @@ async def _run_attempt(c: Coordinator, rnd: int, attempt: int) -> None:
         "cohort": len(cohort),
         "dropped": dropped,
         "total_weight": aggregate.total_weight,
-        **{f"train_{k}": v for k, v in aggregate.metrics.items()},
+        **{f"train_{k}": v for k, v in aggregate.metrics.items() if k not in _PER_OWNER},
         **{k: v for k, v in aggregate.details.items() if isinstance(v, int | float | str)},
     }
+    metrics.update(_privacy_metrics(c, aggregate))
     metrics.update(await _evaluate(c, rnd, attempt, new_weights))
     metrics["bytes_down"] = c.traffic.down - down0
     metrics["bytes_up"] = c.traffic.up - up0
@@ -209,6 +210,29 @@ async def _run_attempt(c: Coordinator, rnd: int, attempt: int) -> None:
     c.global_weights = new_weights
     c.completed_round = rnd
     c.emit(Event("round_completed", rnd, metrics))
+
+
+_PER_OWNER = ("epsilon", "dpsgd_epsilon")
+
+
+def _privacy_metrics(c: Coordinator, aggregate: AggregateUpdate) -> dict[str, object]:
+    """The round's guarantee (central and distributed modes) and each owner's ledger total."""
+    out: dict[str, object] = {}
+    owners = {
+        cid: float(m["epsilon"])
+        for cid, m in sorted(aggregate.client_metrics.items())
+        if "epsilon" in m
+    }
+    if owners:
+        out["owner_epsilon"] = owners
+    plan = c.dp_plan()
+    if plan is not None and plan.mode != "dpsgd":
+        history = [int(m.get("dp_survivors", 0)) for m in c.store.metrics(c.job_id)]  # type: ignore[call-overload]
+        history.append(len(aggregate.contributors))
+        out["epsilon"] = plan.epsilon(history)
+        out["delta"] = plan.delta
+        out["dp_mode"] = plan.mode
+    return out
 
 
 async def _evaluate(

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..aggregators.base import Aggregator
+from ..aggregators.dp import DPPlan, make_plan
 from ..config import JobConfig
 from ..errors import CodecError, ConfigError, DuplicateResult, FlCoreError, StaleResult
 from ..strategies import Strategy
@@ -103,6 +104,8 @@ class Coordinator:
         self._clients_changed = asyncio.Event()
         self.global_weights = self.initial_weights
         self.completed_round = 0
+        self._dp_plan: DPPlan | None = None
+        self._dp_planned = False
 
     # --- the endpoint ------------------------------------------------------------------------
 
@@ -259,6 +262,13 @@ class Coordinator:
     async def run(self) -> JobDone:
         """Resume the job from the store and run its remaining rounds; return how it ended."""
         return await self._runner(self)
+
+    def dp_plan(self) -> DPPlan | None:
+        """The job's DP plan for this model (computed once; ``None`` without DP)."""
+        if not self._dp_planned:
+            self._dp_plan = make_plan(self.job, dim=int(self.initial_weights.shape[0]))
+            self._dp_planned = True
+        return self._dp_plan
 
     def finish(self, done: JobDone) -> None:
         """Mark the job ended and wake every waiting pull."""
