@@ -88,11 +88,13 @@ class ProgressView:
 
 def _summary(rounds: list[dict[str, object]]) -> Table:
     table = Table(title="rounds")
-    for col in ("round", "clients", "train loss", "loss", "accuracy", "MB moved", "seconds"):
+    private = any("epsilon" in r or "owner_epsilon" in r for r in rounds)
+    columns = ["round", "clients", "train loss", "loss", "accuracy", "MB moved", "seconds"]
+    for col in columns + (["epsilon"] if private else []):
         table.add_column(col, justify="right")
     for r in rounds:
         moved = (int(r.get("bytes_down", 0)) + int(r.get("bytes_up", 0))) / 1e6  # type: ignore[call-overload]
-        table.add_row(
+        row = [
             str(r["round"]),
             str(r.get("num_clients", "")),
             _fmt(r.get("train_loss")),
@@ -100,7 +102,12 @@ def _summary(rounds: list[dict[str, object]]) -> Table:
             _fmt(r.get("accuracy")),
             f"{moved:.2f}",
             _fmt(r.get("seconds"), 2),
-        )
+        ]
+        if private:
+            owners = r.get("owner_epsilon")
+            worst = max(owners.values()) if isinstance(owners, dict) and owners else None
+            row.append(_fmt(r.get("epsilon", worst), 3))
+        table.add_row(*row)
     return table
 
 
@@ -122,6 +129,9 @@ def simulate(
     output: Annotated[
         Path | None, typer.Option(help="Folder for metrics.json, model.safetensors, state.db.")
     ] = None,
+    owner_policy: Annotated[
+        Path | None, typer.Option(help="A policy file every simulated owner applies.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -134,7 +144,12 @@ def simulate(
     try:
         with view.progress:
             result = run_simulation(
-                job, transport=transport, output=output, events=view, job_path=job_file
+                job,
+                transport=transport,
+                output=output,
+                events=view,
+                job_path=job_file,
+                owner_policy=owner_policy,
             )
     except FlCoreError as exc:
         raise _fail(str(exc)) from None
@@ -274,13 +289,19 @@ def client(
         Path | None, typer.Option(help="Ed25519 identity key (PEM); created if missing.")
     ] = None,
     tls_ca: Annotated[Path | None, typer.Option(help="PEM CA of the coordinator (TLS).")] = None,
+    ledger: Annotated[
+        Path | None, typer.Option(help="The owner's privacy ledger (SQLite), for DP jobs.")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="The ledger's name for this data (default: the job's).")
+    ] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Take part in a job as a data owner: dial out to the coordinator, train, answer tasks."""
     from .client.runtime import Client
-    from .owner import load_identity, load_owner_data, owner_trainer
+    from .owner import load_identity, load_owner_data, owner_trainer, prepare_ledger
     from .transport.grpc_client import GrpcClientTransport
 
     _logging(verbose, quiet)
@@ -295,6 +316,11 @@ def client(
         from .client.policy import OwnerPolicy
 
         owner_policy = OwnerPolicy.from_toml(policy) if policy else OwnerPolicy()
+        data_name = dataset or job.data.dataset
+        if job.dp.mode != "none" and ledger is None:
+            raise _fail(f"job {job.job.name} spends privacy budget: give --ledger FILE")
+        if ledger is not None and owner_policy.budget_epsilon:
+            prepare_ledger(ledger, job=job, dataset=data_name, policy=owner_policy)
         trainer = owner_trainer(job, load_owner_data(job, partition=partition, data=data))
         key = load_identity(identity)
         credentials = None
@@ -310,6 +336,8 @@ def client(
             trainer=trainer,
             identity_key=key,
             policy=owner_policy,
+            ledger=ledger,
+            dataset=data_name,
         )
     except (FlCoreError, OSError) as exc:
         raise _fail(str(exc)) from None
@@ -330,6 +358,27 @@ def client(
 
 
 register_he_commands(app)
+
+budget_app = typer.Typer(help="The data owner's privacy budget.", no_args_is_help=True)
+app.add_typer(budget_app, name="budget")
+
+
+@budget_app.command("show")
+def budget_show(
+    ledger: Annotated[Path, typer.Option("--ledger", help="The owner's privacy ledger.")],
+) -> None:
+    """Print every release, mechanism and epsilon spent, per data set, and verify the chain."""
+    from .client.ledger import PrivacyLedger, render_budget
+
+    if not ledger.exists():
+        raise _fail(f"no ledger at {ledger}")
+    try:
+        with PrivacyLedger(ledger) as book:
+            rows = book.verify()
+            typer.echo(render_budget(book.show()))
+            typer.echo(f"audit chain: {rows} rows verified")
+    except FlCoreError as exc:
+        raise _fail(str(exc)) from None
 
 
 def main() -> None:

@@ -9,9 +9,12 @@ mode 0600 the first time.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -20,11 +23,15 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+from .client.policy import OwnerPolicy
 from .client.trainer import TorchTrainer
 from .config import JobConfig
 from .data import ClientData
 from .errors import ConfigError
 from .simulation import client_shares, job_dataset, model_factory, model_shape
+
+if TYPE_CHECKING:
+    from .client.dp_trainer import DPSGDTrainer
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -57,7 +64,7 @@ def load_owner_data(job: JobConfig, *, partition: int | None, data: Path | None)
     )
 
 
-def owner_trainer(job: JobConfig, share: ClientData) -> TorchTrainer:
+def owner_trainer(job: JobConfig, share: ClientData) -> TorchTrainer | DPSGDTrainer:
     """A torch trainer for the owner's arrays and the job's model."""
     input_shape, num_classes = model_shape(job)
     if tuple(share.x_train.shape[1:]) != tuple(input_shape):
@@ -67,7 +74,24 @@ def owner_trainer(job: JobConfig, share: ClientData) -> TorchTrainer:
         )
     task = "regression" if num_classes == 1 else "classification"
     model_fn = model_factory(job, input_shape=input_shape, num_classes=num_classes)
-    return TorchTrainer.from_client_data(model_fn, share, task=task, seed=job.model.init_seed)
+    base = TorchTrainer.from_client_data(model_fn, share, task=task, seed=job.model.init_seed)
+    return with_dpsgd(job, base, model_fn)
+
+
+def with_dpsgd(
+    job: JobConfig, base: TorchTrainer, model_fn: Callable[[], torch.nn.Module]
+) -> TorchTrainer | DPSGDTrainer:
+    """``base``, or a DP-SGD trainer around it when the job's ``dp.mode`` is ``dpsgd``."""
+    if job.dp.mode != "dpsgd":
+        return base
+    from .client.dp_trainer import DPSGDTrainer  # imports Opacus only for DP-SGD jobs
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(job.model.init_seed)
+        model = model_fn()
+    return DPSGDTrainer(
+        base, model=model, dp=job.dp, train=job.train, planned_rounds=job.job.rounds
+    )
 
 
 def load_identity(path: Path | None) -> Ed25519PrivateKey:
@@ -85,3 +109,29 @@ def load_identity(path: Path | None) -> Ed25519PrivateKey:
     with os.fdopen(fd, "wb") as fh:
         fh.write(pem)
     return key
+
+
+DEFAULT_UNCAPPED_EPSILON = 1000.0
+"""The cap a simulated owner sets when the job fixes a noise multiplier instead of an epsilon."""
+
+
+def prepare_ledger(
+    path: Path, *, job: JobConfig, dataset: str, policy: OwnerPolicy | None = None
+) -> Path:
+    """Create (or open) an owner's ledger and set its cap from the owner's policy.
+
+    Without a policy budget, the cap is the job's own target epsilon (plus 0.1% for the
+    accountants' rounding), i.e. the owner agrees to exactly what the job says it spends.
+    """
+    from .client.ledger import PrivacyLedger
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    epsilon = policy.budget_epsilon if policy is not None else 0.0
+    delta = (policy.budget_delta if policy is not None else 0.0) or job.dp.delta
+    with PrivacyLedger(path) as ledger:
+        if epsilon:
+            ledger.set_cap(dataset, epsilon=epsilon, delta=delta)
+        elif ledger.cap(dataset) is None:
+            default = job.dp.epsilon * 1.001 if job.dp.epsilon else DEFAULT_UNCAPPED_EPSILON
+            ledger.set_cap(dataset, epsilon=default, delta=delta)
+    return path

@@ -34,6 +34,7 @@ import torch
 from safetensors.numpy import save_file
 
 from .aggregators import create_aggregator
+from .client.policy import OwnerPolicy
 from .client.runtime import Client, ClientOptions, Participant
 from .client.trainer import TorchTrainer
 from .config import JobConfig
@@ -46,7 +47,7 @@ from .strategies import create_strategy
 from .transport.base import JobDone
 from .transport.grpc_server import serve
 from .transport.inmemory import InMemoryTransport
-from .types import Layout, Weights
+from .types import Layout, Trainer, Weights
 
 if TYPE_CHECKING:
     from .keyholder import SimulatedKeys
@@ -82,12 +83,31 @@ def model_factory(
     return partial(create_model, job.model.name, input_shape=input_shape, num_classes=num_classes)
 
 
-def make_trainer(job: JobConfig, dataset: Dataset, share: ClientData) -> TorchTrainer:
-    """A torch trainer for one client's share of the data set."""
+def make_trainer(job: JobConfig, dataset: Dataset, share: ClientData) -> Trainer:
+    """A torch trainer for one client's share of the data set (DP-SGD when the job says so)."""
+    from .owner import with_dpsgd
+
     model_fn = model_factory(job, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
-    return TorchTrainer.from_client_data(
+    base = TorchTrainer.from_client_data(
         model_fn, share, task=dataset.task, seed=job.model.init_seed
     )
+    return with_dpsgd(job, base, model_fn)
+
+
+def owner_ledgers(
+    job: JobConfig, names: list[str], folder: Path, policy: OwnerPolicy | None
+) -> dict[str, Path]:
+    """One privacy ledger per simulated owner (only for DP jobs), with its cap set."""
+    if job.dp.mode == "none":
+        return {}
+    from .owner import prepare_ledger
+
+    return {
+        name: prepare_ledger(
+            folder / f"{name}.db", job=job, dataset=job.data.dataset, policy=policy
+        )
+        for name in names
+    }
 
 
 def initial_weights(job: JobConfig, *, input_shape: tuple[int, ...], num_classes: int) -> Weights:
@@ -167,6 +187,7 @@ def simulate(
     job_path: str | Path | None = None,
     roundtrip: bool = False,
     threads: int | None = None,
+    owner_policy: str | Path | None = None,
 ) -> SimulationResult:
     """Run ``job`` with all its data owners on this machine.
 
@@ -178,6 +199,8 @@ def simulate(
         job_path: the job file (the gRPC clients read it; written to ``output`` when omitted).
         roundtrip: in memory, pass every payload through the wire codec.
         threads: torch threads per client (default: one per in-memory worker; one per process).
+        owner_policy: a policy file every simulated owner applies (its budget caps the ledgers
+            that DP jobs give each owner, in ``ledgers/`` of the output folder).
 
     Raises:
         ConfigError: an unknown transport or a job that cannot run.
@@ -189,13 +212,21 @@ def simulate(
         work = out or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         store = Store(work / "state.db")
+        policy_path = Path(owner_policy) if owner_policy is not None else None
+        policy = OwnerPolicy.from_toml(policy_path) if policy_path is not None else None
+        names = [f"client-{i}" for i in range(job.data.num_clients)]
+        ledgers = owner_ledgers(job, names, work / "ledgers", policy)
         try:
             if transport == "inmemory":
-                return _simulate_inmemory(job, store, out, events, roundtrip, threads)
+                return _simulate_inmemory(
+                    job, store, out, events, roundtrip, threads, policy, ledgers
+                )
             if job_path is None:
                 job_path = work / "job.toml"
                 Path(job_path).write_text(job.source)
-            return _simulate_grpc(job, store, out, events, Path(job_path), threads or 1)
+            return _simulate_grpc(
+                job, store, out, events, Path(job_path), threads or 1, policy_path, ledgers
+            )
         finally:
             store.close()
 
@@ -264,6 +295,8 @@ def _simulate_inmemory(
     events: Callable[[Event], None] | None,
     roundtrip: bool,
     threads: int | None,
+    policy: OwnerPolicy | None,
+    ledgers: dict[str, Path],
 ) -> SimulationResult:
     dataset = job_dataset(job)
     shares = client_shares(job, dataset)
@@ -279,7 +312,8 @@ def _simulate_inmemory(
             trainer=t,
             options=ClientOptions(long_poll_s=30.0),
             identity_key=None if keys is None else keys.owners[name],
-            policy=None if keys is None else keys.owner_policy(),
+            policy=policy if keys is None else keys.owner_policy(),
+            ledger=ledgers.get(name),
         )
         for name, t in zip(names, trainers, strict=True)
     ]
@@ -323,6 +357,8 @@ def _simulate_grpc(
     events: Callable[[Event], None] | None,
     job_path: Path,
     threads: int,
+    policy_path: Path | None,
+    ledgers: dict[str, Path],
 ) -> SimulationResult:
     input_shape, num_classes = model_shape(job)
     weights = initial_weights(job, input_shape=input_shape, num_classes=num_classes)
@@ -335,9 +371,14 @@ def _simulate_grpc(
     files = None if keys is None else keys.write(Path(store.path).parent / "identities")
 
     def he_args(i: int) -> list[str]:
+        extra: list[str] = []
+        if names[i] in ledgers:
+            extra += ["--ledger", str(ledgers[names[i]])]
+        if policy_path is not None and files is None:
+            extra += ["--policy", str(policy_path)]
         if files is None:
-            return []
-        return [
+            return extra
+        return extra + [
             "--identity",
             str(files.owner_identities[names[i]]),
             "--policy",

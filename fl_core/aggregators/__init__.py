@@ -139,7 +139,8 @@ def create_client_round(ctx: ClientContext, *, round: int, attempt: int) -> Clie
     kind = ctx.job.aggregation.kind
     if kind == "mean":
         privacy = ctx.privacy
-        check = None if privacy is None else functools.partial(check_plan, privacy.plan)
+        central = privacy is not None and privacy.plan.mode == "central"
+        check = functools.partial(check_plan, privacy.plan) if privacy and central else None
         return MeanClientRound(dim=ctx.layout.total, local_update=ctx.local_update, check=check)
     if kind == "secagg":
         return SecureSumClientRound(ctx, rng=csprng())

@@ -36,6 +36,9 @@ class OwnerPolicy:
         trusted_keyholders: hex Ed25519 public keys of the HE key holders whose public context
             the owner encrypts under (empty: the job file's ``he.keyholder_key``, or whatever
             key holder the coordinator relays when neither names one).
+        budget_epsilon: the privacy-budget cap (epsilon) the owner sets on its data set in its
+            ledger (0: leave the ledger's cap as it is).
+        budget_delta: the delta of that cap (0: the job's delta).
     """
 
     allowed_purposes: tuple[str, ...] = ()
@@ -43,6 +46,8 @@ class OwnerPolicy:
     min_cohort: int = 0
     max_rounds: int = 0
     allow_evaluation: bool = True
+    budget_epsilon: float = 0.0
+    budget_delta: float = 0.0
     trusted_keyholders: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -59,6 +64,10 @@ class OwnerPolicy:
             )
         if self.min_cohort < 0:
             raise ConfigError(f"policy.min_cohort = {self.min_cohort}; expected an integer >= 0")
+        if not self.budget_epsilon >= 0:
+            raise ConfigError(f"policy.budget_epsilon = {self.budget_epsilon}; expected >= 0")
+        if not 0 <= self.budget_delta < 1:
+            raise ConfigError(f"policy.budget_delta = {self.budget_delta}; expected in [0, 1)")
         if self.max_rounds < 0:
             raise ConfigError(f"policy.max_rounds = {self.max_rounds}; expected an integer >= 0")
 
