@@ -210,6 +210,13 @@ def coordinator(
 
     _logging(verbose, quiet)
     job = _load(job_file)
+    if job.job.kind == "stats":  # a statistics job has its own coordinator loop
+        from .cli_he import stats_coordinator
+
+        return stats_coordinator(
+            job_file, address=address, state=state, output=output, tls_cert=tls_cert,
+            tls_key=tls_key, insecure=insecure, quiet=quiet, verbose=verbose,
+        )  # fmt: skip
     credentials = None
     if tls_cert or tls_key:
         if not (tls_cert and tls_key):
@@ -321,6 +328,15 @@ def client(
             raise _fail(f"job {job.job.name} spends privacy budget: give --ledger FILE")
         if ledger is not None and owner_policy.budget_epsilon:
             prepare_ledger(ledger, job=job, dataset=data_name, policy=owner_policy)
+        if ledger is not None and job.dp.mode != "none":
+            from .client.ledger import PrivacyLedger
+
+            with PrivacyLedger(ledger) as book:
+                if book.cap(data_name) is None:
+                    raise _fail(
+                        f"the ledger {ledger} has no privacy cap for data set {data_name!r}: "
+                        "set one with [policy] budget_epsilon in a --policy file"
+                    )
         trainer = owner_trainer(job, load_owner_data(job, partition=partition, data=data))
         key = load_identity(identity)
         credentials = None

@@ -119,9 +119,7 @@ def create_aggregator(job: JobConfig) -> Aggregator:
     kind = job.aggregation.kind
     base: Aggregator
     if kind == "mean":
-        base = MeanAggregator(
-            quorum_fraction=job.round.quorum_fraction, min_clients=job.sampling.min_clients
-        )
+        base = MeanAggregator(quorum_fraction=job.round.quorum_fraction, min_clients=1)
     elif kind == "secagg":
         check_secagg_job(job)
         base = SecureSumAggregator(job.secagg, quorum_fraction=job.round.quorum_fraction, job=job)

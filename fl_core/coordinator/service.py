@@ -276,9 +276,13 @@ class Coordinator:
         self.registry.wake_all()
 
     async def wait_clients_notified(self, timeout: float) -> None:
-        """Wait (up to ``timeout``) until every joined client was told that the job ended."""
+        """Wait (up to ``timeout``) until every joined client was told that the job ended.
+
+        Clients that disconnected or missed a deadline are not waited for: they are gone, and
+        will learn that the job ended if they come back within the grace period.
+        """
         deadline = self._clock() + timeout
-        while any(not r.got_done for r in self.registry.records()):
+        while any(not r.got_done and r.connected and not r.missed for r in self.registry.records()):
             remaining = deadline - self._clock()
             if remaining <= 0:
                 return
