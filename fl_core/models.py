@@ -18,10 +18,12 @@ name           architecture                                                     
 Parameter counts are for Fashion-MNIST (1x28x28, 10 classes), and for ``logreg`` for breast
 cancer (30 features, 2 classes).
 
-``cnn`` is the model of the Fashion-MNIST FedAvg example: about 1 s per local epoch over 6,000
-images on 2 CPU cores (batch 32). ``tanh_cnn`` is the model of the DP-SGD utility anchor (Papernot
-et al., "Tempered Sigmoid Activations for Deep Learning with Differential Privacy", AAAI 2021;
-Tramer and Boneh, "Differentially Private Learning Needs Better Features", ICLR 2021).
+``cnn`` is the model of the Fashion-MNIST FedAvg example: 10 clients with Dirichlet(0.5) label
+skew, one local epoch of SGD (lr 0.05, momentum 0.9, batch 32) per round, reach 85 % test
+accuracy after 4 rounds. ``tanh_cnn`` is the model of the
+DP-SGD utility anchor (Papernot et al., "Tempered Sigmoid Activations for Deep Learning with
+Differential Privacy", AAAI 2021; Tramer and Boneh, "Differentially Private Learning Needs Better
+Features", ICLR 2021).
 
 Models output logits (classification) or one value per example (regression, ``num_classes=1``).
 Parameters are created by torch's default initialisers from torch's global generator; seed it
