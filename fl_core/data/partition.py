@@ -12,9 +12,12 @@ An Experimental Study", ICDE 2022, section IV):
 
 - ``iid``: a uniformly random permutation cut into near-equal parts.
 - ``dirichlet``: label skew. For each class c, a share vector ``p_c ~ Dir(alpha * 1)`` over the
-  clients, and the class's examples are dealt out in those proportions (Hsu, Qi and Brown,
-  "Measuring the Effects of Non-Identical Data Distribution for Federated Visual Classification",
-  2019). Small ``alpha`` gives each client few classes; large ``alpha`` approaches IID.
+  clients, and each example of class c goes to client i with probability ``p_c[i]`` (Hsu, Qi and
+  Brown, "Measuring the Effects of Non-Identical Data Distribution for Federated Visual
+  Classification", 2019). Small ``alpha`` gives each client few classes; large ``alpha``
+  approaches IID. The counts are drawn (multinomial), not rounded: rounding ``n_c * p_c`` down,
+  as many implementations do, always hands a class's remainder to the last clients, so a client
+  early in the order can never receive a class with fewer examples than clients.
 - ``quantity_skew``: size skew with IID labels. Client sizes are ``min_size`` plus a multinomial
   share of the rest with proportions ``q ~ Dir(alpha * 1)``; small ``alpha`` gives very unequal
   sizes.
@@ -170,8 +173,9 @@ def dirichlet(
         parts: list[list[npt.NDArray[np.int64]]] = [[] for _ in range(num_clients)]
         for indices in members:
             shares = _normalised(rng.dirichlet(concentration))
-            cuts = _cut_points(len(indices), shares)
-            for client, chunk in enumerate(np.split(rng.permutation(indices), cuts)):
+            counts = rng.multinomial(len(indices), shares)
+            chunks = np.split(rng.permutation(indices), np.cumsum(counts)[:-1])
+            for client, chunk in enumerate(chunks):
                 parts[client].append(chunk)
         sizes = [sum(len(c) for c in p) for p in parts]
         smallest = min(sizes)
@@ -203,12 +207,6 @@ def quantity_skew(
     sizes = min_size + rng.multinomial(n - num_clients * min_size, _normalised(shares))
     order = rng.permutation(n)
     return [np.sort(part).astype(np.int64) for part in np.split(order, np.cumsum(sizes)[:-1])]
-
-
-def _cut_points(count: int, shares: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
-    """Split points that give client i about ``count * shares[i]`` of ``count`` items."""
-    bounds = np.floor(np.cumsum(shares)[:-1] * count).astype(np.int64)
-    return np.clip(bounds, 0, count)
 
 
 def _normalised(shares: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from fl_core.data.partition import (
@@ -40,8 +40,10 @@ def assert_exact_partition(parts, n, *, num_clients, min_size):
 
 @given(data=labelled(), seed=seeds, scheme=st.sampled_from(PARTITION_SCHEMES))
 def test_every_scheme_is_an_exact_deterministic_partition(data, seed, scheme):
-    # Prepare
+    # Prepare: dirichlet resamples until every client has min_size examples, which is hopeless
+    # when the examples barely suffice (P(all of k Dir(1) shares > m/n) = (1 - k*m/n)^(k-1)).
     labels, num_clients, min_size = data
+    assume(scheme != "dirichlet" or len(labels) >= 4 * num_clients * min_size)
     config = PartitionConfig(
         scheme=scheme, num_clients=num_clients, alpha=1.0, min_size=min_size, max_attempts=1000
     )
@@ -79,30 +81,32 @@ def mean_label_skew(labels, parts):
 
 @given(seed=seeds)
 def test_dirichlet_label_skew_grows_as_alpha_shrinks(seed):
-    # Prepare: 10 balanced classes, 10 clients. Over 300 seeds the skew ranges were disjoint:
-    # alpha 0.05: 0.63-0.83, 0.5: 0.34-0.53, 5: 0.12-0.20, 100: 0.03-0.05.
+    # Prepare: 10 balanced classes, 10 clients. Over seeds 0-2999 the skew ranges were disjoint:
+    # alpha 0.05: 0.67-0.85, 0.5: 0.36-0.55, 100: 0.09-0.16 (multinomial noise of ~100 examples).
     labels = np.repeat(np.arange(10), 100)
     # Execute
     skews = [
         mean_label_skew(
             labels, dirichlet(labels, num_clients=10, alpha=a, rng=np.random.default_rng(seed))
         )
-        for a in (0.05, 0.5, 5.0, 100.0)
+        for a in (0.05, 0.5, 100.0)
     ]
     # Assert
     assert skews == sorted(skews, reverse=True)
-    assert skews[0] > 0.5 and skews[-1] < 0.1
+    assert skews[0] > 0.6 and skews[-1] < 0.25
 
 
 @given(seed=seeds)
 def test_quantity_skew_spreads_sizes_as_alpha_shrinks(seed):
-    labels = np.repeat(np.arange(10), 100)
+    # Coefficient of variation of the sizes over seeds 0-4999: alpha 0.1: 0.78-3.0;
+    # alpha 1000: 0.01-0.09.
+    labels = np.zeros(10_000, dtype=np.int64)
     spread = {}
-    for alpha in (0.1, 100.0):
+    for alpha in (0.1, 1000.0):
         parts = quantity_skew(labels, num_clients=10, alpha=alpha, rng=np.random.default_rng(seed))
-        spread[alpha] = np.std([len(p) for p in parts]) / 100
-    assert spread[0.1] > 0.5
-    assert spread[100.0] < 0.25
+        spread[alpha] = np.std([len(p) for p in parts]) / 1000
+    assert spread[0.1] > 0.4
+    assert spread[1000.0] < 0.2
 
 
 @given(n=st.integers(1, 500), num_clients=st.integers(1, 20), seed=seeds)
@@ -124,6 +128,14 @@ def test_dirichlet_fails_clearly_when_min_size_cannot_be_met():
             min_size=9,
             max_attempts=5,
         )
+
+
+def test_dirichlet_can_give_any_client_an_example_of_a_small_class():
+    # One example per class and two clients: rounding shares down would always give both
+    # examples to the last client, so min_size=1 could never be met.
+    labels = np.array([0, 1])
+    parts = dirichlet(labels, num_clients=2, alpha=1.0, rng=np.random.default_rng(0), min_size=1)
+    assert [len(p) for p in parts] == [1, 1]
 
 
 def test_dirichlet_resamples_until_min_size_holds():
