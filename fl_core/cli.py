@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -399,6 +400,9 @@ def budget_show(
 
 def main() -> None:
     """Entry point of the ``bulwark`` console script."""
+    # Opacus's per-example hooks trigger this torch warning on every backward pass; the filter
+    # inside fl_core.dp.dpsgd is per call and not thread-safe, so the application sets it once.
+    warnings.filterwarnings("ignore", message=".*Full backward hook is firing.*")
     try:
         app()
     except KeyboardInterrupt:

@@ -26,6 +26,7 @@ really spends, while the coordinator reports the epsilon of the survivors that w
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -117,9 +118,19 @@ def expected_cohort(job: JobConfig) -> int:
 def make_plan(job: JobConfig, *, dim: int) -> DPPlan | None:
     """The job's DP plan for a model of ``dim`` parameters (``None`` without DP).
 
+    Calibration searches the noise with the accountant (seconds for Skellam), so plans are
+    cached per job file and dimension: every owner in a simulation shares one computation.
+
     Raises:
         ConfigError: the parameters cannot be calibrated (the message says which).
     """
+    if job.dp.mode == "none":
+        return None
+    return _plan(job.source, job, dim)
+
+
+@functools.lru_cache(maxsize=32)
+def _plan(source: str, job: JobConfig, dim: int) -> DPPlan | None:
     dp = job.dp
     if dp.mode == "none":
         return None

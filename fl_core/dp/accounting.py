@@ -210,14 +210,18 @@ def subsampled_rdp_upper_bound(
     """
     q = float(sample_rate)
     out = np.empty(len(orders), dtype=np.float64)
+    done: dict[int, float] = {}  # fractional orders share their integer order's bound
     for i, order in enumerate(orders):
         a = max(2, math.ceil(order))
+        if a in done:
+            out[i] = done[a]
+            continue
         base_a = float(base_rdp_at[a - 2])
         if q == 0.0:
-            out[i] = 0.0
+            out[i] = done[a] = 0.0
             continue
         if q == 1.0 or not math.isfinite(base_a):
-            out[i] = base_a
+            out[i] = done[a] = base_a
             continue
         log_q, log_1q = math.log(q), math.log1p(-q)
         ls = np.arange(3, a + 1, dtype=np.float64)
@@ -229,7 +233,7 @@ def subsampled_rdp_upper_bound(
         rest = math.log(3.0) + log_binom + ls * log_q + (a - ls) * log_1q
         rest = rest + (ls - 1) * base_rdp_at[ls.astype(np.int64) - 2]
         bound = float(special.logsumexp(np.concatenate([np.asarray(terms), rest]))) / (a - 1)
-        out[i] = min(max(bound, 0.0), base_a)
+        out[i] = done[a] = min(max(bound, 0.0), base_a)
     return out
 
 
@@ -247,6 +251,16 @@ def _gaussian_step_rdp(sigma: float, q: float) -> npt.NDArray[np.float64]:
     return curve
 
 
+@functools.lru_cache(maxsize=1024)
+def _skellam_step_rdp(mu: float, l1: float, l2: float, q: float) -> npt.NDArray[np.float64]:
+    """One Skellam step's RDP on :data:`ORDERS`, cached like the Gaussian one."""
+    top = max(2, math.ceil(max(ORDERS)))
+    base = skellam_rdp(np.arange(2, top + 1), mu=mu, l1_sensitivity=l1, l2_sensitivity=l2)
+    curve = subsampled_rdp_upper_bound(base, sample_rate=q, orders=ORDERS)
+    curve.flags.writeable = False
+    return curve
+
+
 def rdp_curve(event: PrivacyEvent, orders: Sequence[float] = ORDERS) -> npt.NDArray[np.float64]:
     """Return the RDP of ``event`` (all its steps) at ``orders``."""
     if event.steps == 0 or event.sample_rate == 0.0:
@@ -256,6 +270,10 @@ def rdp_curve(event: PrivacyEvent, orders: Sequence[float] = ORDERS) -> npt.NDAr
             per_step = _gaussian_step_rdp(event.noise_multiplier, event.sample_rate)
         else:
             per_step = _opacus_rdp(event.noise_multiplier, event.sample_rate, tuple(orders))
+    elif tuple(orders) == ORDERS:
+        per_step = _skellam_step_rdp(
+            event.mu, event.l1_sensitivity, event.l2_sensitivity, event.sample_rate
+        )
     else:
         top = max(2, math.ceil(max(orders)))
         base = skellam_rdp(
