@@ -21,24 +21,33 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-TEMPLATES = {"dpsgd": "dp_dpsgd.toml", "distributed": "dp_distributed.toml", "fedsgd": "dp_fedsgd.toml"}
+TEMPLATES = {
+    "dpsgd": "dp_dpsgd.toml",
+    "distributed": "dp_distributed.toml",
+    "fedsgd": "dp_fedsgd.toml",
+}
 
 
 def run(mode: str, epsilon: float, out_root: Path) -> dict[str, object]:
     text = (HERE / TEMPLATES[mode]).read_text()
     text = re.sub(r"(?m)^epsilon = .*$", f"epsilon = {epsilon}", text)
-    text = re.sub(r'(?m)^name = "(fashion-mnist-dp-[a-z]+)"$', rf'name = "\1-eps{epsilon:g}"', text)
-    out = out_root / f"{mode}-eps{epsilon:g}"
+    tag = f"eps{epsilon:g}".replace(".", "p")
+    text = re.sub(r'(?m)^name = "(fashion-mnist-dp-[a-z]+)"$', rf'name = "\1-{tag}"', text)
+    out = out_root / f"{mode}-{tag}"
     out.mkdir(parents=True, exist_ok=True)
     job = out / "job.toml"
     job.write_text(text)
     started = time.time()
     done = subprocess.run(
         [sys.executable, "-m", "fl_core.cli", "simulate", str(job), "--output", str(out), "-q"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     wall = time.time() - started
-    metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
+    metrics = (
+        json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
+    )
     rounds = metrics.get("rounds", [])
     evaluated = [r for r in rounds if isinstance(r.get("accuracy"), float)]
     owners = [max(r["owner_epsilon"].values()) for r in rounds if r.get("owner_epsilon")]
