@@ -7,8 +7,6 @@ are printed as one line naming what is wrong, with exit status 2; never a traceb
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import logging
 import os
 import sys
 import warnings
@@ -16,12 +14,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .cli_common import console, server_credentials
+from .cli_common import fail as _fail
+from .cli_common import is_loopback as _is_loopback
+from .cli_common import load as _load
+from .cli_common import setup_logging as _logging
 from .cli_he import register as register_he_commands
-from .config import JobConfig, load_job
 from .coordinator.service import Event
 from .errors import FlCoreError
 
@@ -30,19 +31,6 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Bulwark: federated learning where the data owner enforces what leaves its premises.",
 )
-console = Console(stderr=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code=2)
-
-
-def _load(job_file: Path) -> JobConfig:
-    try:
-        return load_job(job_file)
-    except FlCoreError as exc:
-        raise _fail(f"{job_file}: {exc}") from None
 
 
 class ProgressView:
@@ -116,11 +104,6 @@ def _fmt(value: object, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else ""
 
 
-def _logging(verbose: bool, quiet: bool) -> None:
-    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-
-
 @app.command()
 def simulate(
     job_file: Annotated[Path, typer.Argument(help="The job file (TOML).")],
@@ -169,16 +152,6 @@ def simulate(
         raise _fail(f"job failed: {result.done.reason}")
 
 
-def _is_loopback(address: str) -> bool:
-    host = address.rsplit(":", 1)[0].strip("[]")
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @app.command()
 def coordinator(
     job_file: Annotated[Path, typer.Argument(help="The job file (TOML).")],
@@ -199,8 +172,6 @@ def coordinator(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Serve a job to data owners over gRPC; resumes from --state after a restart."""
-    import grpc
-
     from .aggregators import create_aggregator
     from .coordinator.service import Coordinator
     from .coordinator.store import Store
@@ -218,23 +189,10 @@ def coordinator(
             job_file, address=address, state=state, output=output, tls_cert=tls_cert,
             tls_key=tls_key, insecure=insecure, quiet=quiet, verbose=verbose,
         )  # fmt: skip
-    credentials = None
-    if tls_cert or tls_key:
-        if not (tls_cert and tls_key):
-            raise _fail("--tls-cert and --tls-key go together")
-        try:
-            credentials = grpc.ssl_server_credentials(
-                [(tls_key.read_bytes(), tls_cert.read_bytes())],
-                root_certificates=tls_client_ca.read_bytes() if tls_client_ca else None,
-                require_client_auth=tls_client_ca is not None,
-            )
-        except OSError as exc:
-            raise _fail(f"cannot read TLS files: {exc}") from None
-    elif not _is_loopback(address) and not insecure:
-        raise _fail(
-            f"{address} is not a loopback address: give --tls-cert and --tls-key "
-            "(or --insecure, for a trusted network only)"
-        )
+    credentials = server_credentials(
+        address, tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
+        insecure=insecure,
+    )  # fmt: skip
     view = ProgressView(job.job.rounds, quiet=quiet)
     try:
         input_shape, num_classes = model_shape(job)
@@ -309,7 +267,8 @@ def client(
 ) -> None:
     """Take part in a job as a data owner: dial out to the coordinator, train, answer tasks."""
     from .client.runtime import Client
-    from .owner import load_identity, load_owner_data, owner_trainer, prepare_ledger
+    from .identity import load_identity
+    from .owner import load_owner_data, owner_trainer, prepare_ledger
     from .transport.grpc_client import GrpcClientTransport
 
     _logging(verbose, quiet)

@@ -15,112 +15,28 @@ Errors a user can act on are one line naming what is wrong, exit status 2, no tr
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from .config import JobConfig, load_job
+from .cli_common import channel_credentials as _channel_credentials
+from .cli_common import console
+from .cli_common import fail as _fail
+from .cli_common import is_loopback as _is_loopback
+from .cli_common import load as _load
+from .cli_common import participate as _participate
+from .cli_common import setup_logging as _logging
 from .errors import FlCoreError
-
-if TYPE_CHECKING:
-    from .client.runtime import Participant
-
-console = Console(stderr=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
-    return typer.Exit(code=2)
-
-
-def _load(job_file: Path) -> JobConfig:
-    try:
-        return load_job(job_file)
-    except FlCoreError as exc:
-        raise _fail(f"{job_file}: {exc}") from None
-
-
-def _logging(verbose: bool, quiet: bool) -> None:
-    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-
-
-def _is_loopback(address: str) -> bool:
-    host = address.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _channel_credentials(coordinator: str, tls_ca: Path | None) -> Any:
-    if tls_ca is not None:
-        import grpc
-
-        try:
-            return grpc.ssl_channel_credentials(root_certificates=tls_ca.read_bytes())
-        except OSError as exc:
-            raise _fail(f"cannot read {tls_ca}: {exc.strerror}") from None
-    if not _is_loopback(coordinator):
-        raise _fail(f"{coordinator} is not a loopback address: give --tls-ca")
-    return None
+from .identity import load_identity
 
 
 def _identity(path: Path | None) -> Any:
-    """An Ed25519 identity key from a PEM file, created with mode 0600 when missing.
-
-    (``fl_core.owner.load_identity`` does the same but imports torch, which would add seconds to
-    every key-holder and statistics-owner process.)
-    """
-    import os
-
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import (
-        Encoding,
-        NoEncryption,
-        PrivateFormat,
-        load_pem_private_key,
-    )
-
-    if path is None:
-        return Ed25519PrivateKey.generate()
-    if path.exists():
-        try:
-            key = load_pem_private_key(path.read_bytes(), password=None)
-        except (ValueError, TypeError) as exc:
-            raise _fail(f"{path} is not an unencrypted PEM private key: {exc}") from None
-        if not isinstance(key, Ed25519PrivateKey):
-            raise _fail(f"{path} does not hold an Ed25519 private key")
-        return key
-    key = Ed25519PrivateKey.generate()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
-    return key
-
-
-def _participate(me: Participant, coordinator: str, job: JobConfig, credentials: Any) -> str:
-    from .transport.grpc_client import GrpcClientTransport
-
-    async def main() -> str:
-        transport = GrpcClientTransport(coordinator, limits=job.limits, credentials=credentials)
-        try:
-            done = await me.run(transport)
-        finally:
-            await transport.close()
-        return f"{me.name}: job {done.status} after {me.tasks_done} tasks"
-
     try:
-        return asyncio.run(main())
+        return load_identity(path)
     except FlCoreError as exc:
-        raise _fail(f"{me.name}: {exc}") from None
+        raise _fail(str(exc)) from None
 
 
 def _summary(statistics: dict[str, Any]) -> Table:

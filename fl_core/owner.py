@@ -8,20 +8,12 @@ mode 0600 the first time.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    load_pem_private_key,
-)
 
 from .client.policy import OwnerPolicy
 from .client.trainer import TorchTrainer
@@ -92,23 +84,6 @@ def with_dpsgd(
     return DPSGDTrainer(
         base, model=model, dp=job.dp, train=job.train, planned_rounds=job.job.rounds
     )
-
-
-def load_identity(path: Path | None) -> Ed25519PrivateKey:
-    """Load the owner's Ed25519 identity key, creating it (mode 0600) if the file is missing."""
-    if path is None:
-        return Ed25519PrivateKey.generate()
-    if path.exists():
-        key = load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ConfigError(f"{path} does not hold an Ed25519 private key")
-        return key
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-    return key
 
 
 DEFAULT_UNCAPPED_EPSILON = 1000.0

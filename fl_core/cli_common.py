@@ -1,0 +1,117 @@
+"""What every ``bulwark`` command shares.
+
+One-line errors, job loading, logging, TLS credentials, and running a participant over gRPC. Kept
+free of torch, so that commands that do not train start quickly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+
+from .config import JobConfig, load_job
+from .errors import FlCoreError
+
+if TYPE_CHECKING:
+    from .client.runtime import Participant
+
+console = Console(stderr=True)
+
+
+def fail(message: str) -> typer.Exit:
+    """Print ``error: message`` and return the exit (status 2) to raise."""
+    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    return typer.Exit(code=2)
+
+
+def load(job_file: Path) -> JobConfig:
+    """Load a job file, or fail naming the file and what is wrong."""
+    try:
+        return load_job(job_file)
+    except FlCoreError as exc:
+        raise fail(f"{job_file}: {exc}") from None
+
+
+def setup_logging(verbose: bool, quiet: bool) -> None:
+    """Log warnings (``--verbose``: everything, ``--quiet``: errors only)."""
+    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``host:port`` names a loopback host."""
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def server_credentials(
+    address: str,
+    *,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None = None,
+    insecure: bool = False,
+) -> Any:
+    """TLS credentials for a server on ``address``; plaintext only on loopback or ``insecure``."""
+    import grpc
+
+    if tls_cert or tls_key:
+        if not (tls_cert and tls_key):
+            raise fail("--tls-cert and --tls-key go together")
+        try:
+            return grpc.ssl_server_credentials(
+                [(tls_key.read_bytes(), tls_cert.read_bytes())],
+                root_certificates=tls_client_ca.read_bytes() if tls_client_ca else None,
+                require_client_auth=tls_client_ca is not None,
+            )
+        except OSError as exc:
+            raise fail(f"cannot read TLS files: {exc}") from None
+    if not is_loopback(address) and not insecure:
+        raise fail(
+            f"{address} is not a loopback address: give --tls-cert and --tls-key "
+            "(or --insecure, for a trusted network only)"
+        )
+    return None
+
+
+def channel_credentials(coordinator: str, tls_ca: Path | None) -> Any:
+    """TLS credentials for dialling ``coordinator``; plaintext only on loopback."""
+    if tls_ca is not None:
+        import grpc
+
+        try:
+            return grpc.ssl_channel_credentials(root_certificates=tls_ca.read_bytes())
+        except OSError as exc:
+            raise fail(f"cannot read {tls_ca}: {exc.strerror}") from None
+    if not is_loopback(coordinator):
+        raise fail(f"{coordinator} is not a loopback address: give --tls-ca")
+    return None
+
+
+def participate(me: Participant, coordinator: str, job: JobConfig, credentials: Any) -> str:
+    """Run ``me`` against the coordinator over gRPC until the job ends; return a summary line."""
+    from .transport.grpc_client import GrpcClientTransport
+
+    async def main() -> str:
+        transport = GrpcClientTransport(coordinator, limits=job.limits, credentials=credentials)
+        try:
+            done = await me.run(transport)
+        finally:
+            await transport.close()
+        return f"{me.name}: job {done.status} after {me.tasks_done} tasks"
+
+    try:
+        return asyncio.run(main())
+    except FlCoreError as exc:
+        raise fail(f"{me.name}: {exc}") from None
