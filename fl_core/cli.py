@@ -17,9 +17,8 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .cli_common import console, server_credentials
+from .cli_common import channel_credentials, console, server_credentials
 from .cli_common import fail as _fail
-from .cli_common import is_loopback as _is_loopback
 from .cli_common import load as _load
 from .cli_common import setup_logging as _logging
 from .cli_he import register as register_he_commands
@@ -255,6 +254,10 @@ def client(
         Path | None, typer.Option(help="Ed25519 identity key (PEM); created if missing.")
     ] = None,
     tls_ca: Annotated[Path | None, typer.Option(help="PEM CA of the coordinator (TLS).")] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM client certificate (mutual TLS).")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM key of --tls-cert.")] = None,
     ledger: Annotated[
         Path | None, typer.Option(help="The owner's privacy ledger (SQLite), for DP jobs.")
     ] = None,
@@ -299,13 +302,7 @@ def client(
                     )
         trainer = owner_trainer(job, load_owner_data(job, partition=partition, data=data))
         key = load_identity(identity)
-        credentials = None
-        if tls_ca is not None:
-            import grpc
-
-            credentials = grpc.ssl_channel_credentials(root_certificates=tls_ca.read_bytes())
-        elif not _is_loopback(coordinator):
-            raise _fail(f"{coordinator} is not a loopback address: give --tls-ca")
+        credentials = channel_credentials(coordinator, tls_ca, tls_cert=tls_cert, tls_key=tls_key)
         me = Client(
             name=name or f"client-{partition if partition is not None else os.getpid()}",
             job=job,

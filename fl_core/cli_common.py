@@ -85,15 +85,32 @@ def server_credentials(
     return None
 
 
-def channel_credentials(coordinator: str, tls_ca: Path | None) -> Any:
-    """TLS credentials for dialling ``coordinator``; plaintext only on loopback."""
+def channel_credentials(
+    coordinator: str,
+    tls_ca: Path | None,
+    *,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+) -> Any:
+    """TLS credentials for dialling ``coordinator``; plaintext only on loopback.
+
+    With ``tls_cert`` and ``tls_key`` the client presents a certificate (mutual TLS).
+    """
+    if (tls_cert is None) != (tls_key is None):
+        raise fail("--tls-cert and --tls-key go together")
+    if tls_cert is not None and tls_ca is None:
+        raise fail("a client certificate (--tls-cert) needs the coordinator's CA (--tls-ca)")
     if tls_ca is not None:
         import grpc
 
         try:
-            return grpc.ssl_channel_credentials(root_certificates=tls_ca.read_bytes())
+            return grpc.ssl_channel_credentials(
+                root_certificates=tls_ca.read_bytes(),
+                private_key=tls_key.read_bytes() if tls_key else None,
+                certificate_chain=tls_cert.read_bytes() if tls_cert else None,
+            )
         except OSError as exc:
-            raise fail(f"cannot read {tls_ca}: {exc.strerror}") from None
+            raise fail(f"cannot read TLS files: {exc}") from None
     if not is_loopback(coordinator):
         raise fail(f"{coordinator} is not a loopback address: give --tls-ca")
     return None
