@@ -88,6 +88,8 @@ class GrpcClientTransport(ClientTransport):
             if expected != start.blob_bytes:
                 raise CodecError(f"blob_bytes {start.blob_bytes} does not match the header")
             assembler = BlobAssembler(expected, self._limits)
+            if start.inline_blob:
+                assembler.add(start.inline_blob)
             while True:
                 chunk = await call.read()
                 if chunk is grpc.aio.EOF:
@@ -112,6 +114,9 @@ class GrpcClientTransport(ClientTransport):
             header, buffers, total = payload_to_proto(result.payload)
             start.payload.CopyFrom(header)
             start.blob_bytes = total
+            if total <= self._limits.chunk_bytes:  # small: one message instead of two
+                start.inline_blob = b"".join(buffers)
+                buffers = []
         chunk_bytes = self._limits.chunk_bytes
 
         async def stream() -> AsyncIterator[pb.ResultChunk]:

@@ -122,11 +122,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             yield pb.TaskChunk(done=pb.JobDone(status=reply.status, reason=reply.reason))
             return
         header, buffers, total = payload_to_proto(reply.payload)
-        yield pb.TaskChunk(
-            start=pb.TaskStart(
-                header=header_to_proto(reply.header), payload=header, blob_bytes=total
-            )
-        )
+        start = pb.TaskStart(header=header_to_proto(reply.header), payload=header, blob_bytes=total)
+        if total <= self._limits.chunk_bytes:  # small: one message instead of two
+            start.inline_blob = b"".join(buffers)
+            yield pb.TaskChunk(start=start)
+            return
+        yield pb.TaskChunk(start=start)
         for data in iter_chunks(buffers, self._limits.chunk_bytes):
             yield pb.TaskChunk(data=data)
 
@@ -144,7 +145,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             who = f"result from {start.client_id[:64]!r} for stage {start.header.stage[:64]!r}"
             payload = None
             if start.HasField("refusal"):
-                if start.blob_bytes or len(start.payload.fields):
+                if start.blob_bytes or len(start.payload.fields) or start.inline_blob:
                     raise CodecError("a refusal carries no payload")
             else:
                 expected = blob_size(start.payload, self._limits)
@@ -153,6 +154,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                         f"blob_bytes {start.blob_bytes} does not match the header ({expected})"
                     )
                 assembler = BlobAssembler(expected, self._limits)
+                if start.inline_blob:
+                    assembler.add(start.inline_blob)
             async for chunk in request_iterator:
                 _reject_malformed(chunk)
                 if chunk.WhichOneof("kind") != "data":

@@ -112,8 +112,11 @@ class TaskStart(_message.Message):
     HEADER_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
     BLOB_BYTES_FIELD_NUMBER: _builtins.int
+    INLINE_BLOB_FIELD_NUMBER: _builtins.int
     blob_bytes: _builtins.int
     """total bytes that follow in chunks"""
+    inline_blob: _builtins.bytes
+    """the whole blob, when it fits in one chunk (then none follow)"""
     @_builtins.property
     def header(self) -> _common_pb2.TaskHeader: ...
     @_builtins.property
@@ -124,10 +127,11 @@ class TaskStart(_message.Message):
         header: _common_pb2.TaskHeader | None = ...,
         payload: _common_pb2.Payload | None = ...,
         blob_bytes: _builtins.int = ...,
+        inline_blob: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "payload", b"payload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_bytes", b"blob_bytes", "header", b"header", "payload", b"payload"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_bytes", b"blob_bytes", "header", b"header", "inline_blob", b"inline_blob", "payload", b"payload"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -218,9 +222,12 @@ class ResultStart(_message.Message):
     PAYLOAD_FIELD_NUMBER: _builtins.int
     BLOB_BYTES_FIELD_NUMBER: _builtins.int
     REFUSAL_FIELD_NUMBER: _builtins.int
+    INLINE_BLOB_FIELD_NUMBER: _builtins.int
     client_id: _builtins.str
     session_token: _builtins.str
     blob_bytes: _builtins.int
+    inline_blob: _builtins.bytes
+    """the whole blob, when it fits in one chunk (then none follow)"""
     @_builtins.property
     def header(self) -> _common_pb2.TaskHeader: ...
     @_builtins.property
@@ -238,10 +245,11 @@ class ResultStart(_message.Message):
         payload: _common_pb2.Payload | None = ...,
         blob_bytes: _builtins.int = ...,
         refusal: _common_pb2.Refusal | None = ...,
+        inline_blob: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "payload", b"payload", "refusal", b"refusal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_bytes", b"blob_bytes", "client_id", b"client_id", "header", b"header", "payload", b"payload", "refusal", b"refusal", "session_token", b"session_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_bytes", b"blob_bytes", "client_id", b"client_id", "header", b"header", "inline_blob", b"inline_blob", "payload", b"payload", "refusal", b"refusal", "session_token", b"session_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
