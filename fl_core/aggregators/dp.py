@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ..config import JobConfig
+from ..config import JobConfig, dp_survivor_floor, expected_cohort
 from ..dp.accounting import GaussianEvent, PrivacyEvent, compose, noise_multiplier_for
 from ..dp.central import add_central_noise
 from ..dp.noise import csprng
@@ -106,15 +106,6 @@ class DPPlan:
         return compose([self.round_event(n) for n in survivors], delta=self.delta).epsilon
 
 
-def expected_cohort(job: JobConfig) -> int:
-    """Clients expected per round: the sampled fraction of the federation, at least the minimum."""
-    n = job.data.num_clients
-    fraction = job.sampling.fraction
-    if job.sampling.poisson:
-        return max(1, round(fraction * n))
-    return min(n, max(job.sampling.min_clients, int(math.floor(fraction * n + 0.5))))
-
-
 def make_plan(job: JobConfig, *, dim: int) -> DPPlan | None:
     """The job's DP plan for a model of ``dim`` parameters (``None`` without DP).
 
@@ -135,7 +126,7 @@ def _plan(source: str, job: JobConfig, dim: int) -> DPPlan | None:
     if dp.mode == "none":
         return None
     expected = expected_cohort(job)
-    floor = dp.min_clients or job.sampling.min_clients
+    floor = dp_survivor_floor(job)
     if dp.mode == "dpsgd":
         return DPPlan(mode="dpsgd", delta=dp.delta, clip=dp.clip, expected_clients=expected)
     if dp.mode == "central":

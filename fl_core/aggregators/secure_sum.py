@@ -194,8 +194,13 @@ class SecureSumServerRound:
         return out
 
     def quorum(self, stage: str, sent: int) -> int:
-        """At least the threshold (the protocol needs t survivors), and the job's quorum."""
-        return max(self.params.threshold, quorum_of(sent, self._quorum_fraction, 1))
+        """At least the threshold (t survivors) and the job's quorum.
+
+        With distributed DP also at least the survivors the noise is calibrated for: fewer
+        shares of noise would spend more than the owners charged.
+        """
+        floor = self._skellam.min_clients if self._skellam is not None else 1
+        return max(self.params.threshold, quorum_of(sent, self._quorum_fraction, floor))
 
     def check(self, stage: str, client_id: str, payload: Payload) -> object:
         """Decode the client's response and let the protocol validate it."""

@@ -20,6 +20,8 @@ from ._common import (
 )
 from ._loader import (
     JobConfig,
+    dp_survivor_floor,
+    expected_cohort,
     load_job,
     parse_job,
 )
@@ -47,6 +49,8 @@ from .training import (
 )
 
 __all__ = [
+    "dp_survivor_floor",
+    "expected_cohort",
     "AGGREGATIONS",
     "AggregationSection",
     "DEFAULT_CHUNK_BYTES",

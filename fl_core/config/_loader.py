@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import tomllib
 import types
 import typing
@@ -158,6 +159,24 @@ def parse_job(text: str) -> JobConfig:
     return job
 
 
+def expected_cohort(job: JobConfig) -> int:
+    """Clients expected per round: the sampled fraction of the federation, at least the minimum."""
+    n = job.data.num_clients
+    fraction = job.sampling.fraction
+    if job.sampling.poisson:
+        return max(1, round(fraction * n))
+    return min(n, max(job.sampling.min_clients, int(math.floor(fraction * n + 0.5))))
+
+
+def dp_survivor_floor(job: JobConfig) -> int:
+    """The fewest contributions a DP round accepts: what its noise is calibrated for.
+
+    ``dp.min_clients`` when set, else the quorum of the expected cohort. A secure-aggregation
+    round whose sum would hold fewer aborts, so no round spends more than the owners charged.
+    """
+    return job.dp.min_clients or max(1, math.ceil(job.round.quorum_fraction * expected_cohort(job)))
+
+
 def _check_dp(job: JobConfig) -> None:
     """Rules that span tables: what each DP mode needs from the rest of the job."""
     mode = job.dp.mode
@@ -173,7 +192,7 @@ def _check_dp(job: JobConfig) -> None:
             "'mean' or 'secagg' for dp.mode = 'central'",
             kind,
         )
-    floor = job.dp.min_clients or job.sampling.min_clients
+    floor = dp_survivor_floor(job)
     _require(
         job.dp.colluders < floor,
         "dp.colluders",

@@ -422,7 +422,13 @@ def calibrate_skellam(
         # A wide ring would allow scales whose Poisson rates exceed exact integer sampling; past
         # local_mu = MU_CAP the rounding error is negligible anyway (sqrt(d) << s * C).
         scale = min(scale, math.sqrt(2.0 * n * MU_CAP / noise_var))
-        config = _search_mu(template, scale, target_epsilon, delta, rounds, honest_min)
+        try:
+            config = _search_mu(template, scale, target_epsilon, delta, rounds, honest_min)
+        except ConfigError:
+            # The Gaussian estimate was far too optimistic for the Skellam bound (small epsilon
+            # under subsampling): assume more noise, which lowers the scale and the Poisson rate.
+            noise_var *= 16.0
+            continue
         agg_var = scale**2 * signal**2 / d + n / 4.0 + 2.0 * n * config.local_mu
         if k * math.sqrt(agg_var) <= 2.0 ** (bits - 1):
             return config
