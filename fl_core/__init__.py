@@ -23,7 +23,8 @@ from .aggregators import (
 from .client.policy import OwnerPolicy
 from .client.runtime import Client, ClientOptions, Participant
 from .config import JobConfig, Limits, load_job, parse_job
-from .coordinator.service import Coordinator, Event
+from .coordinator.events import Event
+from .coordinator.service import Coordinator
 from .coordinator.store import Store
 from .errors import (
     BudgetExceeded,

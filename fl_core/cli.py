@@ -22,7 +22,7 @@ from .cli_common import fail as _fail
 from .cli_common import load as _load
 from .cli_common import setup_logging as _logging
 from .cli_he import register as register_he_commands
-from .coordinator.service import Event
+from .coordinator.events import Event
 from .errors import FlCoreError
 
 app = typer.Typer(

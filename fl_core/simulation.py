@@ -38,7 +38,8 @@ from .client.policy import OwnerPolicy
 from .client.runtime import Client, ClientOptions, Participant
 from .client.trainer import TorchTrainer
 from .config import JobConfig
-from .coordinator.service import Coordinator, Event
+from .coordinator.events import Event
+from .coordinator.service import Coordinator
 from .coordinator.store import Store
 from .data import ClientData, Dataset, PartitionConfig, load_dataset, split_for_clients
 from .errors import ConfigError

@@ -35,7 +35,8 @@ from .aggregators import create_aggregator
 from .client.policy import OwnerPolicy
 from .client.runtime import ClientOptions, Participant
 from .config import JobConfig
-from .coordinator.service import Coordinator, Event
+from .coordinator.events import Event
+from .coordinator.service import Coordinator
 from .coordinator.stats_job import NO_WEIGHTS, StatsJob, statistics_of
 from .coordinator.store import Store
 from .errors import CodecError, ConfigError, PolicyRefused

@@ -28,6 +28,7 @@ from ..aggregators.evaluation import STAGE_EVALUATE, EvaluateServerRound
 from ..errors import FlCoreError, RoundAborted
 from ..transport.base import JobDone
 from ..types import FitConfig
+from .events import Event
 from .registry import sample_cohort
 
 if TYPE_CHECKING:
@@ -51,8 +52,6 @@ def round_rng(seed: int | None, round: int, attempt: int, purpose: int) -> np.ra
 
 async def run_job(c: Coordinator) -> JobDone:
     """Resume ``c``'s job from its store and run the remaining rounds."""
-    from .service import Event
-
     job = c.job
     resume = c.store.open_job(c.job_id, config=job.source, initial_weights=c.initial_weights)
     c.global_weights = resume.weights
@@ -76,7 +75,6 @@ async def run_job(c: Coordinator) -> JobDone:
 
 
 async def _run_round(c: Coordinator, rnd: int) -> None:
-    from .service import Event
 
     last: RoundAborted | None = None
     for _ in range(c.job.round.max_attempts):
@@ -96,7 +94,6 @@ async def _run_round(c: Coordinator, rnd: int) -> None:
 
 
 async def _run_attempt(c: Coordinator, rnd: int, attempt: int) -> None:
-    from .service import Event
 
     job = c.job
     waited = time.perf_counter()

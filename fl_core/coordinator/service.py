@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -35,23 +35,12 @@ from ..transport.base import (
     Wait,
 )
 from .driver import StageDriver
+from .events import Event, EventSink
 from .registry import Accepted, ClientRegistry, Refused
 from .rounds import run_job
 from .store import Store
 
 log = logging.getLogger("bulwark.coordinator")
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Progress of the job, for displays and logs."""
-
-    kind: str
-    round: int = 0
-    data: dict[str, object] = field(default_factory=dict)
-
-
-EventSink = Callable[[Event], None]
 
 
 @dataclass(slots=True)

@@ -31,6 +31,7 @@ from ..he_job import MAX_ENVELOPE_BYTES, SignedContext, reject_he_errors
 from ..payload import Payload
 from ..transport.base import JobDone
 from .driver import StageOutcome
+from .events import Event
 from .registry import sample_cohort
 from .rounds import DONE_GRACE_S, round_rng
 
@@ -63,8 +64,6 @@ class StatsJob:
 
     async def __call__(self, c: Coordinator) -> JobDone:
         """Resume or run the job; return how it ended."""
-        from .service import Event
-
         resume = c.store.open_job(c.job_id, config=c.job.source, initial_weights=NO_WEIGHTS)
         c.completed_round = resume.completed_round
         if resume.completed_round >= ROUND:
@@ -84,7 +83,6 @@ class StatsJob:
         return done
 
     async def _run_round(self, c: Coordinator) -> None:
-        from .service import Event
 
         last: RoundAborted | None = None
         for _ in range(c.job.round.max_attempts):
@@ -104,8 +102,6 @@ class StatsJob:
 
     async def _attempt(self, c: Coordinator, attempt: int) -> None:
         import he
-
-        from .service import Event
 
         job = c.job
         if job.stats is None:
@@ -230,7 +226,6 @@ class _Stages:
         tasks: Mapping[str, Payload],
         check: Callable[[str, str, Payload], object],
     ) -> StageOutcome:
-        from .service import Event
 
         c = self.c
 

@@ -15,7 +15,7 @@ from support_he import COLUMNS, assert_matches_pooled, pooled, stats_job
 
 from fl_core.client.policy import OwnerPolicy
 from fl_core.client.runtime import Client, ClientOptions, Participant
-from fl_core.coordinator.service import Event
+from fl_core.coordinator.events import Event
 from fl_core.coordinator.stats_job import StatsJob
 from fl_core.coordinator.store import Store
 from fl_core.errors import PolicyRefused

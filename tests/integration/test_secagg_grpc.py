@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from support import LinearTrainer, job_text, make_clients, make_coordinator, parse
 
-from fl_core.coordinator.service import Event
+from fl_core.coordinator.events import Event
 from fl_core.coordinator.store import Store
 from fl_core.transport.grpc_client import GrpcClientTransport
 from fl_core.transport.grpc_server import serve
