@@ -51,6 +51,9 @@ log = logging.getLogger("bulwark.client")
 
 T = TypeVar("T")
 
+HOLD_RELEASE_S = 5.0
+"""How long a client waits, after pushing a result, for the coordinator to end its hold."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClientOptions:
@@ -186,6 +189,32 @@ class Participant:
                 delay = min(delay * 2, self.options.backoff_max_s)
 
     async def _do(self, task: Task, transport: ClientTransport) -> None:
+        header = task.header
+        working = asyncio.Event()
+        hold = asyncio.create_task(self._hold(transport, header.task_id, working))
+        try:
+            await self._answer(task, transport)
+        finally:
+            working.set()
+            try:  # the coordinator ends the hold once it has the result
+                await asyncio.wait_for(hold, timeout=HOLD_RELEASE_S)
+            except (TimeoutError, FlCoreError):
+                hold.cancel()
+
+    async def _hold(self, transport: ClientTransport, task_id: str, done: asyncio.Event) -> None:
+        """Keep a call open while computing, so the coordinator notices if this client dies."""
+        while not done.is_set():
+            try:
+                await transport.pull_task(
+                    self._client_id,
+                    self._token,
+                    wait=self.options.long_poll_s,
+                    working_on=task_id,
+                )
+            except FlCoreError:
+                return  # the hold is an optimisation: the stage deadline still applies
+
+    async def _answer(self, task: Task, transport: ClientTransport) -> None:
         header = task.header
         try:
             payload: Payload | None = await asyncio.to_thread(self.handle, task)

@@ -36,7 +36,7 @@ from ..transport.base import (
 )
 from .driver import StageDriver
 from .events import Event, EventSink
-from .registry import Accepted, ClientRegistry, Refused
+from .registry import Accepted, ClientRecord, ClientRegistry, Refused
 from .rounds import run_job
 from .store import Store
 
@@ -119,12 +119,22 @@ class Coordinator:
         self._clients_changed.set()
         return JoinReply(client_id=record.client_id, session_token=record.token, job_id=self.job_id)
 
-    async def pull_task(self, client_id: str, session_token: str, *, wait: float) -> PullReply:
-        """Hand the client its current task, waiting up to ``wait`` seconds for one."""
+    async def pull_task(
+        self, client_id: str, session_token: str, *, wait: float, working_on: str = ""
+    ) -> PullReply:
+        """Hand the client its current task, waiting up to ``wait`` seconds for one.
+
+        With ``working_on`` the call is a hold (see
+        :meth:`fl_core.transport.base.CoordinatorEndpoint.pull_task`): if it is cancelled while
+        that task is still open, the client has gone away and the task is abandoned at once, so
+        the stage does not wait for its deadline.
+        """
         record = self.registry.get(client_id, session_token)
         record.pulling += 1
         record.connected, record.missed = True, False
         try:
+            if working_on:
+                return await self._hold(record, working_on, wait)
             deadline = self._clock() + wait
             while True:
                 if record.slot is not None and not record.slot.future.done():
@@ -146,12 +156,29 @@ class Coordinator:
                     return Wait()
         except asyncio.CancelledError:
             # The client went away while waiting (its process died or it closed the channel).
-            record.connected = False
-            record.abandon("the client disconnected")
+            held = record.slot
+            if not working_on or (held is not None and held.header.task_id == working_on):
+                record.connected = False
+                record.abandon("the client disconnected")
             raise
         finally:
             record.pulling -= 1
             record.last_seen = self._clock()
+
+    async def _hold(self, record: ClientRecord, task_id: str, wait: float) -> PullReply:
+        deadline = self._clock() + wait
+        while True:
+            slot = record.slot
+            if slot is None or slot.header.task_id != task_id or slot.future.done():
+                return Wait()  # the result arrived, or the task was withdrawn
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return Wait()
+            record.wakeup.clear()
+            try:
+                await asyncio.wait_for(record.wakeup.wait(), timeout=remaining)
+            except TimeoutError:
+                return Wait()
 
     async def push_result(self, result: Result) -> None:
         """Check a result against its task and the protocol; accept it or raise why not."""
@@ -181,6 +208,7 @@ class Coordinator:
         if result.refusal is not None:
             record.answered.append(header.task_id)
             slot.future.set_result(Refused(result.refusal))
+            record.wakeup.set()  # ends the client's hold on this task
             log.warning(
                 "client %s refused stage %s: %s: %s",
                 record.client_id,
@@ -212,6 +240,7 @@ class Coordinator:
         record.answered.append(header.task_id)
         self.traffic.up += result.payload.nbytes
         slot.future.set_result(Accepted(value))
+        record.wakeup.set()  # ends the client's hold on this task
 
     async def leave(self, client_id: str, session_token: str) -> None:
         """Unregister a client."""

@@ -103,8 +103,15 @@ class CoordinatorEndpoint(Protocol):
         """Register a client (again, after either side restarted)."""
         ...
 
-    async def pull_task(self, client_id: str, session_token: str, *, wait: float) -> PullReply:
-        """Return the client's next task, waiting up to ``wait`` seconds for one."""
+    async def pull_task(
+        self, client_id: str, session_token: str, *, wait: float, working_on: str = ""
+    ) -> PullReply:
+        """Return the client's next task, waiting up to ``wait`` seconds for one.
+
+        With ``working_on`` (the id of a task the client is computing) the call is a hold: it
+        delivers nothing and returns :class:`Wait` once that task's result has arrived or after
+        ``wait``; while it is open, the coordinator knows at once if the client goes away.
+        """
         ...
 
     async def push_result(self, result: Result) -> None:

@@ -66,10 +66,15 @@ class GrpcClientTransport(ClientTransport):
             reply = await self._stub.Join(join_request_to_proto(request), timeout=self._timeout)
         return join_reply_from_proto(reply)
 
-    async def pull_task(self, client_id: str, session_token: str, *, wait: float) -> PullReply:
-        """Long-poll for the next task and reassemble it from its chunks."""
+    async def pull_task(
+        self, client_id: str, session_token: str, *, wait: float, working_on: str = ""
+    ) -> PullReply:
+        """Long-poll for the next task and reassemble it from its chunks (or hold, see base)."""
         request = pb.PullTaskRequest(
-            client_id=client_id, session_token=session_token, wait_seconds=wait
+            client_id=client_id,
+            session_token=session_token,
+            wait_seconds=wait,
+            working_on=working_on,
         )
         with map_grpc_errors():
             call = self._stub.PullTask(request, timeout=wait + self._timeout)

@@ -35,6 +35,7 @@ from .serde import (
 log = logging.getLogger("bulwark.coordinator")
 
 MAX_LONG_POLL_S = 60.0
+MAX_TASK_ID = 64
 
 
 def channel_options(limits: Limits) -> list[tuple[str, int]]:
@@ -109,8 +110,10 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         try:
             _reject_malformed(request)
             wait = min(max(request.wait_seconds, 0.0), MAX_LONG_POLL_S)
+            if len(request.working_on) > MAX_TASK_ID:
+                raise CodecError(f"working_on longer than {MAX_TASK_ID} characters")
             reply = await self._endpoint.pull_task(
-                request.client_id, request.session_token, wait=wait
+                request.client_id, request.session_token, wait=wait, working_on=request.working_on
             )
         except FlCoreError as exc:
             await _abort(context, exc, f"pull from {request.client_id[:64]!r}")

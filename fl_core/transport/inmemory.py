@@ -53,9 +53,13 @@ class InMemoryTransport(ClientTransport):
         """Forward a join."""
         return await self._endpoint.join(request)
 
-    async def pull_task(self, client_id: str, session_token: str, *, wait: float) -> PullReply:
+    async def pull_task(
+        self, client_id: str, session_token: str, *, wait: float, working_on: str = ""
+    ) -> PullReply:
         """Forward a pull; with ``roundtrip`` the task's payload passes through the codec."""
-        reply = await self._endpoint.pull_task(client_id, session_token, wait=wait)
+        reply = await self._endpoint.pull_task(
+            client_id, session_token, wait=wait, working_on=working_on
+        )
         if self._roundtrip and isinstance(reply, Task):
             reply = Task(reply.header, _roundtrip(reply.payload, self._limits))
         return reply

@@ -95,6 +95,8 @@ def test_secure_aggregation_survives_clients_killed_mid_round(
     assert [m["num_clients"] for m in metrics] == [8, 6, 6]
     assert metrics[1]["secagg_dropped"] == 2
     assert set(metrics[1]["dropped"]) == {"secagg.masked_input"}
+    # The dead clients' held calls were cancelled: the stage did not wait for its 4 s deadline.
+    assert metrics[1]["stage_seconds"]["secagg.masked_input"] < 3.0
     for rnd, m in enumerate(metrics, start=1):
         np.testing.assert_allclose(
             store.checkpoint(job.job.name, rnd), _oracle(trainers, rnd, m["clients"]), atol=5e-5

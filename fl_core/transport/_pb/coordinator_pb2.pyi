@@ -86,20 +86,24 @@ class PullTaskRequest(_message.Message):
     CLIENT_ID_FIELD_NUMBER: _builtins.int
     SESSION_TOKEN_FIELD_NUMBER: _builtins.int
     WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    WORKING_ON_FIELD_NUMBER: _builtins.int
     client_id: _builtins.str
     session_token: _builtins.str
     wait_seconds: _builtins.float
     """how long the coordinator may hold the call open"""
+    working_on: _builtins.str
+    """a task the client is computing: hold the call open (no new"""
     def __init__(
         self,
         *,
         client_id: _builtins.str = ...,
         session_token: _builtins.str = ...,
         wait_seconds: _builtins.float = ...,
+        working_on: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "session_token", b"session_token", "wait_seconds", b"wait_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "session_token", b"session_token", "wait_seconds", b"wait_seconds", "working_on", b"working_on"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
