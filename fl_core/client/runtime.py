@@ -194,12 +194,14 @@ class Participant:
         hold = asyncio.create_task(self._hold(transport, header.task_id, working))
         try:
             await self._answer(task, transport)
-        finally:
-            working.set()
-            try:  # the coordinator ends the hold once it has the result
-                await asyncio.wait_for(hold, timeout=HOLD_RELEASE_S)
-            except (TimeoutError, FlCoreError):
-                hold.cancel()
+        except BaseException:
+            hold.cancel()  # going down: the coordinator sees the held call end at once
+            raise
+        working.set()
+        try:  # the coordinator ends the hold once it has the result
+            await asyncio.wait_for(hold, timeout=HOLD_RELEASE_S)
+        except (TimeoutError, FlCoreError):
+            hold.cancel()
 
     async def _hold(self, transport: ClientTransport, task_id: str, done: asyncio.Event) -> None:
         """Keep a call open while computing, so the coordinator notices if this client dies."""

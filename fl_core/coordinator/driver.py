@@ -38,12 +38,30 @@ ProgressFn = Callable[[str, int, int], None]
 """Called with (stage, answered, sent) whenever a client answers."""
 
 
+LIVENESS_CHECK_S = 0.5
+"""How often a stage looks for clients that have gone silent."""
+
+SILENCE_GRACE_S = 3.0
+"""A client with a task and no open call for this long has gone away (a live client always has
+one open: a long poll while it waits, a hold while it computes)."""
+
+
 class StageDriver:
     """Runs stages over the clients in a :class:`ClientRegistry`."""
 
     def __init__(self, registry: ClientRegistry, *, clock: Callable[[], float] = time.time) -> None:
         self._registry = registry
         self._clock = clock
+
+    def _drop_silent(self, pending: set[str]) -> None:
+        now = self._clock()
+        for cid in pending:
+            record = self._registry.find(cid)
+            if record is None or record.pulling > 0:
+                continue
+            if now - record.last_seen > SILENCE_GRACE_S:
+                record.connected = False
+                record.abandon("the client has had no open call for a while; it is gone")
 
     async def run_stage(
         self,
@@ -92,11 +110,14 @@ class StageDriver:
                 if remaining <= 0:
                     break
                 done, pending = await asyncio.wait(
-                    pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                    pending,
+                    timeout=min(remaining, LIVENESS_CHECK_S),
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
                 answered += len(done)
                 if progress is not None and done:
                     progress(stage, answered, len(slots))
+                self._drop_silent({futures[f] for f in pending})
         finally:
             for cid, slot in slots.items():
                 record = self._registry.find(cid)

@@ -155,11 +155,10 @@ class Coordinator:
                 except TimeoutError:
                     return Wait()
         except asyncio.CancelledError:
-            # The client went away while waiting (its process died or it closed the channel).
-            held = record.slot
-            if not working_on or (held is not None and held.header.task_id == working_on):
-                record.connected = False
-                record.abandon("the client disconnected")
+            # The client went away while waiting (its process died or it closed the channel). A
+            # client ends its holds itself only when this coordinator failed to release one.
+            record.connected = False
+            record.abandon("the client disconnected")
             raise
         finally:
             record.pulling -= 1

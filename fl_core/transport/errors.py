@@ -7,6 +7,7 @@ explicit table, never by evaluating what arrived), so code on both sides speaks 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -78,8 +79,22 @@ def error_from_rpc(exc: grpc.aio.AioRpcError | grpc.RpcError) -> e.FlCoreError:
 
 @contextmanager
 def map_grpc_errors() -> Iterator[None]:
-    """Re-raise any gRPC error inside the block as the matching fl_core error."""
+    """Re-raise any gRPC error inside the block as the matching fl_core error.
+
+    A call that was cancelled because its task is being cancelled stays a cancellation (it must
+    not turn into a retryable "unavailable").
+    """
     try:
         yield
     except grpc.RpcError as exc:
+        task = _current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError from exc
         raise error_from_rpc(exc) from exc
+
+
+def _current_task() -> asyncio.Task[object] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop (a synchronous caller)
+        return None

@@ -45,7 +45,7 @@ def test_secure_aggregation_survives_clients_killed_mid_round(
     tmp_path: Path, full_graph: bool
 ) -> None:
     extra = SECAGG + f"full_graph = {str(full_graph).lower()}\n"
-    job = parse(job_text(rounds=3, clients=8, min_clients=6, quorum=0.5, timeout=4.0, extra=extra))
+    job = parse(job_text(rounds=3, clients=8, min_clients=6, quorum=0.5, timeout=20.0, extra=extra))
     trainers = [LinearTrainer(i) for i in range(8)]
     store = Store(tmp_path / "s.db")
     victims = ["client-2", "client-5"]
@@ -90,13 +90,16 @@ def test_secure_aggregation_survives_clients_killed_mid_round(
 
     assert done.status == "completed", done.reason
     assert killed.is_set()
-    assert all(isinstance(results[v], asyncio.CancelledError) for v in victims)
+    assert all(isinstance(results[v], asyncio.CancelledError) for v in victims), {
+        v: repr(results[v]) for v in victims
+    }
     metrics = store.metrics(job.job.name)
     assert [m["num_clients"] for m in metrics] == [8, 6, 6]
     assert metrics[1]["secagg_dropped"] == 2
     assert set(metrics[1]["dropped"]) == {"secagg.masked_input"}
-    # The dead clients' held calls were cancelled: the stage did not wait for its 4 s deadline.
-    assert metrics[1]["stage_seconds"]["secagg.masked_input"] < 3.0
+    # The dead clients were noticed (no open call for 3 s): the stage did not wait for its 20 s
+    # deadline.
+    assert metrics[1]["stage_seconds"]["secagg.masked_input"] < 10.0
     for rnd, m in enumerate(metrics, start=1):
         np.testing.assert_allclose(
             store.checkpoint(job.job.name, rnd), _oracle(trainers, rnd, m["clients"]), atol=5e-5
