@@ -22,6 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = {
+    "fedsgdshort": "dp_fedsgd_short.toml",
     "dpsgd": "dp_dpsgd.toml",
     "distributed": "dp_distributed.toml",
     "fedsgd": "dp_fedsgd.toml",
