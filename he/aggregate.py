@@ -9,8 +9,9 @@ for (the key holder enforces its own k again).
 
 Steps of `Aggregator.add`:
     1. parse the envelope, bounded by the sizes the spec implies;
-    2. check the receipt's digest against the ciphertexts, then its binding (job, round,
-       fingerprint, spec, payload) and signature against the enrolment;
+    2. check the receipt's digest against the ciphertexts (hashed on another core while
+       steps 3 and 4 run; nothing is added unless it matches), its binding (job, round,
+       fingerprint, spec, payload) and its signature against the enrolment;
     3. refuse a duplicate owner or one past ``max_owners``;
     4. load every ciphertext and check parameters, level, size and scale;
     5. add slot-wise into the running sums.
@@ -18,7 +19,10 @@ Steps of `Aggregator.add`:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from typing import Any
 
 from he.context import PublicContext
@@ -28,12 +32,23 @@ from he.envelope import (
     Receipt,
     check_id,
     check_round,
+    ciphertext_digest,
     decode_contribution,
+    digest_mismatch,
     load_enrolment,
 )
 from he.errors import BelowMinimumCohort, BindingError
 from he.params import Scheme
 from he.spec import Spec, vector_lengths
+
+
+@cache
+def _digest_pool(pid: int) -> ThreadPoolExecutor:
+    """The thread that hashes contributions while the caller parses them.
+
+    One per process id, so that a forked child gets a live one of its own.
+    """
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"he-digest-{pid}")
 
 
 class Aggregator:
@@ -102,8 +117,32 @@ class Aggregator:
             BindingError: another job, round or spec; unknown owner; bad signature; duplicate.
         """
         receipt, bfv, ckks = decode_contribution(
-            contribution, max_blobs=self._max_blobs(), max_blob_bytes=self._max_blob_bytes()
+            contribution,
+            max_blobs=self._max_blobs(),
+            max_blob_bytes=self._max_blob_bytes(),
+            check_digest=False,
         )
+        # SHA-256 over megabytes of ciphertexts runs on another core (hashlib releases the GIL)
+        # while they are parsed and checked below; nothing is added before the digest matches,
+        # and a mismatch is the error reported even when the parse fails too.
+        digest = _digest_pool(os.getpid()).submit(ciphertext_digest, (*bfv, *ckks))
+        try:
+            loaded = self._check_and_load(receipt, bfv, ckks)
+        except Exception:
+            if digest.result() != receipt.ciphertext_digest:
+                raise digest_mismatch(receipt) from None
+            raise
+        if digest.result() != receipt.ciphertext_digest:
+            raise digest_mismatch(receipt)
+        for scheme, vectors in loaded.items():
+            self._sums[scheme] = add_into(self._sums[scheme], vectors)
+        self._receipts.append(receipt)
+        return receipt
+
+    def _check_and_load(
+        self, receipt: Receipt, bfv: tuple[bytes, ...], ckks: tuple[bytes, ...]
+    ) -> dict[Scheme, list[Any]]:
+        """Steps 2 to 4: binding and signature, duplicates, then every ciphertext."""
         receipt.verify(
             self._keys,
             job_id=self._job_id,
@@ -132,10 +171,7 @@ class Aggregator:
                 if params is not None
                 else []
             )
-        for scheme, vectors in loaded.items():
-            self._sums[scheme] = add_into(self._sums[scheme], vectors)
-        self._receipts.append(receipt)
-        return receipt
+        return loaded
 
     def result(self) -> EncryptedAggregate:
         """The encrypted sum with every receipt, for the key holder.

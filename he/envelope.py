@@ -192,9 +192,14 @@ def encode_contribution(receipt: Receipt, bfv: list[bytes], ckks: list[bytes]) -
 
 
 def decode_contribution(
-    data: bytes, *, max_blobs: int, max_blob_bytes: int
+    data: bytes, *, max_blobs: int, max_blob_bytes: int, check_digest: bool = True
 ) -> tuple[Receipt, tuple[bytes, ...], tuple[bytes, ...]]:
-    """Parse a CONTRIBUTION envelope and check its ciphertext digest (not its signature)."""
+    """Parse a CONTRIBUTION envelope and check its ciphertext digest (not its signature).
+
+    With ``check_digest=False`` only the ciphertexts' total size is checked here; the caller
+    must then compare `ciphertext_digest` with the receipt before using them (the aggregator
+    does so on another core while it parses the ciphertexts).
+    """
     env = _wire.decode(
         data,
         max_bytes=max_blobs * max_blob_bytes + _wire.MAX_HEADER_BYTES,
@@ -207,12 +212,21 @@ def decode_contribution(
     receipt = Receipt.from_json(env.header.get("receipt"))
     n_bfv = _wire.get_int(env.header, "n_bfv", what="contribution", low=0, high=len(env.blobs))
     size = sum(len(b) for b in env.blobs)
-    if (
-        size != receipt.ciphertext_bytes
-        or _wire.digest_blobs(env.blobs) != receipt.ciphertext_digest
+    if size != receipt.ciphertext_bytes or (
+        check_digest and ciphertext_digest(env.blobs) != receipt.ciphertext_digest
     ):
-        raise BindingError(f"ciphertexts of {receipt.owner_id!r} do not match its receipt")
+        raise digest_mismatch(receipt)
     return receipt, env.blobs[:n_bfv], env.blobs[n_bfv:]
+
+
+def ciphertext_digest(blobs: tuple[bytes, ...]) -> str:
+    """The digest a receipt signs over its ciphertexts (SHA-256 with lengths, hex)."""
+    return _wire.digest_blobs(blobs)
+
+
+def digest_mismatch(receipt: Receipt) -> BindingError:
+    """The error for ciphertexts that are not the ones the receipt signed."""
+    return BindingError(f"ciphertexts of {receipt.owner_id!r} do not match its receipt")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
