@@ -161,9 +161,10 @@ def weighted_mean(
     if total <= 0:
         raise ValueError("the weights of the updates sum to zero")
     clients = sorted(updates)
-    acc = updates[clients[0]].astype(np.float64) * (weights[clients[0]] / total)
+    acc = np.multiply(updates[clients[0]], weights[clients[0]] / total, dtype=np.float64)
+    term = np.empty_like(acc)  # reused: no fresh pages per client
     for client in clients[1:]:
-        acc += updates[client].astype(np.float64) * (weights[client] / total)
+        acc += np.multiply(updates[client], weights[client] / total, out=term, dtype=np.float64)
     return acc.astype(np.float32), total
 
 

@@ -57,7 +57,7 @@ class StageDriver:
         now = self._clock()
         for cid in pending:
             record = self._registry.find(cid)
-            if record is None or record.pulling > 0:
+            if record is None or record.open_calls > 0:
                 continue
             if now - record.last_seen > SILENCE_GRACE_S:
                 record.connected = False

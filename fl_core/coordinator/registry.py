@@ -14,7 +14,8 @@ import math
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,12 +76,22 @@ class ClientRecord:
     joined: float
     last_seen: float
     slot: TaskSlot | None = None
-    pulling: int = 0
+    open_calls: int = 0  # long polls, holds and payload transfers in progress
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     answered: deque[str] = field(default_factory=lambda: deque(maxlen=64))
     got_done: bool = False
     connected: bool = True
     missed: bool = False
+
+    @contextmanager
+    def open_call(self, clock: Callable[[], float]) -> Iterator[None]:
+        """Count the enclosed work (a payload transfer) as an open call of this client."""
+        self.open_calls += 1
+        try:
+            yield
+        finally:
+            self.open_calls -= 1
+            self.last_seen = clock()
 
     def assign(self, slot: TaskSlot) -> None:
         """Give this client a task and wake its pending pull."""
@@ -166,8 +177,9 @@ class ClientRegistry:
     def live(self, role: str = "owner") -> list[str]:
         """Ids of the clients that can be sampled, sorted.
 
-        A client is live while it is pulling, or when it called within the liveness window and
-        has neither disconnected nor missed a deadline since.
+        A client is live while it has a call open (a pull, a hold, a transfer), or when it
+        called within the liveness window and has neither disconnected nor missed a deadline
+        since.
         """
         now = self._clock()
         return sorted(
@@ -175,7 +187,7 @@ class ClientRegistry:
             for cid, r in self._clients.items()
             if r.role == role
             and (
-                r.pulling > 0
+                r.open_calls > 0
                 or (r.connected and not r.missed and now - r.last_seen <= LIVENESS_WINDOW_S)
             )
         )

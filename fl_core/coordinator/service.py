@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,7 +131,7 @@ class Coordinator:
         the stage does not wait for its deadline.
         """
         record = self.registry.get(client_id, session_token)
-        record.pulling += 1
+        record.open_calls += 1
         record.connected, record.missed = True, False
         try:
             if working_on:
@@ -161,8 +162,16 @@ class Coordinator:
             record.abandon("the client disconnected")
             raise
         finally:
-            record.pulling -= 1
+            record.open_calls -= 1
             record.last_seen = self._clock()
+
+    def transfer(self, client_id: str, session_token: str) -> AbstractContextManager[None]:
+        """Count a task's or a result's chunks in flight as an open call of the client.
+
+        Raises:
+            UnknownClient: at once (not on entering), for an id or token that is not current.
+        """
+        return self.registry.get(client_id, session_token).open_call(self._clock)
 
     async def _hold(self, record: ClientRecord, task_id: str, wait: float) -> PullReply:
         deadline = self._clock() + wait

@@ -9,6 +9,7 @@ clients. Errors are :mod:`fl_core.errors` types on both sides of every transport
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -96,8 +97,8 @@ class JoinReply:
     job_id: str
 
 
-class CoordinatorEndpoint(Protocol):
-    """What a coordinator offers to clients, whatever carries the calls."""
+class ClientCalls(Protocol):
+    """The four calls a client makes, whatever carries them."""
 
     async def join(self, request: JoinRequest) -> JoinReply:
         """Register a client (again, after either side restarted)."""
@@ -123,7 +124,24 @@ class CoordinatorEndpoint(Protocol):
         ...
 
 
-class ClientTransport(CoordinatorEndpoint, Protocol):
+class CoordinatorEndpoint(ClientCalls, Protocol):
+    """What a coordinator offers to clients, whatever carries the calls."""
+
+    def transfer(self, client_id: str, session_token: str) -> AbstractContextManager[None]:
+        """Count a transport's streaming of a task or a result as an open call of the client.
+
+        A transport that moves a payload in chunks after `pull_task` returned (or before
+        `push_result` is called) holds this open meanwhile, so that liveness does not take a
+        client whose bytes are still moving for one that went away.
+
+        Raises:
+            UnknownClient: when called (not on entering), for an id that is not joined or a
+                token that is not its current one.
+        """
+        ...
+
+
+class ClientTransport(ClientCalls, Protocol):
     """A client's connection to a coordinator."""
 
     async def close(self) -> None:

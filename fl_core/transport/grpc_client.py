@@ -6,18 +6,20 @@ turns each call into one RPC and every failure into an fl_core error.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import grpc
 
 from ..config import Limits
-from ..errors import CodecError
+from ..errors import CodecError, FlCoreError
 from ._pb import coordinator_pb2 as pb
 from ._pb import coordinator_pb2_grpc as pb_grpc
 from .base import ClientTransport, JobDone, JoinReply, JoinRequest, PullReply, Result, Task, Wait
 from .chunking import BlobAssembler, iter_chunks
 from .errors import map_grpc_errors
-from .grpc_server import channel_options
+from .grpc_server import MAX_TASK_ID, channel_options
 from .serde import (
     blob_size,
     header_from_proto,
@@ -28,6 +30,11 @@ from .serde import (
     payload_to_proto,
     refusal_to_proto,
 )
+
+log = logging.getLogger("bulwark.transport")
+
+MIN_HOLD_S = 30.0
+"""The shortest hold opened while a task downloads (a pull's own wait may be short)."""
 
 DEFAULT_CALL_TIMEOUT_S = 30.0
 """Deadline of unary calls; pulls get their long-poll wait on top, pushes their own size budget."""
@@ -59,6 +66,7 @@ class GrpcClientTransport(ClientTransport):
             self._channel = grpc.aio.secure_channel(target, credentials, options=options)
         self._stub = pb_grpc.CoordinatorStub(self._channel)
         self._timeout = call_timeout
+        self._holds: set[asyncio.Task[None]] = set()
 
     async def join(self, request: JoinRequest) -> JoinReply:
         """Join the coordinator's job."""
@@ -95,6 +103,8 @@ class GrpcClientTransport(ClientTransport):
             assembler = BlobAssembler(expected, self._limits)
             if start.inline_blob:
                 assembler.add(start.inline_blob)
+            else:
+                self._hold_while_downloading(client_id, session_token, start.header.task_id, wait)
             while True:
                 chunk = await call.read()
                 if chunk is grpc.aio.EOF:
@@ -104,6 +114,32 @@ class GrpcClientTransport(ClientTransport):
                 assembler.add(chunk.data)
         payload = payload_from_proto(start.payload, assembler.finish(), self._limits)
         return Task(header_from_proto(start.header), payload)
+
+    def _hold_while_downloading(
+        self, client_id: str, session_token: str, task_id: str, wait: float
+    ) -> None:
+        """Open a hold on a task as soon as its id is known, before its chunks are read.
+
+        The coordinator has finished sending when the last chunks still sit in flow-control
+        buffers on their way here; on a slow link reading them takes seconds, during which this
+        client would otherwise have no open call and be taken for gone. The hold ends by itself
+        when the task's result arrives (or after ``wait``); it is cancelled only by `close`.
+        """
+        if not task_id or len(task_id) > MAX_TASK_ID:
+            return  # the runtime rejects the task; nothing to hold
+        hold = asyncio.create_task(
+            self._quiet_hold(client_id, session_token, task_id, max(wait, MIN_HOLD_S))
+        )
+        self._holds.add(hold)
+        hold.add_done_callback(self._holds.discard)
+
+    async def _quiet_hold(
+        self, client_id: str, session_token: str, task_id: str, wait: float
+    ) -> None:
+        try:
+            await self.pull_task(client_id, session_token, wait=wait, working_on=task_id)
+        except FlCoreError as exc:  # the runtime's own hold and the stage deadline still apply
+            log.debug("hold on task %s ended: %s", task_id[:12], exc)
 
     async def push_result(self, result: Result) -> None:
         """Send a result (or a refusal) as a stream of chunks."""
@@ -143,5 +179,7 @@ class GrpcClientTransport(ClientTransport):
             )
 
     async def close(self) -> None:
-        """Close the channel."""
+        """Close the channel (and any hold still open)."""
+        for hold in list(self._holds):
+            hold.cancel()
         await self._channel.close()

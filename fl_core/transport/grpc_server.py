@@ -130,9 +130,15 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             start.inline_blob = b"".join(buffers)
             yield pb.TaskChunk(start=start)
             return
-        yield pb.TaskChunk(start=start)
-        for data in iter_chunks(buffers, self._limits.chunk_bytes):
-            yield pb.TaskChunk(data=data)
+        try:  # authenticates at once; entering cannot fail
+            transfer = self._endpoint.transfer(request.client_id, request.session_token)
+        except FlCoreError as exc:
+            await _abort(context, exc, f"pull from {request.client_id[:64]!r}")
+            return
+        with transfer:  # the client is live while its task's chunks are moving
+            yield pb.TaskChunk(start=start)
+            for data in iter_chunks(buffers, self._limits.chunk_bytes):
+                yield pb.TaskChunk(data=data)
 
     async def PushResult(  # noqa: N802 - gRPC method name
         self, request_iterator: AsyncIterator[pb.ResultChunk], context: grpc.aio.ServicerContext
@@ -146,39 +152,46 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 raise CodecError("a result stream must begin with a ResultStart message")
             start = first.start
             who = f"result from {start.client_id[:64]!r} for stage {start.header.stage[:64]!r}"
-            payload = None
-            if start.HasField("refusal"):
-                if start.blob_bytes or len(start.payload.fields) or start.inline_blob:
-                    raise CodecError("a refusal carries no payload")
-            else:
-                expected = blob_size(start.payload, self._limits)
-                if expected != start.blob_bytes:
-                    raise CodecError(
-                        f"blob_bytes {start.blob_bytes} does not match the header ({expected})"
-                    )
-                assembler = BlobAssembler(expected, self._limits)
-                if start.inline_blob:
-                    assembler.add(start.inline_blob)
-            async for chunk in request_iterator:
-                _reject_malformed(chunk)
-                if chunk.WhichOneof("kind") != "data":
-                    raise CodecError("only data chunks may follow the ResultStart message")
-                if start.HasField("refusal"):
-                    raise CodecError("a refusal carries no data")
-                assembler.add(chunk.data)
-            if not start.HasField("refusal"):
-                payload = payload_from_proto(start.payload, assembler.finish(), self._limits)
-            result = Result(
-                client_id=start.client_id,
-                session_token=start.session_token,
-                header=header_from_proto(start.header),
-                payload=payload,
-                refusal=refusal_from_proto(start.refusal) if start.HasField("refusal") else None,
-            )
-            await self._endpoint.push_result(result)
+            with self._endpoint.transfer(start.client_id, start.session_token):
+                await self._receive(start, request_iterator)
         except FlCoreError as exc:
             await _abort(context, exc, who)
         return pb.PushResultReply(accepted=True)
+
+    async def _receive(
+        self, start: pb.ResultStart, request_iterator: AsyncIterator[pb.ResultChunk]
+    ) -> None:
+        """Assemble the rest of a result stream and hand the result to the endpoint."""
+        payload = None
+        if start.HasField("refusal"):
+            if start.blob_bytes or len(start.payload.fields) or start.inline_blob:
+                raise CodecError("a refusal carries no payload")
+        else:
+            expected = blob_size(start.payload, self._limits)
+            if expected != start.blob_bytes:
+                raise CodecError(
+                    f"blob_bytes {start.blob_bytes} does not match the header ({expected})"
+                )
+            assembler = BlobAssembler(expected, self._limits)
+            if start.inline_blob:
+                assembler.add(start.inline_blob)
+        async for chunk in request_iterator:
+            _reject_malformed(chunk)
+            if chunk.WhichOneof("kind") != "data":
+                raise CodecError("only data chunks may follow the ResultStart message")
+            if start.HasField("refusal"):
+                raise CodecError("a refusal carries no data")
+            assembler.add(chunk.data)
+        if not start.HasField("refusal"):
+            payload = payload_from_proto(start.payload, assembler.finish(), self._limits)
+        result = Result(
+            client_id=start.client_id,
+            session_token=start.session_token,
+            header=header_from_proto(start.header),
+            payload=payload,
+            refusal=refusal_from_proto(start.refusal) if start.HasField("refusal") else None,
+        )
+        await self._endpoint.push_result(result)
 
     async def Leave(  # noqa: N802 - gRPC method name
         self, request: pb.LeaveRequest, context: grpc.aio.ServicerContext
