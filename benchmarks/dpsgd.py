@@ -5,9 +5,10 @@ utility anchor; ``mlp``) from :func:`fl_core.models.create_model` and each (expe
 the script times, side by side in one process:
 
 * ``plain``: non-private SGD on shuffled fixed-size batches (the baseline);
-* ``bulwark``: :class:`fl_core.dp.dpsgd.DPSGDSession` with flat clipping (Opacus hooks), Poisson
+* ``flat``: :class:`fl_core.dp.dpsgd.DPSGDSession` with flat clipping (Opacus hooks), Poisson
   sampling, Opacus's secure noise construction and per-step CSPRNG re-seeding;
-* ``ghost``: the same session with Opacus's fast gradient / ghost clipping;
+* ``ghost``: the same session with Opacus's fast gradient / ghost clipping: what Bulwark runs
+  (``dp.clipping = "auto"`` picks it for every model here);
 * ``opacus``: raw Opacus ``make_private`` (hooks, ``secure_mode=False``, global RNG), to show what
   the wrapper's secure noise costs on top of Opacus itself.
 
@@ -43,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "dpsgd.json"
 MODELS = ("cnn", "tanh_cnn", "mlp")
 BATCHES = (64, 256)
-METHODS = ("plain", "bulwark", "ghost", "opacus")
+METHODS = ("plain", "flat", "ghost", "opacus")
 N_EXAMPLES = 60_000
 LR = 0.05
 
@@ -74,7 +75,7 @@ def _runner(
     dataset = TensorDataset(*data)
     criterion = nn.CrossEntropyLoss()
 
-    if method in ("bulwark", "ghost"):
+    if method in ("flat", "ghost"):
         config = DPSGDConfig(
             max_grad_norm=1.0,
             delta=1e-5,
@@ -152,9 +153,9 @@ def main() -> None:
     data = _data(N_EXAMPLES)
     results: list[dict[str, Any]] = []
     header = (
-        f"{'model':<9} {'batch':>5} {'params':>8} | {'plain ms':>9} {'bulwark ms':>10} "
+        f"{'model':<9} {'batch':>5} {'params':>8} | {'plain ms':>9} {'flat ms':>10} "
         f"{'ratio':>6} {'ghost ms':>9} {'ratio':>6} {'opacus ms':>9} {'ratio':>6} | "
-        f"{'cpu ratio b/g/o':>17}"
+        f"{'cpu ratio f/g/o':>17}"
     )
     print(header)
     print("-" * len(header))
@@ -196,10 +197,10 @@ def main() -> None:
             ms = row["ms_per_step"]
             print(
                 f"{model_name:<9} {batch:>5} {params:>8} | {ms['plain']:9.1f} "
-                f"{ms['bulwark']:10.1f} {ratios['bulwark']:6.2f} "
+                f"{ms['flat']:10.1f} {ratios['flat']:6.2f} "
                 f"{ms['ghost']:9.1f} {ratios['ghost']:6.2f} "
                 f"{ms['opacus']:9.1f} {ratios['opacus']:6.2f} | "
-                f"{cpu_ratios['bulwark']:5.2f} {cpu_ratios['ghost']:5.2f} "
+                f"{cpu_ratios['flat']:5.2f} {cpu_ratios['ghost']:5.2f} "
                 f"{cpu_ratios['opacus']:5.2f}",
                 flush=True,
             )

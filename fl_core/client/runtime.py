@@ -54,6 +54,11 @@ T = TypeVar("T")
 HOLD_RELEASE_S = 5.0
 """How long a client waits, after pushing a result, for the coordinator to end its hold."""
 
+HOLD_AFTER_S = 1.0
+"""A task still unanswered after this long gets a hold; a quicker one is answered without the
+extra call. Well inside the coordinator's silence grace (3 s), so a client that dies before its
+hold opens is still noticed then."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClientOptions:
@@ -205,6 +210,11 @@ class Participant:
 
     async def _hold(self, transport: ClientTransport, task_id: str, done: asyncio.Event) -> None:
         """Keep a call open while computing, so the coordinator notices if this client dies."""
+        try:
+            await asyncio.wait_for(done.wait(), timeout=HOLD_AFTER_S)
+            return  # answered quickly: no hold needed
+        except TimeoutError:
+            pass
         while not done.is_set():
             try:
                 await transport.pull_task(
