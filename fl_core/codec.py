@@ -8,7 +8,9 @@ explicit little-endian dtype.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -114,7 +116,20 @@ def expect_tensor(
         raise CodecError(f"{field}: dtype {array.dtype.name}, expected {dtype}")
     if shape is not None and tuple(array.shape) != tuple(shape):
         raise CodecError(f"{field}: shape {tuple(array.shape)}, expected {tuple(shape)}")
-    if finite and array.dtype.kind == "f" and not bool(np.isfinite(array).all()):
+    if finite and array.dtype.kind == "f" and not all_finite(array):
         bad = int(np.count_nonzero(~np.isfinite(array)))
         raise CodecError(f"{field}: {bad} element(s) are NaN or Inf")
     return array
+
+
+def all_finite(array: npt.NDArray[Any]) -> bool:
+    """Whether no element is NaN or Inf, in one pass without a temporary.
+
+    A NaN or Inf element makes the float64 sum NaN or Inf, so a finite sum proves every element
+    finite; only a sum that overflowed (huge finite float64 values) needs the element-wise check.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(np.sum(array, dtype=np.float64))
+    if math.isfinite(total):
+        return True
+    return bool(np.isfinite(array).all())

@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from ..aggregators.base import AggregateUpdate, RoundContext
 from ..aggregators.evaluation import STAGE_EVALUATE, EvaluateServerRound
+from ..codec import all_finite
 from ..errors import FlCoreError, RoundAborted
 from ..transport.base import JobDone
 from ..types import FitConfig
@@ -176,7 +177,7 @@ async def _run_attempt(c: Coordinator, rnd: int, attempt: int) -> None:
         alive = sorted(outcome.results)
     aggregate = server.finish()
     new_weights = c.strategy.apply(c.global_weights, aggregate.mean_update)
-    if not bool(np.isfinite(new_weights).all()):
+    if not all_finite(new_weights):
         raise RoundAborted(stage="apply", reason="the new global model has NaN or Inf entries")
     metrics: dict[str, object] = {
         "round": rnd,

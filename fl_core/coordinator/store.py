@@ -27,6 +27,7 @@ from safetensors.numpy import save as st_save
 from ..errors import ConfigError, StoreError
 
 SCHEMA_VERSION = 1
+PAGE_SIZE = 1 << 16
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -88,6 +89,10 @@ class Store:
         self.path = str(path)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            # Large pages for a new database (a no-op on an existing one): a round's checkpoint
+            # is megabytes, and 64 KiB pages commit it about twice as fast as 4 KiB pages, while a
+            # small bookkeeping commit costs about 0.05 ms more.
+            self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")

@@ -6,7 +6,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from fl_core.codec import ALLOWED_DTYPES, check_spec, expect_tensor, from_le_bytes, to_le_bytes
+from fl_core.codec import (
+    ALLOWED_DTYPES,
+    all_finite,
+    check_spec,
+    expect_tensor,
+    from_le_bytes,
+    to_le_bytes,
+)
 from fl_core.errors import CodecError
 
 dtypes = st.sampled_from(sorted(ALLOWED_DTYPES))
@@ -55,3 +62,24 @@ def test_expect_tensor_names_the_problem() -> None:
 def test_objects_cannot_be_encoded() -> None:
     with pytest.raises(CodecError):
         to_le_bytes(np.array([object()]))
+
+
+@given(
+    st.sampled_from(["float16", "float32", "float64"]).flatmap(
+        lambda d: hnp.arrays(
+            np.dtype(d),
+            hnp.array_shapes(min_dims=0, max_dims=3),
+            elements=hnp.from_dtype(np.dtype(d), allow_nan=True, allow_infinity=True),
+        )
+    )
+)
+def test_all_finite_agrees_with_the_element_wise_check(array: np.ndarray) -> None:
+    # Huge finite float64 values overflow the one-pass sum; the fallback must still say True.
+    assert all_finite(array) == bool(np.isfinite(array).all())
+
+
+def test_all_finite_with_an_overflowing_sum_of_finite_values() -> None:
+    huge = np.full(4, np.finfo(np.float64).max, dtype=np.float64)
+    assert all_finite(huge)
+    huge[2] = np.nan
+    assert not all_finite(huge)
