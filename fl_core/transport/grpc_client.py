@@ -17,9 +17,15 @@ from ..errors import CodecError, FlCoreError
 from ._pb import coordinator_pb2 as pb
 from ._pb import coordinator_pb2_grpc as pb_grpc
 from .base import ClientTransport, JobDone, JoinReply, JoinRequest, PullReply, Result, Task, Wait
-from .chunking import BlobAssembler, iter_chunks
+from .chunking import (
+    BlobAssembler,
+    DataChunk,
+    decode_data_chunk,
+    encode_data_chunk,
+    iter_chunk_parts,
+)
 from .errors import map_grpc_errors
-from .grpc_server import MAX_TASK_ID, channel_options
+from .grpc_server import MAX_TASK_ID, channel_options, serialize
 from .serde import (
     blob_size,
     header_from_proto,
@@ -65,6 +71,17 @@ class GrpcClientTransport(ClientTransport):
         else:
             self._channel = grpc.aio.secure_channel(target, credentials, options=options)
         self._stub = pb_grpc.CoordinatorStub(self._channel)
+        # The chunked calls carry data chunks without protobuf's copies (see `chunking`).
+        self._pull = self._channel.unary_stream(
+            "/bulwark.v1.Coordinator/PullTask",
+            request_serializer=pb.PullTaskRequest.SerializeToString,
+            response_deserializer=_parse_task_chunk,
+        )
+        self._push = self._channel.stream_unary(
+            "/bulwark.v1.Coordinator/PushResult",
+            request_serializer=serialize,
+            response_deserializer=pb.PushResultReply.FromString,
+        )
         self._timeout = call_timeout
         self._holds: set[asyncio.Task[None]] = set()
 
@@ -85,10 +102,12 @@ class GrpcClientTransport(ClientTransport):
             working_on=working_on,
         )
         with map_grpc_errors():
-            call = self._stub.PullTask(request, timeout=wait + self._timeout)
+            call = self._pull(request, timeout=wait + self._timeout)
             first = await call.read()
             if first is grpc.aio.EOF:
                 raise CodecError("the coordinator closed the task stream without a message")
+            if not isinstance(first, pb.TaskChunk):
+                raise CodecError("a task stream must begin with TaskStart, Wait or JobDone")
             kind = first.WhichOneof("kind")
             if kind == "wait":
                 return Wait(max(0.0, first.wait.retry_after_seconds))
@@ -109,9 +128,12 @@ class GrpcClientTransport(ClientTransport):
                 chunk = await call.read()
                 if chunk is grpc.aio.EOF:
                     break
-                if chunk.WhichOneof("kind") != "data":
+                if isinstance(chunk, DataChunk):
+                    assembler.add(chunk.data)
+                elif isinstance(chunk, pb.TaskChunk) and chunk.WhichOneof("kind") == "data":
+                    assembler.add(chunk.data)
+                else:
                     raise CodecError("only data chunks may follow TaskStart")
-                assembler.add(chunk.data)
         payload = payload_from_proto(start.payload, assembler.finish(), self._limits)
         return Task(header_from_proto(start.header), payload)
 
@@ -160,15 +182,15 @@ class GrpcClientTransport(ClientTransport):
                 buffers = []
         chunk_bytes = self._limits.chunk_bytes
 
-        async def stream() -> AsyncIterator[pb.ResultChunk]:
+        async def stream() -> AsyncIterator[pb.ResultChunk | bytes]:
             yield pb.ResultChunk(start=start)
-            for data in iter_chunks(buffers, chunk_bytes):
-                yield pb.ResultChunk(data=data)
+            for parts in iter_chunk_parts(buffers, chunk_bytes):
+                yield encode_data_chunk(parts)  # the wire bytes of ResultChunk(data=...)
 
         # A generous deadline: time to move the bytes at 10 MB/s, plus the usual call timeout.
         budget = self._timeout + start.blob_bytes / 10e6
         with map_grpc_errors():
-            await self._stub.PushResult(stream(), timeout=budget)
+            await self._push(stream(), timeout=budget)
 
     async def leave(self, client_id: str, session_token: str) -> None:
         """Leave the job."""
@@ -183,3 +205,8 @@ class GrpcClientTransport(ClientTransport):
         for hold in list(self._holds):
             hold.cancel()
         await self._channel.close()
+
+
+def _parse_task_chunk(data: bytes) -> pb.TaskChunk | DataChunk:
+    """A lone data field without protobuf's copies; any other message through protobuf."""
+    return decode_data_chunk(data) or pb.TaskChunk.FromString(data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -17,9 +18,14 @@ from google.protobuf.message import DecodeError, Message
 from ..config import Limits
 from ..errors import CodecError, FlCoreError
 from ._pb import coordinator_pb2 as pb
-from ._pb import coordinator_pb2_grpc as pb_grpc
 from .base import CoordinatorEndpoint, JobDone, Result, Wait
-from .chunking import BlobAssembler, iter_chunks
+from .chunking import (
+    BlobAssembler,
+    DataChunk,
+    decode_data_chunk,
+    encode_data_chunk,
+    iter_chunk_parts,
+)
 from .errors import ERROR_TRAILER, status_for
 from .serde import (
     blob_size,
@@ -72,9 +78,38 @@ def _safe(message_type: type[Message]) -> Callable[[bytes], object]:
     return parse
 
 
+ChunkIn = pb.ResultChunk | DataChunk | Malformed
+"""What a result stream's deserializer hands the servicer."""
+
+
+def _safe_chunk(message_type: type[Message]) -> Callable[[bytes], object]:
+    """Parse a chunk message: a lone data field without protobuf's copies, the rest with it."""
+    parse = _safe(message_type)
+
+    def parse_chunk(data: bytes) -> object:
+        return decode_data_chunk(data) or parse(data)
+
+    return parse_chunk
+
+
+def serialize(message: Message | bytes) -> bytes:
+    """A message's wire bytes; chunks encoded by `encode_data_chunk` pass through as they are."""
+    return message if isinstance(message, bytes) else message.SerializeToString()
+
+
 def _reject_malformed(request: object) -> None:
     if isinstance(request, Malformed):
         raise CodecError(f"malformed {request.type_name} message: {request.reason}")
+
+
+T = TypeVar("T")
+
+
+def _parsed(request: T | Malformed) -> T:
+    """The request, or the error that names why it did not parse."""
+    if isinstance(request, Malformed):
+        raise CodecError(f"malformed {request.type_name} message: {request.reason}")
+    return request
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: FlCoreError, who: str) -> None:
@@ -84,7 +119,7 @@ async def _abort(context: grpc.aio.ServicerContext, error: FlCoreError, who: str
     )
 
 
-class CoordinatorServicer(pb_grpc.CoordinatorServicer):
+class CoordinatorServicer:
     """Adapts gRPC calls to a :class:`~fl_core.transport.base.CoordinatorEndpoint`."""
 
     def __init__(self, endpoint: CoordinatorEndpoint, limits: Limits) -> None:
@@ -105,7 +140,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     async def PullTask(  # noqa: N802 - gRPC method name
         self, request: pb.PullTaskRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.TaskChunk]:
+    ) -> AsyncIterator[pb.TaskChunk | bytes]:
         """Long-poll for a task and stream it: a start message, then the blob in chunks."""
         try:
             _reject_malformed(request)
@@ -137,18 +172,18 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             return
         with transfer:  # the client is live while its task's chunks are moving
             yield pb.TaskChunk(start=start)
-            for data in iter_chunks(buffers, self._limits.chunk_bytes):
-                yield pb.TaskChunk(data=data)
+            for parts in iter_chunk_parts(buffers, self._limits.chunk_bytes):
+                yield encode_data_chunk(parts)  # the wire bytes of TaskChunk(data=...)
 
     async def PushResult(  # noqa: N802 - gRPC method name
-        self, request_iterator: AsyncIterator[pb.ResultChunk], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[ChunkIn], context: grpc.aio.ServicerContext
     ) -> pb.PushResultReply:
         """Receive a result stream, check it against the limits, and hand it to the endpoint."""
         who = "result"
         try:
-            first = await anext(aiter(request_iterator), None)
-            _reject_malformed(first)
-            if first is None or first.WhichOneof("kind") != "start":
+            received = await anext(aiter(request_iterator), None)
+            first = None if received is None else _parsed(received)
+            if not isinstance(first, pb.ResultChunk) or first.WhichOneof("kind") != "start":
                 raise CodecError("a result stream must begin with a ResultStart message")
             start = first.start
             who = f"result from {start.client_id[:64]!r} for stage {start.header.stage[:64]!r}"
@@ -159,7 +194,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         return pb.PushResultReply(accepted=True)
 
     async def _receive(
-        self, start: pb.ResultStart, request_iterator: AsyncIterator[pb.ResultChunk]
+        self, start: pb.ResultStart, request_iterator: AsyncIterator[ChunkIn]
     ) -> None:
         """Assemble the rest of a result stream and hand the result to the endpoint."""
         payload = None
@@ -175,13 +210,17 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             assembler = BlobAssembler(expected, self._limits)
             if start.inline_blob:
                 assembler.add(start.inline_blob)
-        async for chunk in request_iterator:
-            _reject_malformed(chunk)
-            if chunk.WhichOneof("kind") != "data":
+        async for received in request_iterator:
+            chunk = _parsed(received)
+            if isinstance(chunk, DataChunk):
+                data: bytes | memoryview = chunk.data
+            elif isinstance(chunk, pb.ResultChunk) and chunk.WhichOneof("kind") == "data":
+                data = chunk.data
+            else:
                 raise CodecError("only data chunks may follow the ResultStart message")
             if start.HasField("refusal"):
                 raise CodecError("a refusal carries no data")
-            assembler.add(chunk.data)
+            assembler.add(data)
         if not start.HasField("refusal"):
             payload = payload_from_proto(start.payload, assembler.finish(), self._limits)
         result = Result(
@@ -247,11 +286,11 @@ async def serve(
         "PullTask": grpc.unary_stream_rpc_method_handler(
             servicer.PullTask,
             request_deserializer=_safe(pb.PullTaskRequest),
-            response_serializer=pb.TaskChunk.SerializeToString,
+            response_serializer=serialize,
         ),
         "PushResult": grpc.stream_unary_rpc_method_handler(
             servicer.PushResult,
-            request_deserializer=_safe(pb.ResultChunk),
+            request_deserializer=_safe_chunk(pb.ResultChunk),
             response_serializer=pb.PushResultReply.SerializeToString,
         ),
         "Leave": grpc.unary_unary_rpc_method_handler(

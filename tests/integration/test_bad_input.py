@@ -18,9 +18,10 @@ from fl_core.payload import Payload
 from fl_core.transport._pb import coordinator_pb2 as pb
 from fl_core.transport._pb import coordinator_pb2_grpc as pb_grpc
 from fl_core.transport.base import JoinRequest, Result, Task
+from fl_core.transport.chunking import encode_data_chunk
 from fl_core.transport.grpc_client import GrpcClientTransport
 from fl_core.transport.grpc_server import serve
-from fl_core.transport.serde import header_to_proto
+from fl_core.transport.serde import header_to_proto, payload_to_proto
 
 pytestmark = pytest.mark.integration
 
@@ -113,6 +114,27 @@ async def _mallory(port: int, job, dim: int, seen: dict) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await raw(garbage())
     seen["malformed"] = (info.value.code(), info.value.details())
+
+    # Data chunks travel in their bare wire form (tag 0x12, varint length, bytes): one first,
+    # and one whose length claims more bytes than it holds after a proper start.
+    async def data_first():
+        yield encode_data_chunk([memoryview(b"\0" * 20)])
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await raw(data_first())
+    seen["data first"] = (info.value.code(), info.value.details())
+
+    small = pb.ResultStart(client_id=cid, session_token=token, header=header_to_proto(header))
+    small.payload.CopyFrom(payload_to_proto(Payload(update=np.zeros(dim, np.float32)))[0])
+    small.blob_bytes = dim * 4
+
+    async def short_chunk():
+        yield pb.ResultChunk(start=small).SerializeToString()
+        yield b"\x12\x40" + b"\0" * (dim * 4)  # claims 64 bytes, holds 20
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await raw(short_chunk())
+    seen["short chunk"] = (info.value.code(), info.value.details())
     await channel.close()
 
     # Finally an honest (zero) update is accepted, and sending it again is a duplicate.
@@ -166,6 +188,10 @@ def test_bad_results_are_rejected_and_the_round_goes_on(tmp_path: Path) -> None:
     assert "exceed the payload limit of 1048576 bytes" in seen["oversized"][1]
     assert seen["malformed"][0] == grpc.StatusCode.INVALID_ARGUMENT
     assert "malformed ResultChunk" in seen["malformed"][1]
+    assert seen["data first"][0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert "must begin with a ResultStart" in seen["data first"][1]
+    assert seen["short chunk"][0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert "malformed ResultChunk" in seen["short chunk"][1]
     # Nothing the hostile client sent changed the aggregate: it is FedAvg of the three honest
     # updates and mallory's one accepted zero update (weight 1).
     honest = fedavg_oracle(trainers, 1)

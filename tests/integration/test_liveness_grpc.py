@@ -63,8 +63,8 @@ class SlowReads:
 
 def slow_transport(address: str, limits: Any) -> GrpcClientTransport:
     transport = GrpcClientTransport(address, limits=limits)
-    pull = transport._stub.PullTask
-    transport._stub.PullTask = lambda request, **kw: SlowReads(pull(request, **kw))  # type: ignore[method-assign]
+    pull = transport._pull
+    transport._pull = lambda request, **kw: SlowReads(pull(request, **kw))
     return transport
 
 

@@ -10,8 +10,14 @@ from fl_core.config import Limits
 from fl_core.errors import CodecError, PayloadTooLarge
 from fl_core.payload import Payload
 from fl_core.transport._pb import common_pb2
+from fl_core.transport._pb import coordinator_pb2 as pb
 from fl_core.transport.base import JoinReply, JoinRequest, Refusal, TaskHeader
-from fl_core.transport.chunking import BlobAssembler, iter_chunks
+from fl_core.transport.chunking import (
+    BlobAssembler,
+    decode_data_chunk,
+    encode_data_chunk,
+    iter_chunks,
+)
 from fl_core.transport.serde import (
     blob_size,
     header_from_proto,
@@ -118,3 +124,31 @@ def test_header_with_mismatched_tensor_length_is_rejected() -> None:
     msg.fields[0].value.tensor.nbytes = 12
     with pytest.raises(CodecError, match="do not match"):
         blob_size(msg, LIMITS)
+
+
+@given(st.lists(st.binary(max_size=300), max_size=5))
+def test_data_chunks_are_byte_for_byte_protobuf(parts: list[bytes]) -> None:
+    joined = b"".join(parts)
+    wire = encode_data_chunk([memoryview(p) for p in parts])
+    assert wire == pb.TaskChunk(data=joined).SerializeToString()
+    assert wire == pb.ResultChunk(data=joined).SerializeToString()
+    chunk = decode_data_chunk(wire)
+    assert chunk is not None and bytes(chunk.data) == joined
+
+
+@given(st.binary(max_size=64))
+def test_the_fast_path_reads_only_what_protobuf_reads_the_same_way(raw: bytes) -> None:
+    chunk = decode_data_chunk(raw)
+    if chunk is None:
+        return  # left to protobuf, whatever it makes of it
+    parsed = pb.ResultChunk.FromString(raw)
+    assert parsed.WhichOneof("kind") == "data"
+    assert parsed.data == bytes(chunk.data)
+
+
+def test_a_data_chunk_with_a_wrong_length_is_left_to_protobuf() -> None:
+    good = encode_data_chunk([memoryview(b"x" * 200)])
+    assert decode_data_chunk(good[:-1]) is None  # truncated
+    assert decode_data_chunk(good + b"\x08\x01") is None  # another field follows
+    assert decode_data_chunk(b"\x12" + b"\xff" * 11) is None  # varint never ends
+    assert decode_data_chunk(b"\x0a\x00") is None  # field 1, not data
