@@ -47,6 +47,7 @@ class ProgressView:
         )
         self.task = self.progress.add_task("waiting for clients", total=total_rounds)
         self.last = ""
+        self.resumed_after = 0
 
     def __call__(self, event: Event) -> None:
         """Update the display for one coordinator event."""
@@ -62,6 +63,8 @@ class ProgressView:
                 f"clients {self.last}",
             )
         elif event.kind in ("round_completed", "resumed"):
+            if event.kind == "resumed":
+                self.resumed_after = event.round
             parts = []
             for key in ("loss", "accuracy"):
                 value = d.get(key)
@@ -140,6 +143,11 @@ def simulate(
         console.print(_summary(result.rounds))
     for name, err in result.client_errors.items():
         console.print(f"[yellow]{name}:[/] {err}")
+    if view.resumed_after and output is not None:
+        typer.echo(
+            f"resumed from {output / 'state.db'} after round {view.resumed_after}: those rounds "
+            "were not run again (use another --output folder to start over)"
+        )
     final = result.final
     line = f"job {job.job.name}: {result.done.status} in {result.seconds:.1f} s"
     if isinstance(final.get("accuracy"), float):

@@ -172,7 +172,9 @@ def write_outputs(
     save_file(
         {k: np.ascontiguousarray(v) for k, v in weights.items()},
         str(output / "model.safetensors"),
-        metadata={"job": job.job.name, "rounds": str(len(rounds))},
+        # One metadata entry: safetensors writes several in no fixed order, and the same model
+        # should be the same file whichever transport trained it.
+        metadata={"bulwark": json.dumps({"job": job.job.name, "rounds": len(rounds)})},
     )
 
 

@@ -49,6 +49,11 @@ def test_simulate_breast_cancer_reaches_95_percent(tmp_path: Path) -> None:
     weights = load_file(str(out / "model.safetensors"))  # safetensors: no pickle on disk
     assert set(weights) == {"linear.weight", "linear.bias"}
 
+    again = bulwark("simulate", str(BREAST_CANCER), "--output", str(out), "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert "resumed from" in again.stdout and "after round 10" in again.stdout
+    assert json.loads((out / "metrics.json").read_text())["rounds"] == metrics["rounds"]
+
 
 def test_simulate_over_grpc_processes_matches_in_memory(tmp_path: Path) -> None:
     job = _short_job(tmp_path, rounds=2)
@@ -62,6 +67,8 @@ def test_simulate_over_grpc_processes_matches_in_memory(tmp_path: Path) -> None:
     b = load_file(str(tmp_path / "mem" / "model.safetensors"))
     for name in a:
         np.testing.assert_array_equal(a[name], b[name])
+    grpc_file = (tmp_path / "grpc" / "model.safetensors").read_bytes()
+    assert grpc_file == (tmp_path / "mem" / "model.safetensors").read_bytes()  # the same file
     rounds = json.loads((tmp_path / "grpc" / "metrics.json").read_text())["rounds"]
     assert [r["num_clients"] for r in rounds] == [5, 5]
 
