@@ -50,6 +50,9 @@ class Envelope:
     kind: Kind
     header: dict[str, Any]
     blobs: tuple[bytes, ...]
+    blob_section: memoryview | bytes = b""
+    """The blobs as they lie in the envelope, each after its length: what `digest_blobs`
+    hashes, so `digest_section` gives the same digest in one pass over one buffer."""
 
 
 def canonical_json(value: Any) -> bytes:
@@ -67,6 +70,11 @@ def digest_blobs(blobs: tuple[bytes, ...] | list[bytes]) -> str:
         h.update(_U64.pack(len(blob)))
         h.update(blob)
     return h.hexdigest()
+
+
+def digest_section(section: memoryview | bytes) -> str:
+    """`digest_blobs` of a decoded envelope's blobs, from its `Envelope.blob_section`."""
+    return hashlib.sha256(section).hexdigest()
 
 
 def encode(kind: Kind, header: dict[str, Any], blobs: tuple[bytes, ...] | list[bytes]) -> bytes:
@@ -132,6 +140,7 @@ def decode(
     pos += _U32.size
     if count > max_blobs:
         raise DecodeError(f"{what} has {count} blobs; at most {max_blobs} allowed")
+    section_start = pos
     blobs: list[bytes] = []
     for index in range(count):
         if len(view) - pos < _U64.size:
@@ -146,7 +155,9 @@ def decode(
         pos += size
     if pos != len(view):
         raise DecodeError(f"{what} has {len(view) - pos} trailing bytes")
-    return Envelope(kind=kind, header=header, blobs=tuple(blobs))
+    return Envelope(
+        kind=kind, header=header, blobs=tuple(blobs), blob_section=view[section_start:]
+    )
 
 
 def get_str(header: dict[str, Any], key: str, *, what: str, max_len: int = 256) -> str:

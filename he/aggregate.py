@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any
 
+from he._wire import digest_section
 from he.context import PublicContext
 from he.encoding import add_into, load_ciphertexts, max_ciphertext_bytes, serialize
 from he.envelope import (
@@ -32,7 +33,6 @@ from he.envelope import (
     Receipt,
     check_id,
     check_round,
-    ciphertext_digest,
     decode_contribution,
     digest_mismatch,
     load_enrolment,
@@ -116,16 +116,17 @@ class Aggregator:
             ContextMismatch: a contribution under another context fingerprint.
             BindingError: another job, round or spec; unknown owner; bad signature; duplicate.
         """
-        receipt, bfv, ckks = decode_contribution(
+        receipt, bfv, ckks, section = decode_contribution(
             contribution,
             max_blobs=self._max_blobs(),
             max_blob_bytes=self._max_blob_bytes(),
             check_digest=False,
         )
-        # SHA-256 over megabytes of ciphertexts runs on another core (hashlib releases the GIL)
-        # while they are parsed and checked below; nothing is added before the digest matches,
-        # and a mismatch is the error reported even when the parse fails too.
-        digest = _digest_pool(os.getpid()).submit(ciphertext_digest, (*bfv, *ckks))
+        # SHA-256 over megabytes of ciphertexts runs on another core (hashlib releases the GIL
+        # for the one call over the whole section) while they are parsed and checked below;
+        # nothing is added before the digest matches, and a mismatch is the error reported
+        # even when the parse fails too.
+        digest = _digest_pool(os.getpid()).submit(digest_section, section)
         try:
             loaded = self._check_and_load(receipt, bfv, ckks)
         except Exception:

@@ -193,12 +193,14 @@ def encode_contribution(receipt: Receipt, bfv: list[bytes], ckks: list[bytes]) -
 
 def decode_contribution(
     data: bytes, *, max_blobs: int, max_blob_bytes: int, check_digest: bool = True
-) -> tuple[Receipt, tuple[bytes, ...], tuple[bytes, ...]]:
+) -> tuple[Receipt, tuple[bytes, ...], tuple[bytes, ...], memoryview | bytes]:
     """Parse a CONTRIBUTION envelope and check its ciphertext digest (not its signature).
 
-    With ``check_digest=False`` only the ciphertexts' total size is checked here; the caller
-    must then compare `ciphertext_digest` with the receipt before using them (the aggregator
-    does so on another core while it parses the ciphertexts).
+    Returns the receipt, the BFV and CKKS ciphertexts, and the section of ``data`` the receipt's
+    ``ciphertext_digest`` covers. With ``check_digest=False`` only the ciphertexts' total size
+    is checked here; the caller must then compare `_wire.digest_section` of that section with
+    the receipt before using them (the aggregator does so on another core while it parses the
+    ciphertexts).
     """
     env = _wire.decode(
         data,
@@ -213,15 +215,10 @@ def decode_contribution(
     n_bfv = _wire.get_int(env.header, "n_bfv", what="contribution", low=0, high=len(env.blobs))
     size = sum(len(b) for b in env.blobs)
     if size != receipt.ciphertext_bytes or (
-        check_digest and ciphertext_digest(env.blobs) != receipt.ciphertext_digest
+        check_digest and _wire.digest_section(env.blob_section) != receipt.ciphertext_digest
     ):
         raise digest_mismatch(receipt)
-    return receipt, env.blobs[:n_bfv], env.blobs[n_bfv:]
-
-
-def ciphertext_digest(blobs: tuple[bytes, ...]) -> str:
-    """The digest a receipt signs over its ciphertexts (SHA-256 with lengths, hex)."""
-    return _wire.digest_blobs(blobs)
+    return receipt, env.blobs[:n_bfv], env.blobs[n_bfv:], env.blob_section
 
 
 def digest_mismatch(receipt: Receipt) -> BindingError:

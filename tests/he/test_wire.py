@@ -87,3 +87,16 @@ def test_too_many_blobs_is_refused() -> None:
 
 def test_digest_separates_blob_boundaries() -> None:
     assert _wire.digest_blobs([b"ab", b"c"]) != _wire.digest_blobs([b"a", b"bc"])
+
+
+@given(
+    st.lists(st.binary(max_size=200), max_size=6),
+    st.dictionaries(st.text(max_size=5), st.integers()),
+)
+def test_the_blob_section_digest_is_the_digest_of_the_blobs(
+    blobs: list[bytes], header: dict
+) -> None:
+    data = _wire.encode(_wire.Kind.CONTRIBUTION, header, blobs)
+    env = _wire.decode(data, max_bytes=1 << 20, max_blobs=8, max_blob_bytes=1 << 10, what="t")
+    assert env.blobs == tuple(blobs)
+    assert _wire.digest_section(env.blob_section) == _wire.digest_blobs(blobs)
