@@ -155,9 +155,7 @@ def decode(
         pos += size
     if pos != len(view):
         raise DecodeError(f"{what} has {len(view) - pos} trailing bytes")
-    return Envelope(
-        kind=kind, header=header, blobs=tuple(blobs), blob_section=view[section_start:]
-    )
+    return Envelope(kind=kind, header=header, blobs=tuple(blobs), blob_section=view[section_start:])
 
 
 def get_str(header: dict[str, Any], key: str, *, what: str, max_len: int = 256) -> str:
