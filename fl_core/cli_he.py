@@ -24,9 +24,9 @@ from rich.table import Table
 from .cli_common import channel_credentials as _channel_credentials
 from .cli_common import console
 from .cli_common import fail as _fail
-from .cli_common import is_loopback as _is_loopback
 from .cli_common import load as _load
 from .cli_common import participate as _participate
+from .cli_common import server_credentials as _server_credentials
 from .cli_common import setup_logging as _logging
 from .errors import FlCoreError
 from .identity import load_identity
@@ -110,8 +110,6 @@ def stats_coordinator(
     """Serve a statistics job to a key holder and data owners over gRPC."""
     import time
 
-    import grpc
-
     from .coordinator.stats_job import StatsJob
     from .coordinator.store import Store
     from .stats import StatsOutcome, stats_coordinator, write_statistics
@@ -121,18 +119,9 @@ def stats_coordinator(
     job = _load(job_file)
     if job.job.kind != "stats":
         raise _fail(f"{job_file}: job.kind must be 'stats' (use `bulwark coordinator` to train)")
-    credentials = None
-    if tls_cert or tls_key:
-        if not (tls_cert and tls_key):
-            raise _fail("--tls-cert and --tls-key go together")
-        try:
-            credentials = grpc.ssl_server_credentials(
-                [(tls_key.read_bytes(), tls_cert.read_bytes())]
-            )
-        except OSError as exc:
-            raise _fail(f"cannot read TLS files: {exc}") from None
-    elif not _is_loopback(address) and not insecure:
-        raise _fail(f"{address} is not a loopback address: give --tls-cert and --tls-key")
+    credentials = _server_credentials(
+        address, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure
+    )
     runner = StatsJob()
     try:
         store = Store(state)

@@ -94,6 +94,29 @@ async def _run_round(c: Coordinator, rnd: int) -> None:
     )
 
 
+def start_attempt(c: Coordinator, rnd: int, attempt: int, live: list[str]) -> list[str]:
+    """Sample, record and announce an attempt's cohort of live clients.
+
+    The sampling is seeded by the job's seed, the round and the attempt.
+
+    Raises:
+        RoundAborted: Poisson sampling chose no client.
+    """
+    sampling = c.job.sampling
+    cohort = sample_cohort(
+        live,
+        fraction=sampling.fraction,
+        min_clients=sampling.min_clients,
+        poisson=sampling.poisson,
+        rng=round_rng(c.job.job.seed, rnd, attempt, 0),
+    )
+    c.store.start_attempt(c.job_id, rnd, attempt, cohort)
+    if not cohort:
+        raise RoundAborted(stage="sampling", reason="Poisson sampling chose no client")
+    c.emit(Event("round_started", rnd, {"attempt": attempt, "cohort": len(cohort)}))
+    return cohort
+
+
 async def _run_attempt(c: Coordinator, rnd: int, attempt: int) -> None:
 
     job = c.job
@@ -101,17 +124,7 @@ async def _run_attempt(c: Coordinator, rnd: int, attempt: int) -> None:
     live = await c.wait_for_clients(job.sampling.min_clients, job.sampling.wait_for_clients_s)
     started = time.perf_counter()
     down0, up0 = c.traffic.down, c.traffic.up
-    cohort = sample_cohort(
-        live,
-        fraction=job.sampling.fraction,
-        min_clients=job.sampling.min_clients,
-        poisson=job.sampling.poisson,
-        rng=round_rng(job.job.seed, rnd, attempt, 0),
-    )
-    c.store.start_attempt(c.job_id, rnd, attempt, cohort)
-    if not cohort:
-        raise RoundAborted(stage="sampling", reason="Poisson sampling chose no client")
-    c.emit(Event("round_started", rnd, {"attempt": attempt, "cohort": len(cohort)}))
+    cohort = start_attempt(c, rnd, attempt, live)
     seed = job.job.seed if job.job.seed is not None else secrets.randbits(62)
     fit = FitConfig(
         round=rnd,

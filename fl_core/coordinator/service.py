@@ -131,39 +131,40 @@ class Coordinator:
         the stage does not wait for its deadline.
         """
         record = self.registry.get(client_id, session_token)
-        record.open_calls += 1
         record.connected, record.missed = True, False
-        try:
-            if working_on:
-                return await self._hold(record, working_on, wait)
-            deadline = self._clock() + wait
-            while True:
-                if record.slot is not None and not record.slot.future.done():
-                    slot = record.slot
-                    slot.deliveries += 1
-                    self.traffic.down += slot.payload.nbytes
-                    return Task(slot.header, slot.payload)
-                if self._done is not None:
-                    record.got_done = True
-                    self._clients_changed.set()
-                    return self._done
-                remaining = deadline - self._clock()
-                if remaining <= 0:
-                    return Wait()
-                record.wakeup.clear()
-                try:
-                    await asyncio.wait_for(record.wakeup.wait(), timeout=remaining)
-                except TimeoutError:
-                    return Wait()
-        except asyncio.CancelledError:
-            # The client went away while waiting (its process died or it closed the channel). A
-            # client ends its holds itself only when this coordinator failed to release one.
-            record.connected = False
-            record.abandon("the client disconnected")
-            raise
-        finally:
-            record.open_calls -= 1
-            record.last_seen = self._clock()
+        with record.open_call(self._clock):
+            try:
+                if working_on:
+                    return await self._hold(record, working_on, wait)
+                return await self._next_task(record, wait)
+            except asyncio.CancelledError:
+                # The client went away while waiting (its process died or it closed the
+                # channel). A client ends its holds itself only when this coordinator failed to
+                # release one.
+                record.connected = False
+                record.abandon("the client disconnected")
+                raise
+
+    async def _next_task(self, record: ClientRecord, wait: float) -> PullReply:
+        deadline = self._clock() + wait
+        while True:
+            if record.slot is not None and not record.slot.future.done():
+                slot = record.slot
+                slot.deliveries += 1
+                self.traffic.down += slot.payload.nbytes
+                return Task(slot.header, slot.payload)
+            if self._done is not None:
+                record.got_done = True
+                self._clients_changed.set()
+                return self._done
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return Wait()
+            record.wakeup.clear()
+            try:
+                await asyncio.wait_for(record.wakeup.wait(), timeout=remaining)
+            except TimeoutError:
+                return Wait()
 
     def transfer(self, client_id: str, session_token: str) -> AbstractContextManager[None]:
         """Count a task's or a result's chunks in flight as an open call of the client.

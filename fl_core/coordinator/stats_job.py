@@ -32,8 +32,7 @@ from ..payload import Payload
 from ..transport.base import JobDone
 from .driver import StageOutcome
 from .events import Event
-from .registry import sample_cohort
-from .rounds import DONE_GRACE_S, round_rng
+from .rounds import DONE_GRACE_S, start_attempt
 
 if TYPE_CHECKING:
     import he
@@ -113,15 +112,7 @@ class StatsJob:
         live = await c.wait_for_clients(job.sampling.min_clients, wait_s)
         started = time.perf_counter()
         down0, up0 = c.traffic.down, c.traffic.up
-        cohort = sample_cohort(
-            live,
-            fraction=job.sampling.fraction,
-            min_clients=job.sampling.min_clients,
-            poisson=job.sampling.poisson,
-            rng=round_rng(job.job.seed, ROUND, attempt, 0),
-        )
-        c.store.start_attempt(c.job_id, ROUND, attempt, cohort)
-        c.emit(Event("round_started", ROUND, {"attempt": attempt, "cohort": len(cohort)}))
+        cohort = start_attempt(c, ROUND, attempt, live)
         stages = _Stages(c, attempt)
 
         registered = c.registry.identity_keys("keyholder").get(keyholder, b"")

@@ -128,12 +128,9 @@ class GrpcClientTransport(ClientTransport):
                 chunk = await call.read()
                 if chunk is grpc.aio.EOF:
                     break
-                if isinstance(chunk, DataChunk):
-                    assembler.add(chunk.data)
-                elif isinstance(chunk, pb.TaskChunk) and chunk.WhichOneof("kind") == "data":
-                    assembler.add(chunk.data)
-                else:
+                if not isinstance(chunk, DataChunk) and chunk.WhichOneof("kind") != "data":
                     raise CodecError("only data chunks may follow TaskStart")
+                assembler.add(chunk.data)
         payload = payload_from_proto(start.payload, assembler.finish(), self._limits)
         return Task(header_from_proto(start.header), payload)
 

@@ -98,8 +98,7 @@ def serialize(message: Message | bytes) -> bytes:
 
 
 def _reject_malformed(request: object) -> None:
-    if isinstance(request, Malformed):
-        raise CodecError(f"malformed {request.type_name} message: {request.reason}")
+    _parsed(request)
 
 
 T = TypeVar("T")
