@@ -82,6 +82,26 @@ def test_a_wrong_job_field_is_named_without_a_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_error_text_is_printed_as_plain_text_not_markup(tmp_path: Path) -> None:
+    job = tmp_path / "bad.toml"
+    job.write_text(BREAST_CANCER.read_text() + "\n[trian]\nepochs = 1\n")
+
+    done = bulwark("simulate", str(job), "--quiet")
+
+    assert done.returncode == 2
+    assert "[trian] is not a known table" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_version_and_transport_choices() -> None:
+    version = bulwark("--version")
+    bad = bulwark("simulate", str(BREAST_CANCER), "--transport", "carrier-pigeon")
+
+    assert version.returncode == 0 and version.stdout.startswith("bulwark ")
+    assert bad.returncode == 2
+    assert "'carrier-pigeon' is not one of 'inmemory', 'grpc'" in " ".join(bad.stderr.split())
+
+
 def test_missing_data_set_files_are_explained(tmp_path: Path) -> None:
     job = tmp_path / "fmnist.toml"
     job.write_text(

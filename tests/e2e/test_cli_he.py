@@ -126,7 +126,7 @@ def test_a_deployment_coordinator_key_holder_and_owners_with_their_own_files(
     ("args", "message"),
     [
         (("stats", "JOB_BAD_CLIP"), "stats: clip.age must be finite numbers"),
-        (("stats", "JOB", "--transport", "carrier-pigeon"), "transport 'carrier-pigeon'"),
+        (("stats", "JOB", "--transport", "carrier-pigeon"), "'carrier-pigeon' is not one of"),
         (
             ("keyholder", "--coordinator", "127.0.0.1:1", "--job", "JOB", "--enrolment", "BAD"),
             "is not a 32-byte Ed25519 public key",

@@ -1,7 +1,9 @@
 """What every ``bulwark`` command shares.
 
-One-line errors, job loading, logging, TLS credentials, and running a participant over gRPC. Kept
-free of torch, so that commands that do not train start quickly.
+One-line errors, job loading, logging, TLS credentials, identity keys, and running a participant
+over gRPC. Kept free of torch, so that commands that do not train start quickly. Messages are
+printed as plain text: a message that names ``[train]`` must print ``[train]``, so nothing that
+carries user data or an error's text goes through rich markup.
 """
 
 from __future__ import annotations
@@ -9,25 +11,51 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
-from .config import JobConfig, load_job
-from .errors import FlCoreError
+from ..config import JobConfig, load_job
+from ..errors import FlCoreError
 
 if TYPE_CHECKING:
-    from .client.runtime import Participant
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ..client.runtime import Participant
 
 console = Console(stderr=True)
 
 
+class Transport(StrEnum):
+    """How ``bulwark simulate`` and ``bulwark stats`` connect the simulated parties."""
+
+    INMEMORY = "inmemory"
+    GRPC = "grpc"
+
+
 def fail(message: str) -> typer.Exit:
-    """Print ``error: message`` and return the exit (status 2) to raise."""
-    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    """Print ``error: message`` (plain text, never markup) and return the exit to raise (2)."""
+    console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
     return typer.Exit(code=2)
+
+
+def warn(label: str, message: str) -> None:
+    """Print ``label: message`` with the label highlighted and the message as plain text."""
+    console.print(Text.assemble((f"{label}:", "yellow"), " ", message), soft_wrap=True)
+
+
+def identity_key(path: Path | None) -> Ed25519PrivateKey:
+    """Load (or create, mode 0600) an Ed25519 identity key, or fail naming the file."""
+    from ..identity import load_identity
+
+    try:
+        return load_identity(path)
+    except FlCoreError as exc:
+        raise fail(str(exc)) from None
 
 
 def load(job_file: Path) -> JobConfig:
@@ -118,7 +146,7 @@ def channel_credentials(
 
 def participate(me: Participant, coordinator: str, job: JobConfig, credentials: Any) -> str:
     """Run ``me`` against the coordinator over gRPC until the job ends; return a summary line."""
-    from .transport.grpc_client import GrpcClientTransport
+    from ..transport.grpc_client import GrpcClientTransport
 
     async def main() -> str:
         transport = GrpcClientTransport(coordinator, limits=job.limits, credentials=credentials)

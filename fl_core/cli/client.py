@@ -1,0 +1,104 @@
+"""``bulwark client``: take part in a training job as a data owner."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import FlCoreError
+from ._common import channel_credentials, fail, identity_key, load, setup_logging
+
+
+def client(
+    coordinator: Annotated[str, typer.Option("--coordinator", help="host:port to dial.")],
+    job_file: Annotated[Path, typer.Option("--job", help="The job file the owner agrees to.")],
+    partition: Annotated[
+        int | None, typer.Option(help="Use simulated share I of the job's data set.")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help=".npz file with x_train, y_train, x_test, y_test (no pickle)."),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Enrolled name (default client-I).")] = None,
+    policy: Annotated[Path | None, typer.Option(help="Owner policy file (TOML).")] = None,
+    identity: Annotated[
+        Path | None, typer.Option(help="Ed25519 identity key (PEM); created if missing.")
+    ] = None,
+    tls_ca: Annotated[Path | None, typer.Option(help="PEM CA of the coordinator (TLS).")] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM client certificate (mutual TLS).")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM key of --tls-cert.")] = None,
+    ledger: Annotated[
+        Path | None, typer.Option(help="The owner's privacy ledger (SQLite), for DP jobs.")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="The ledger's name for this data (default: the job's).")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Take part in a job as a data owner: dial out to the coordinator, train, answer tasks."""
+    from ..client.runtime import Client
+    from ..owner import load_owner_data, owner_trainer, prepare_ledger
+    from ..transport.grpc_client import GrpcClientTransport
+
+    setup_logging(verbose, quiet)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    job = load(job_file)
+    if (partition is None) == (data is None):
+        raise fail("give exactly one of --partition and --data")
+    try:
+        from ..client.policy import OwnerPolicy
+
+        owner_policy = OwnerPolicy.from_toml(policy) if policy else OwnerPolicy()
+        data_name = dataset or job.data.dataset
+        if job.dp.mode != "none" and ledger is None:
+            raise fail(f"job {job.job.name} spends privacy budget: give --ledger FILE")
+        if ledger is not None and owner_policy.budget_epsilon:
+            prepare_ledger(ledger, job=job, dataset=data_name, policy=owner_policy)
+        if ledger is not None and job.dp.mode != "none":
+            from ..client.ledger import PrivacyLedger
+
+            with PrivacyLedger(ledger) as book:
+                if book.cap(data_name) is None:
+                    raise fail(
+                        f"the ledger {ledger} has no privacy cap for data set {data_name!r}: "
+                        "set one with [policy] budget_epsilon in a --policy file"
+                    )
+        trainer = owner_trainer(job, load_owner_data(job, partition=partition, data=data))
+        key = identity_key(identity)
+        credentials = channel_credentials(coordinator, tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+        me = Client(
+            name=name or f"client-{partition if partition is not None else os.getpid()}",
+            job=job,
+            trainer=trainer,
+            identity_key=key,
+            policy=owner_policy,
+            ledger=ledger,
+            dataset=data_name,
+        )
+    except (FlCoreError, OSError) as exc:
+        raise fail(str(exc)) from None
+
+    async def main() -> None:
+        transport = GrpcClientTransport(coordinator, limits=job.limits, credentials=credentials)
+        try:
+            done = await me.run(transport)
+        finally:
+            await transport.close()
+        if not quiet:
+            typer.echo(f"{me.name}: job {done.status} after {me.tasks_done} tasks")
+
+    try:
+        asyncio.run(main())
+    except FlCoreError as exc:
+        raise fail(str(exc)) from None

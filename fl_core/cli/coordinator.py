@@ -1,0 +1,98 @@
+"""``bulwark coordinator``: serve a job to data owners (and a key holder) over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import FlCoreError
+from ._common import console, fail, load, server_credentials, setup_logging
+from ._progress import ProgressView
+
+
+def coordinator(
+    job_file: Annotated[Path, typer.Argument(help="The job file (TOML).")],
+    address: Annotated[str, typer.Option(help="host:port to listen on.")] = "127.0.0.1:50051",
+    state: Annotated[Path, typer.Option(help="SQLite file with the job's state.")] = Path(
+        "bulwark-state.db"
+    ),
+    output: Annotated[Path | None, typer.Option(help="Folder for results.")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate chain.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key.")] = None,
+    tls_client_ca: Annotated[
+        Path | None, typer.Option(help="PEM CA that client certificates must chain to (mTLS).")
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Allow plaintext on a non-loopback address.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Serve a job to data owners over gRPC; resumes from --state after a restart."""
+    from ..aggregators import create_aggregator
+    from ..coordinator.service import Coordinator
+    from ..coordinator.store import Store
+    from ..simulation import initial_weights, model_shape, write_outputs
+    from ..strategies import create_strategy
+    from ..transport.grpc_server import serve
+    from ..types import Layout
+
+    setup_logging(verbose, quiet)
+    job = load(job_file)
+    if job.job.kind == "stats":  # a statistics job has its own coordinator loop
+        from .stats import stats_coordinator
+
+        return stats_coordinator(
+            job_file, address=address, state=state, output=output, tls_cert=tls_cert,
+            tls_key=tls_key, insecure=insecure, quiet=quiet, verbose=verbose,
+        )  # fmt: skip
+    credentials = server_credentials(
+        address, tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
+        insecure=insecure,
+    )  # fmt: skip
+    view = ProgressView(job.job.rounds, quiet=quiet)
+    try:
+        input_shape, num_classes = model_shape(job)
+        weights = initial_weights(job, input_shape=input_shape, num_classes=num_classes)
+        store = Store(state)
+        coord = Coordinator(
+            job,
+            store=store,
+            initial_weights=Layout.of(weights).flatten(weights),
+            strategy=create_strategy(job.strategy),
+            aggregator=create_aggregator(job),
+            events=view,
+        )
+    except FlCoreError as exc:
+        raise fail(str(exc)) from None
+
+    async def main() -> None:
+        handle = await serve(coord, address=address, limits=job.limits, credentials=credentials)
+        console.print(f"coordinator for job {job.job.name} listening on port {handle.port}")
+        try:
+            with view.progress:
+                done = await coord.run()
+        finally:
+            await handle.stop(grace=2.0)
+        typer.echo(f"job {job.job.name}: {done.status} {done.reason}".rstrip())
+        if output is not None:
+            layout = Layout.of(weights)
+            write_outputs(
+                output,
+                job=job,
+                done=done,
+                rounds=store.metrics(job.job.name),
+                weights=layout.unflatten(coord.global_weights),
+                seconds=0.0,
+                transport="grpc",
+            )
+        if done.status != "completed":
+            raise fail(f"job failed: {done.reason}")
+
+    try:
+        asyncio.run(main())
+    except FlCoreError as exc:
+        raise fail(str(exc)) from None
