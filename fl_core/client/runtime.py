@@ -203,15 +203,20 @@ class Participant:
             hold.cancel()  # going down: the coordinator sees the held call end at once
             raise
         working.set()
-        try:  # the coordinator ends the hold once it has the result
-            await asyncio.wait_for(hold, timeout=HOLD_RELEASE_S)
+        # The coordinator ends the hold once it has the result. asyncio.timeout, not wait_for:
+        # Python 3.11's wait_for drops a cancellation that arrives as the hold ends, and a
+        # cancelled (killed) client must stop.
+        try:
+            async with asyncio.timeout(HOLD_RELEASE_S):
+                await hold
         except (TimeoutError, FlCoreError):
             hold.cancel()
 
     async def _hold(self, transport: ClientTransport, task_id: str, done: asyncio.Event) -> None:
         """Keep a call open while computing, so the coordinator notices if this client dies."""
         try:
-            await asyncio.wait_for(done.wait(), timeout=HOLD_AFTER_S)
+            async with asyncio.timeout(HOLD_AFTER_S):
+                await done.wait()
             return  # answered quickly: no hold needed
         except TimeoutError:
             pass
