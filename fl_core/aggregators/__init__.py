@@ -9,10 +9,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..client.pipeline import local_update
 from ..client.policy import OwnerPolicy
-from ..client.privacy import OwnerPrivacy
+from ..client.training import owner_fit
 from ..config import JobConfig
-from ..dp.clipping import clip_update
 from ..dp.noise import csprng
+from ..dp.owner import OwnerPrivacy
+from ..dp.plan import CentralNoiseAggregator, check_plan
 from ..errors import ConfigError
 from ..types import FitConfig, Layout, Metrics, Trainer
 from .base import (
@@ -24,7 +25,6 @@ from .base import (
     ServerRound,
     model_hash,
 )
-from .dp import CentralNoiseAggregator, check_plan
 from .evaluation import EvaluateServerRound, handle_evaluate
 from .mean import MeanClientRound, MeanServerRound
 from .secure_sum import SecureSumAggregator, SecureSumClientRound
@@ -76,26 +76,13 @@ class ClientContext:
     ) -> tuple[FloatVector, int, Metrics]:
         """The update this owner may release, after its DP steps and its ledger charge.
 
-        Without DP it is the raw update. With ``dpsgd`` the round's event is charged before
-        training; with ``central`` the update is clipped and charged. In DP modes the example
-        count is not released (it is data too): the update is sent with weight 1.
+        Without DP it is the raw update; with DP, :meth:`OwnerPrivacy.release` decides.
         """
-        plan = self.privacy.plan if self.privacy is not None else None
-        if plan is None or self.privacy is None:
+        if self.privacy is None:
             return self.raw_update(global_weights, fit)
-        if plan.mode == "dpsgd":
-            next_event = getattr(self.trainer, "next_round_event", None)
-            if next_event is None:
-                raise ConfigError("dp.mode = 'dpsgd' needs a DP-SGD trainer at the owner")
-            epsilon = self.privacy.charge(round=fit.round, event=next_event())
-            update, _, metrics = self.raw_update(global_weights, fit)
-            return update, 1, {**metrics, "epsilon": epsilon}
-        if plan.mode == "central":
-            update, _, metrics = self.raw_update(global_weights, fit)
-            clipped, norm = clip_update(update, clip=plan.clip)
-            epsilon = self.privacy.charge(round=fit.round, event=plan.owner_event())
-            return clipped, 1, {**metrics, "epsilon": epsilon, "update_norm": norm}
-        raise ConfigError(f"dp.mode = {plan.mode!r} is encoded by secure aggregation itself")
+        return self.privacy.release(
+            self.trainer, raw_update=self.raw_update, global_weights=global_weights, fit=fit
+        )
 
 
 class MeanAggregator:
@@ -139,7 +126,12 @@ def create_client_round(ctx: ClientContext, *, round: int, attempt: int) -> Clie
         privacy = ctx.privacy
         central = privacy is not None and privacy.plan.mode == "central"
         check = functools.partial(check_plan, privacy.plan) if privacy and central else None
-        return MeanClientRound(dim=ctx.layout.total, local_update=ctx.local_update, check=check)
+        return MeanClientRound(
+            dim=ctx.layout.total,
+            local_update=ctx.local_update,
+            fit_of=functools.partial(owner_fit, ctx.job),
+            check=check,
+        )
     if kind == "secagg":
         return SecureSumClientRound(ctx, rng=csprng())
     if kind == "he":

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..client.training import owner_fit
 from ..config import JobConfig
 from ..errors import CodecError, RoundAborted
 from ..he_job import (
@@ -38,7 +39,7 @@ from ..he_job import (
     vector_spec,
 )
 from ..payload import Payload
-from .base import AggregateUpdate, RoundContext, fit_from_payload, fit_to_fields
+from .base import AggregateUpdate, RoundContext, fit_to_fields
 from .mean import quorum_of
 
 if TYPE_CHECKING:
@@ -224,7 +225,7 @@ class HESumClientRound:
         k = owner_min_contributors(job, ctx.policy)
         dim = ctx.layout.total
         weights = payload.get_tensor("weights", dtype="float32", shape=(dim,), finite=True)
-        fit = fit_from_payload(payload)
+        fit = owner_fit(self._ctx.job, payload)
         public = SignedContext.from_payload(payload).open(
             job, trusted=trusted_keyholders(job, ctx.policy)
         )

@@ -19,7 +19,6 @@ from .base import (
     AggregateUpdate,
     FloatVector,
     RoundContext,
-    fit_from_payload,
     fit_to_fields,
     weighted_mean,
     weighted_metrics,
@@ -109,9 +108,11 @@ class MeanClientRound:
         *,
         dim: int,
         local_update: LocalUpdateFn,
+        fit_of: Callable[[Payload], FitConfig],
         check: Callable[[Payload], None] | None = None,
     ) -> None:
         self._dim = dim
+        self._fit_of = fit_of
         self._local_update = local_update
         self._check = check
 
@@ -120,7 +121,7 @@ class MeanClientRound:
         if stage != STAGE_FIT:
             raise CodecError(f"stage {stage!r} is not part of a plain-mean round")
         weights = payload.get_tensor("weights", dtype="float32", shape=(self._dim,), finite=True)
-        fit = fit_from_payload(payload)
+        fit = self._fit_of(payload)
         if self._check is not None:
             self._check(payload)  # e.g. the DP plan: no less noise than the job agreed to
         update, examples, metrics = self._local_update(np.asarray(weights), fit)

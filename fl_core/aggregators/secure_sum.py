@@ -27,7 +27,9 @@ import numpy.typing as npt
 import mpc
 from mpc.secagg.messages import Request, Response
 
+from ..client.training import owner_fit
 from ..config import JobConfig, SecAggSection
+from ..dp.plan import DPPlan, check_plan, make_plan, plan_fields, read_owner_epsilon
 from ..dp.skellam import new_rotation_seed, skellam_decode, skellam_encode
 from ..errors import CodecError, ConfigError, PolicyRefused, ProtocolError, RoundAborted
 from ..payload import Payload
@@ -36,11 +38,9 @@ from .base import (
     AggregateUpdate,
     FloatVector,
     RoundContext,
-    fit_from_payload,
     fit_to_fields,
     model_hash,
 )
-from .dp import DPPlan, check_plan, make_plan, plan_fields, read_owner_epsilon
 from .mean import quorum_of
 
 PREFIX = "secagg"
@@ -378,7 +378,7 @@ class SecureSumClientRound:
         weights = payload.get_tensor("weights", dtype="float32", shape=(dim,), finite=True)
         self._weights = np.asarray(weights)
         self._hash = model_hash(self._weights)
-        self._fit = fit_from_payload(payload)
+        self._fit = owner_fit(self._ctx.job, payload)
         if self._plan is not None:
             check_plan(self._plan, payload)  # no less noise than the job agreed to
         elif "dp.mode" in payload:

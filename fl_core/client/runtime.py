@@ -26,8 +26,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..aggregators import ClientContext, create_client_round, handle_evaluate
 from ..aggregators.base import ClientRound
-from ..aggregators.dp import make_plan
 from ..config import JobConfig
+from ..dp.owner import OwnerPrivacy
+from ..dp.plan import make_plan
 from ..errors import (
     BudgetExceeded,
     CodecError,
@@ -45,7 +46,6 @@ from ..payload import Payload
 from ..transport.base import ClientTransport, JobDone, JoinRequest, Refusal, Result, Task, Wait
 from ..types import EvaluateResult, Layout, Trainer
 from .policy import OwnerPolicy
-from .privacy import OwnerPrivacy
 
 log = logging.getLogger("bulwark.client")
 

@@ -25,10 +25,10 @@ import numpy.typing as npt
 
 from ..aggregators.base import AggregateUpdate, RoundContext
 from ..aggregators.evaluation import STAGE_EVALUATE, EvaluateServerRound
+from ..client.training import job_fit
 from ..codec import all_finite
 from ..errors import FlCoreError, RoundAborted
 from ..transport.base import JobDone
-from ..types import FitConfig
 from .events import Event
 from .registry import sample_cohort
 
@@ -126,18 +126,8 @@ async def _run_attempt(c: Coordinator, rnd: int, attempt: int) -> None:
     down0, up0 = c.traffic.down, c.traffic.up
     cohort = start_attempt(c, rnd, attempt, live)
     seed = job.job.seed if job.job.seed is not None else secrets.randbits(62)
-    fit = FitConfig(
-        round=rnd,
-        epochs=job.train.epochs,
-        batch_size=job.train.batch_size,
-        learning_rate=job.train.learning_rate,
-        momentum=job.train.momentum,
-        weight_decay=job.train.weight_decay,
-        optimizer=job.train.optimizer,
-        max_steps=job.train.max_steps,
-        proximal_mu=c.strategy.client_config().get("proximal_mu", 0.0),
-        seed=int(np.random.default_rng([seed, rnd]).integers(0, 2**62)),
-    )
+    # The same settings every owner computes from its own job file (it refuses any other).
+    fit = job_fit(job, rnd, seed=int(np.random.default_rng([seed, rnd]).integers(0, 2**62)))
     if getattr(c.aggregator, "needs_keyholder", False):
         await c.wait_for_clients(1, job.sampling.wait_for_clients_s, role="keyholder")
     identities = c.registry.identity_keys()

@@ -21,8 +21,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ..aggregators.base import Aggregator
-from ..aggregators.dp import DPPlan, make_plan
 from ..config import JobConfig
+from ..dp.plan import DPPlan, make_plan
 from ..errors import CodecError, ConfigError, DuplicateResult, FlCoreError, StaleResult
 from ..strategies import Strategy
 from ..transport.base import (

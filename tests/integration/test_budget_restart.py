@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from fl_core.aggregators.dp import make_plan
 from fl_core.client.ledger import PrivacyLedger
 from fl_core.config import parse_job
 from fl_core.dp.accounting import compose
+from fl_core.dp.plan import make_plan
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,10 @@ import pytest
 from support import LinearTrainer, job_text, make_coordinator, parse
 
 import fl_core.aggregators.secure_sum as secure_sum
-from fl_core.aggregators.dp import make_plan
 from fl_core.client.ledger import PrivacyLedger
 from fl_core.client.runtime import Client, ClientOptions
 from fl_core.coordinator.store import Store
+from fl_core.dp.plan import make_plan
 from fl_core.dp.skellam import skellam_decode
 from fl_core.transport.grpc_client import GrpcClientTransport
 from fl_core.transport.grpc_server import serve
@@ -111,7 +111,7 @@ def test_skellam_sum_through_secagg_is_bit_exact(tmp_path: Path, monkeypatch) ->
 
 def test_owner_refuses_a_coordinator_that_lowers_the_noise(tmp_path: Path) -> None:
     """A task that states less noise than the job's plan is refused by the owner."""
-    from fl_core.aggregators.dp import check_plan, plan_fields
+    from fl_core.dp.plan import check_plan, plan_fields
     from fl_core.errors import PolicyRefused
     from fl_core.payload import Payload
 

@@ -30,18 +30,21 @@ import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from ..config import JobConfig, dp_survivor_floor, expected_cohort
-from ..dp.accounting import GaussianEvent, PrivacyEvent, compose, noise_multiplier_for
-from ..dp.central import add_central_noise
-from ..dp.noise import csprng
-from ..dp.skellam import PrivacyUnit, SkellamConfig, calibrate_skellam, skellam_round_event
 from ..errors import CodecError, PolicyRefused
 from ..payload import Payload
-from .base import AggregateUpdate, Aggregator, RoundContext, ServerRound
+from .accounting import GaussianEvent, PrivacyEvent, compose, noise_multiplier_for
+from .central import add_central_noise
+from .noise import csprng
+from .skellam import PrivacyUnit, SkellamConfig, calibrate_skellam, skellam_round_event
+
+if TYPE_CHECKING:  # the aggregators import this module: only their types here
+    from ..aggregators.base import AggregateUpdate, Aggregator, RoundContext, ServerRound
 
 FloatVector = npt.NDArray[np.float32]
 

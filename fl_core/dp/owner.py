@@ -1,0 +1,110 @@
+"""The owner's side of a DP job: its plan, and the ledger charge before anything leaves.
+
+:class:`OwnerPrivacy` holds the owner's :class:`~fl_core.dp.plan.DPPlan` (computed from the
+job file the owner agreed to) and the path of its privacy ledger. :meth:`OwnerPrivacy.charge`
+commits the round's privacy event to the ledger, or raises
+:class:`~fl_core.errors.BudgetExceeded` with the reason, before the caller computes or sends the
+release; a crash after sending therefore never loses spent budget. SQLite connections belong to
+one thread, and the runtime answers tasks in worker threads, so each thread opens its own
+connection to the same ledger file.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from ..client.ledger import PrivacyLedger
+from ..errors import BudgetExceeded, ConfigError
+from ..types import FitConfig, Metrics, Trainer
+from .accounting import PrivacyEvent, compose, event_from_dict
+from .clipping import clip_update
+from .plan import DPPlan
+
+FloatVector = npt.NDArray[np.float32]
+
+
+class OwnerPrivacy:
+    """An owner's DP plan and ledger.
+
+    Args:
+        job_id: the job's id (recorded with every charge).
+        plan: the owner's own DP plan for the job.
+        ledger_path: the owner's ledger file (``None``: the owner keeps no ledger and refuses
+            every release that spends privacy budget).
+        dataset: the name of the data set in the ledger (its cap applies).
+    """
+
+    def __init__(
+        self, *, job_id: str, plan: DPPlan, ledger_path: str | Path | None, dataset: str
+    ) -> None:
+        self.job_id = job_id
+        self.plan = plan
+        self.ledger_path = Path(ledger_path) if ledger_path is not None else None
+        self.dataset = dataset
+        self._local = threading.local()
+
+    def _ledger(self) -> PrivacyLedger:
+        ledger = getattr(self._local, "ledger", None)
+        if ledger is None:
+            if self.ledger_path is None:
+                raise BudgetExceeded(
+                    "this job spends privacy budget and the owner keeps no privacy ledger"
+                )
+            ledger = PrivacyLedger(self.ledger_path)
+            self._local.ledger = ledger
+        return ledger
+
+    def charge(self, *, round: int, event: PrivacyEvent) -> float:
+        """Charge one release; return this job's epsilon after it (composed at the cap's delta).
+
+        The value reported with a release is this job's spend only: the owner's other jobs, and
+        what it has spent on them, are none of the coordinator's business.
+
+        Raises:
+            BudgetExceeded: the cap would be exceeded, there is no cap, or no ledger.
+        """
+        entry = self._ledger().charge(
+            job=self.job_id,
+            round=round,
+            dataset=self.dataset,
+            mechanism=self.plan.mechanism,
+            event=event,
+        )
+        entries = self._ledger().entries(self.dataset)
+        mine = [event_from_dict(e.parameters) for e in entries if e.job == self.job_id]
+        return float(compose(mine, delta=entry.delta).epsilon)
+
+    def release(
+        self,
+        trainer: Trainer,
+        *,
+        raw_update: Callable[[FloatVector, FitConfig], tuple[FloatVector, int, Metrics]],
+        global_weights: FloatVector,
+        fit: FitConfig,
+    ) -> tuple[FloatVector, int, Metrics]:
+        """The update an owner may release in a ``dpsgd`` or ``central`` job, charged first.
+
+        ``dpsgd``: the round's DP-SGD event is charged, then the owner trains. ``central``: the
+        owner trains, clips to ``dp.clip`` and charges the round before returning. Either way the
+        example count is not released (it is data too): the update goes out with weight 1, and
+        ``metrics["epsilon"]`` is this job's spend (not the owner's other jobs).
+        """
+        plan = self.plan
+        if plan.mode == "dpsgd":
+            next_event = getattr(trainer, "next_round_event", None)
+            if next_event is None:
+                raise ConfigError("dp.mode = 'dpsgd' needs a DP-SGD trainer at the owner")
+            epsilon = self.charge(round=fit.round, event=next_event())
+            update, _, metrics = raw_update(global_weights, fit)
+            return update, 1, {**metrics, "epsilon": epsilon}
+        if plan.mode == "central":
+            update, _, metrics = raw_update(global_weights, fit)
+            clipped, norm = clip_update(update, clip=plan.clip)
+            epsilon = self.charge(round=fit.round, event=plan.owner_event())
+            return clipped, 1, {**metrics, "epsilon": epsilon, "update_norm": norm}
+        raise ConfigError(f"dp.mode = {plan.mode!r} is encoded by secure aggregation itself")
