@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..client.pipeline import local_update
 from ..client.policy import OwnerPolicy
+from ..client.release import Releases
 from ..client.training import owner_fit
 from ..config import JobConfig
 from ..dp.noise import csprng
@@ -57,6 +58,7 @@ class ClientContext:
     layout: Layout
     identity_key: Ed25519PrivateKey = field(repr=False)
     policy: OwnerPolicy
+    releases: Releases
     privacy: OwnerPrivacy | None = None
 
     def raw_update(
@@ -129,13 +131,16 @@ def create_client_round(ctx: ClientContext, *, round: int, attempt: int) -> Clie
         return MeanClientRound(
             dim=ctx.layout.total,
             local_update=ctx.local_update,
-            fit_of=functools.partial(owner_fit, ctx.job),
+            fit_of=functools.partial(owner_fit, ctx.job, round=round),
             check=check,
+            before_release=lambda weights: ctx.releases.release(
+                round=round, attempt=attempt, model_hash=model_hash(weights), once=False
+            ),
         )
     if kind == "secagg":
-        return SecureSumClientRound(ctx, rng=csprng())
+        return SecureSumClientRound(ctx, round=round, attempt=attempt, rng=csprng())
     if kind == "he":
         from .he_sum import HESumClientRound  # imports TenSEAL: only for HE jobs
 
-        return HESumClientRound(ctx, round=round)
+        return HESumClientRound(ctx, round=round, attempt=attempt)
     raise ConfigError(f"aggregation.kind = {kind!r} is not available in this build")

@@ -39,7 +39,7 @@ from ..he_job import (
     vector_spec,
 )
 from ..payload import Payload
-from .base import AggregateUpdate, RoundContext, fit_to_fields
+from .base import AggregateUpdate, RoundContext, fit_to_fields, model_hash
 from .mean import quorum_of
 
 if TYPE_CHECKING:
@@ -210,9 +210,9 @@ class HESumAggregator:
 class HESumClientRound:
     """Data-owner side of one round attempt: check the context, train, encrypt, sign."""
 
-    def __init__(self, ctx: Any, *, round: int) -> None:
+    def __init__(self, ctx: Any, *, round: int, attempt: int = 1) -> None:
         self._ctx = ctx
-        self._round = round
+        self._round, self._attempt = round, attempt
 
     def handle(self, stage: str, payload: Payload) -> Payload:
         """Answer ``he.contribute``; any check that fails refuses the task with its reason."""
@@ -225,9 +225,15 @@ class HESumClientRound:
         k = owner_min_contributors(job, ctx.policy)
         dim = ctx.layout.total
         weights = payload.get_tensor("weights", dtype="float32", shape=(dim,), finite=True)
-        fit = owner_fit(self._ctx.job, payload)
+        fit = owner_fit(self._ctx.job, payload, round=self._round)
         public = SignedContext.from_payload(payload).open(
             job, trusted=trusted_keyholders(job, ctx.policy)
+        )
+        ctx.releases.release(  # counted first; without DP once per round and per model
+            round=self._round,
+            attempt=self._attempt,
+            model_hash=model_hash(np.asarray(weights)),
+            once=ctx.privacy is None,
         )
         update, examples, _ = ctx.local_update(np.asarray(weights), fit)
         clip = job.he.clip

@@ -110,7 +110,9 @@ class MeanClientRound:
         local_update: LocalUpdateFn,
         fit_of: Callable[[Payload], FitConfig],
         check: Callable[[Payload], None] | None = None,
+        before_release: Callable[[FloatVector], None] | None = None,
     ) -> None:
+        self._before_release = before_release
         self._dim = dim
         self._fit_of = fit_of
         self._local_update = local_update
@@ -124,6 +126,8 @@ class MeanClientRound:
         fit = self._fit_of(payload)
         if self._check is not None:
             self._check(payload)  # e.g. the DP plan: no less noise than the job agreed to
+        if self._before_release is not None:
+            self._before_release(np.asarray(weights))  # counted before anything is computed
         update, examples, metrics = self._local_update(np.asarray(weights), fit)
         return Payload(
             {"update": update, "num_examples": int(examples), **metrics_to_fields(metrics)}

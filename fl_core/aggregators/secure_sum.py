@@ -330,8 +330,9 @@ def weighted_input(
 class SecureSumClientRound:
     """Data-owner side of one round attempt: fresh keys, secrets in memory only."""
 
-    def __init__(self, ctx: Any, *, rng: np.random.Generator) -> None:
+    def __init__(self, ctx: Any, *, round: int, attempt: int, rng: np.random.Generator) -> None:
         self._ctx = ctx
+        self._round, self._attempt = round, attempt
         self._rng = rng
         self._client: mpc.SecAggClient | None = None
         self._weights: FloatVector | None = None
@@ -378,26 +379,34 @@ class SecureSumClientRound:
         weights = payload.get_tensor("weights", dtype="float32", shape=(dim,), finite=True)
         self._weights = np.asarray(weights)
         self._hash = model_hash(self._weights)
-        self._fit = owner_fit(self._ctx.job, payload)
+        self._fit = owner_fit(self._ctx.job, payload, round=self._round)
         if self._plan is not None:
             check_plan(self._plan, payload)  # no less noise than the job agreed to
         elif "dp.mode" in payload:
             raise PolicyRefused("the task asks for DP parameters the job does not have")
+        job = self._ctx.job
+        # The owner's own parameters for this cohort size, from its own job file: the request
+        # is only checked against them (a lower threshold or a smaller ring is a lie).
+        params, bits = round_parameters(job.secagg, cohort, modular=self._skellam is not None)
         if self._skellam is not None:
             self._seed = payload.get_bytes("dp.rotation_seed", size=32)
             length = self._skellam.padded_dim
         else:
-            self._q = (
+            self._q = (bits, float(job.secagg.clip), job.secagg.max_weight)
+            claimed = (
                 payload.get_int("q.bits", lo=1, hi=40),
                 payload.get_float("q.clip", lo=1e-12, hi=1e12),
                 payload.get_int("q.max_weight", lo=1, hi=10**9),
             )
+            names = ("q.bits", "q.clip", "q.max_weight")
+            for name, got, want in zip(names, claimed, self._q, strict=True):
+                if got != want:
+                    raise PolicyRefused(
+                        f"the task asks for {name} = {got!r}; the job file gives {want!r}"
+                    )
             length = dim + 1
-        self._ring_bits = request.ring_bits
-        if request.vector_length != length:
-            raise ProtocolError(
-                f"vector length {request.vector_length} does not fit this job ({length})"
-            )
+        check_request(request, params, vector_length=length)
+        self._ring_bits = params.ring_bits
         self._client = mpc.SecAggClient(
             index=payload.get_int("index", lo=1, hi=2**31 - 1),
             identity_key=self._ctx.identity_key,
@@ -408,6 +417,10 @@ class SecureSumClientRound:
     def _masked_input(self, request: Any) -> Response:
         if self._client is None or self._weights is None:
             raise ProtocolError("masked input requested before the key advertisement")
+        # Counted before anything is computed; without DP, once per round and per model.
+        self._ctx.releases.release(
+            round=self._round, attempt=self._attempt, model_hash=self._hash, once=self._plan is None
+        )
         if self._skellam is not None:
             vector = self._skellam_input()
             return self._client.masked_input(request, vector=vector, model_hash=self._hash)
@@ -448,6 +461,35 @@ class SecureSumClientRound:
             ring = skellam_encode(update, config=config, rotation_seed=self._seed, rng=self._rng)
         dtype = np.uint32 if self._ring_bits == 32 else np.uint64
         return mpc.RingVector(ring.astype(dtype, copy=False))
+
+
+def check_request(
+    request: mpc.AdvertiseKeysRequest, params: mpc.SecAggParams, *, vector_length: int
+) -> None:
+    """Refuse a key-advertisement request whose round set-up is not the owner's own.
+
+    Raises:
+        PolicyRefused: naming the field that differs from the owner's parameters.
+    """
+    expected = {
+        "num_clients": params.num_clients,
+        "threshold": params.threshold,
+        "degree": params.degree,
+        "ring_bits": params.ring_bits,
+        "vector_length": vector_length,
+    }
+    for name, want in expected.items():
+        got = getattr(request, name)
+        if got != want:
+            raise PolicyRefused(
+                f"the coordinator asks for secagg {name} = {got!r}; this owner's job gives "
+                f"{want!r} for a cohort of {params.num_clients}"
+            )
+    if len(request.neighbours) != params.degree:
+        raise PolicyRefused(
+            f"the coordinator gives {len(request.neighbours)} neighbours; the degree is "
+            f"{params.degree}"
+        )
 
 
 def check_job(job: JobConfig) -> None:

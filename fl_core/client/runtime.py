@@ -46,6 +46,7 @@ from ..payload import Payload
 from ..transport.base import ClientTransport, JobDone, JoinRequest, Refusal, Result, Task, Wait
 from ..types import EvaluateResult, Layout, Trainer
 from .policy import OwnerPolicy
+from .release import Releases
 
 log = logging.getLogger("bulwark.client")
 
@@ -313,6 +314,7 @@ class Client(Participant):
             identity_key=self.identity_key,
             policy=self.policy,
             privacy=privacy,
+            releases=Releases(job),
         )
         self._round_key: tuple[int, int] | None = None
         self._round: ClientRound | None = None
@@ -327,7 +329,13 @@ class Client(Participant):
         if header.job_id != self.job.job.name:
             raise PolicyRefused(f"task for job {header.job_id!r}, not {self.job.job.name!r}")
         self.policy.check_task(self.job, stage=header.stage, round=header.round)
+        self.context.releases.check_round(header.round)
         if header.stage == "evaluate":
+            if self.job.dp.mode != "none":
+                raise PolicyRefused(
+                    "this is a DP job: evaluation answers on the owner's data are not covered by "
+                    "its privacy budget"
+                )
             return handle_evaluate(task.payload, dim=self.layout.total, evaluate=self._evaluate)
         key = (header.round, header.attempt)
         if self._round_key != key or self._round is None:

@@ -60,7 +60,7 @@ def job_fit(job: JobConfig, round: int, *, seed: int) -> FitConfig:
     )
 
 
-def owner_fit(job: JobConfig, payload: Payload) -> FitConfig:
+def owner_fit(job: JobConfig, payload: Payload, *, round: int) -> FitConfig:
     """The owner's own settings for the task's round, once the task's claim matches them.
 
     Raises:
@@ -68,6 +68,8 @@ def owner_fit(job: JobConfig, payload: Payload) -> FitConfig:
         CodecError: a field is missing or out of range.
     """
     claimed = fit_from_payload(payload)
+    if claimed.round != round:
+        raise PolicyRefused(f"the task of round {round} asks for fit.round = {claimed.round}")
     own = job_fit(job, claimed.round, seed=claimed.seed)
     for name in FIELDS:
         got, want = getattr(claimed, name), getattr(own, name)
