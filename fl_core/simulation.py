@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from safetensors.numpy import save_file
 
@@ -243,8 +244,51 @@ def _he_keys(job: JobConfig, names: list[str]) -> SimulatedKeys | None:
     return SimulatedKeys.generate(names)
 
 
+def central_evaluator(
+    job: JobConfig, dataset: Dataset, shares: list[ClientData]
+) -> Callable[[npt.NDArray[np.float32]], dict[str, object]] | None:
+    """DP jobs only: the simulator's own evaluation of a global model on the pooled test shares.
+
+    In a DP job the owners refuse to answer evaluation tasks (an answer about their test data
+    is a release their budget does not cover). A simulation holds every share anyway, so it
+    evaluates the model itself on the union of the owners' test shares, which is what a
+    federated evaluation of every owner would report. A deployed coordinator has no such data:
+    its DP jobs report no accuracy unless the owners' policies allow it.
+    """
+    if job.dp.mode == "none":
+        return None
+    x_test = np.concatenate([s.x_test for s in shares])
+    y_test = np.concatenate([s.y_test for s in shares])
+    model_fn = model_factory(job, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
+    trainer = TorchTrainer(
+        model_fn,
+        x_train=x_test[:1],
+        y_train=y_test[:1],
+        x_test=x_test,
+        y_test=y_test,
+        task=dataset.task,
+        seed=job.model.init_seed,
+    )
+    layout = Layout.of(trainer.initial_weights())
+
+    def evaluate(flat: npt.NDArray[np.float32]) -> dict[str, object]:
+        result = trainer.evaluate(layout.unflatten(np.array(flat, dtype=np.float32, copy=True)))
+        return {
+            "loss": float(result.loss),
+            **{k: float(v) for k, v in result.metrics.items()},
+            "eval_examples": int(result.num_examples),
+            "eval_central": 1,
+        }
+
+    return evaluate
+
+
 def _coordinator(
-    job: JobConfig, store: Store, weights: Weights, events: Callable[[Event], None] | None
+    job: JobConfig,
+    store: Store,
+    weights: Weights,
+    events: Callable[[Event], None] | None,
+    evaluator: Callable[[npt.NDArray[np.float32]], dict[str, object]] | None = None,
 ) -> Coordinator:
     layout = Layout.of(weights)
     return Coordinator(
@@ -254,6 +298,7 @@ def _coordinator(
         strategy=create_strategy(job.strategy),
         aggregator=create_aggregator(job),
         events=events,
+        central_evaluator=evaluator,
     )
 
 
@@ -305,7 +350,8 @@ def _simulate_inmemory(
     shares = client_shares(job, dataset)
     trainers = [make_trainer(job, dataset, share) for share in shares]
     weights = trainers[0].initial_weights()
-    coordinator = _coordinator(job, store, weights, events)
+    evaluator = central_evaluator(job, dataset, shares)
+    coordinator = _coordinator(job, store, weights, events, evaluator)
     names = [f"client-{i}" for i in range(len(trainers))]
     keys = _he_keys(job, names)
     clients: list[Participant] = [
@@ -365,7 +411,11 @@ def _simulate_grpc(
 ) -> SimulationResult:
     input_shape, num_classes = model_shape(job)
     weights = initial_weights(job, input_shape=input_shape, num_classes=num_classes)
-    coordinator = _coordinator(job, store, weights, events)
+    evaluator = None
+    if job.dp.mode != "none":
+        dataset = job_dataset(job)
+        evaluator = central_evaluator(job, dataset, client_shares(job, dataset))
+    coordinator = _coordinator(job, store, weights, events, evaluator)
     started = time.perf_counter()
     errors: dict[str, str] = {}
 

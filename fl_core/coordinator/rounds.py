@@ -15,6 +15,7 @@ attempt (fresh keys and masks), up to ``round.max_attempts`` times; then the job
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -243,6 +244,10 @@ async def _evaluate(
     every = job.evaluation.every
     if every == 0 or (rnd % every != 0 and rnd != job.job.rounds):
         return {}
+    if job.dp.mode != "none":  # owners refuse to answer evaluations their budget does not cover
+        if c.central_evaluator is None:
+            return {}
+        return await asyncio.to_thread(c.central_evaluator, weights)
     live = c.registry.live()
     cohort = sample_cohort(
         live,

@@ -77,8 +77,10 @@ class Coordinator:
         events: EventSink | None = None,
         runner: Callable[[Coordinator], Awaitable[JobDone]] | None = None,
         clock: Callable[[], float] = time.time,
+        central_evaluator: Callable[[npt.NDArray[np.float32]], dict[str, object]] | None = None,
     ) -> None:
         self.job = job
+        self.central_evaluator = central_evaluator
         self.job_id = job.job.name
         self.store = store
         self.strategy = strategy

@@ -133,7 +133,10 @@ def _plan(source: str, job: JobConfig, dim: int) -> DPPlan | None:
     if dp.mode == "dpsgd":
         return DPPlan(mode="dpsgd", delta=dp.delta, clip=dp.clip, expected_clients=expected)
     if dp.mode == "central":
-        rate = job.sampling.fraction if job.sampling.poisson else 1.0
+        # No amplification by sampling: the coordinator alone draws the cohort, so an owner
+        # cannot tell whether it was sampled with probability q or picked every round; it
+        # charges (and the noise is calibrated) as if it took part in every round (q = 1).
+        rate = 1.0
         z = dp.noise_multiplier or noise_multiplier_for(
             target_epsilon=dp.epsilon,
             delta=dp.delta,
