@@ -92,14 +92,20 @@ class MeanAggregator:
 
     name = "mean"
 
-    def __init__(self, *, quorum_fraction: float, min_clients: int) -> None:
+    def __init__(
+        self, *, quorum_fraction: float, min_clients: int, max_update_norm: float = 0.0
+    ) -> None:
         self.quorum_fraction = quorum_fraction
         self.min_clients = min_clients
+        self.max_update_norm = max_update_norm
 
     def server_round(self, ctx: RoundContext) -> ServerRound:
         """A plain-mean round."""
         return MeanServerRound(
-            ctx, quorum_fraction=self.quorum_fraction, min_clients=self.min_clients
+            ctx,
+            quorum_fraction=self.quorum_fraction,
+            min_clients=self.min_clients,
+            max_update_norm=self.max_update_norm,
         )
 
 
@@ -108,7 +114,11 @@ def create_aggregator(job: JobConfig) -> Aggregator:
     kind = job.aggregation.kind
     base: Aggregator
     if kind == "mean":
-        base = MeanAggregator(quorum_fraction=job.round.quorum_fraction, min_clients=1)
+        base = MeanAggregator(
+            quorum_fraction=job.round.quorum_fraction,
+            min_clients=1,
+            max_update_norm=job.limits.max_update_norm,
+        )
     elif kind == "secagg":
         check_secagg_job(job)
         base = SecureSumAggregator(job.secagg, quorum_fraction=job.round.quorum_fraction, job=job)

@@ -52,8 +52,16 @@ class MeanServerRound:
 
     stages: tuple[str, ...] = (STAGE_FIT,)
 
-    def __init__(self, ctx: RoundContext, *, quorum_fraction: float, min_clients: int) -> None:
+    def __init__(
+        self,
+        ctx: RoundContext,
+        *,
+        quorum_fraction: float,
+        min_clients: int,
+        max_update_norm: float = 0.0,
+    ) -> None:
         self._ctx = ctx
+        self._max_norm = max_update_norm
         self._quorum_fraction = quorum_fraction
         self._min_clients = min_clients
         self._dim = int(ctx.global_weights.shape[0])
@@ -71,6 +79,12 @@ class MeanServerRound:
     def check(self, stage: str, client_id: str, payload: Payload) -> object:
         """An update of the model's size, finite, with a positive example count."""
         update = payload.get_tensor("update", dtype="float32", shape=(self._dim,), finite=True)
+        if self._max_norm:
+            norm = float(np.linalg.norm(np.asarray(update, dtype=np.float64)))
+            if norm > self._max_norm:
+                raise CodecError(
+                    f"update norm {norm:.6g} exceeds limits.max_update_norm = {self._max_norm:g}"
+                )
         examples = payload.get_int("num_examples", lo=1, hi=MAX_EXAMPLES)
         return update, examples, metrics_from_payload(payload)
 

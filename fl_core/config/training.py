@@ -286,8 +286,18 @@ class Limits:
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     max_fields: int = 4096
+    max_update_norm: float = 0.0
+    """Plain mean: the largest L2 norm of an update the coordinator accepts (0: no bound)."""
 
     def __post_init__(self) -> None:
+        _require(
+            isinstance(self.max_update_norm, int | float)
+            and math.isfinite(self.max_update_norm)
+            and self.max_update_norm >= 0,
+            "limits.max_update_norm",
+            "a finite number >= 0 (0: no bound)",
+            self.max_update_norm,
+        )
         _require(
             4096 <= self.chunk_bytes <= 16 << 20,
             "limits.chunk_bytes",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -52,3 +53,21 @@ def test_a_large_mean_crosses_many_blocks() -> None:
     weights = {"c0": 1.0, "c1": 2.0, "c2": 7.0}
     mean, _ = weighted_mean(updates, weights)
     np.testing.assert_array_equal(mean, straightforward(updates, weights))
+
+
+def test_an_update_above_max_update_norm_is_refused_naming_the_limit() -> None:
+    from owner_harness import server_round
+    from support import LinearTrainer, job_text, parse
+
+    from fl_core.client.runtime import Client
+    from fl_core.errors import CodecError
+    from fl_core.payload import Payload
+
+    job = parse(job_text(clients=2, min_clients=2, extra="[limits]\nmax_update_norm = 1.0\n"))
+    clients = [Client(name=f"client-{i}", job=job, trainer=LinearTrainer(i)) for i in range(2)]
+    server = server_round(job, clients)
+    small = np.array([0.6, 0.0, 0.0, 0.0, 0.79], np.float32)  # norm < 1
+    server.check("fit", "client-0", Payload({"update": small, "num_examples": 10}))
+    big = np.array([1e9, 0.0, 0.0, 0.0, 0.0], np.float32)  # a 1e9-weighted takeover attempt
+    with pytest.raises(CodecError, match=r"limits\.max_update_norm = 1"):
+        server.check("fit", "client-1", Payload({"update": big, "num_examples": 10}))
