@@ -70,6 +70,8 @@ def check_spec(
     for dim in shape:
         if dim < 0:
             raise CodecError(f"{field}: negative dimension {dim}")
+        if dim > max_elements:  # also when another dimension is 0: (0, 2^62) is refused
+            raise CodecError(f"{field}: dimension {dim} is above {max_elements} elements")
         count *= int(dim)
         if count > max_elements:
             raise CodecError(f"{field}: more than {max_elements} elements")

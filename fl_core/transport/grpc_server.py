@@ -8,6 +8,7 @@ fl_core error that rejected it (see :mod:`fl_core.transport.errors`).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -111,6 +112,13 @@ def _parsed(request: T | Malformed) -> T:
     return request
 
 
+def _who(request: object, what: str, attr: str) -> str:
+    """Who sent ``request``, for the log (a malformed request has no fields to read)."""
+    if isinstance(request, Malformed):
+        return f"malformed {request.type_name}"
+    return f"{what} {str(getattr(request, attr, ''))[:64]!r}"
+
+
 async def _abort(context: grpc.aio.ServicerContext, error: FlCoreError, who: str) -> None:
     log.warning("rejected %s: %s: %s", who, type(error).__name__, error)
     await context.abort(
@@ -133,7 +141,7 @@ class CoordinatorServicer:
             _reject_malformed(request)
             reply = await self._endpoint.join(join_request_from_proto(request))
         except FlCoreError as exc:
-            await _abort(context, exc, f"join of {request.client_name[:64]!r}")
+            await _abort(context, exc, _who(request, "join of", "client_name"))
             raise  # pragma: no cover - abort raises
         return join_reply_to_proto(reply)
 
@@ -143,6 +151,8 @@ class CoordinatorServicer:
         """Long-poll for a task and stream it: a start message, then the blob in chunks."""
         try:
             _reject_malformed(request)
+            if not math.isfinite(request.wait_seconds):
+                raise CodecError(f"wait_seconds is {request.wait_seconds}, not a finite number")
             wait = min(max(request.wait_seconds, 0.0), MAX_LONG_POLL_S)
             if len(request.working_on) > MAX_TASK_ID:
                 raise CodecError(f"working_on longer than {MAX_TASK_ID} characters")
@@ -150,7 +160,7 @@ class CoordinatorServicer:
                 request.client_id, request.session_token, wait=wait, working_on=request.working_on
             )
         except FlCoreError as exc:
-            await _abort(context, exc, f"pull from {request.client_id[:64]!r}")
+            await _abort(context, exc, _who(request, "pull from", "client_id"))
             return
         if isinstance(reply, Wait):
             yield pb.TaskChunk(wait=pb.Wait(retry_after_seconds=reply.retry_after))
@@ -167,7 +177,7 @@ class CoordinatorServicer:
         try:  # authenticates at once; entering cannot fail
             transfer = self._endpoint.transfer(request.client_id, request.session_token)
         except FlCoreError as exc:
-            await _abort(context, exc, f"pull from {request.client_id[:64]!r}")
+            await _abort(context, exc, _who(request, "pull from", "client_id"))
             return
         with transfer:  # the client is live while its task's chunks are moving
             yield pb.TaskChunk(start=start)
@@ -239,7 +249,7 @@ class CoordinatorServicer:
             _reject_malformed(request)
             await self._endpoint.leave(request.client_id, request.session_token)
         except FlCoreError as exc:
-            await _abort(context, exc, f"leave of {request.client_id[:64]!r}")
+            await _abort(context, exc, _who(request, "leave of", "client_id"))
         return pb.LeaveReply()
 
 
