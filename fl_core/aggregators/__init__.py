@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -109,48 +110,82 @@ class MeanAggregator:
         )
 
 
+def _mean(job: JobConfig) -> Aggregator:
+    return MeanAggregator(
+        quorum_fraction=job.round.quorum_fraction,
+        min_clients=1,
+        max_update_norm=job.limits.max_update_norm,
+    )
+
+
+def _secure_sum(job: JobConfig) -> Aggregator:
+    check_secagg_job(job)
+    return SecureSumAggregator(job.secagg, quorum_fraction=job.round.quorum_fraction, job=job)
+
+
+def _he_sum(job: JobConfig) -> Aggregator:
+    from .he_sum import HESumAggregator  # imports TenSEAL: only for HE jobs
+
+    return HESumAggregator(job)
+
+
+def _mean_client(ctx: ClientContext, round: int, attempt: int) -> ClientRound:
+    privacy = ctx.privacy
+    central = privacy is not None and privacy.plan.mode == "central"
+    check = functools.partial(check_plan, privacy.plan) if privacy and central else None
+    return MeanClientRound(
+        dim=ctx.layout.total,
+        local_update=ctx.local_update,
+        fit_of=functools.partial(owner_fit, ctx.job, round=round),
+        check=check,
+        before_release=lambda weights: ctx.releases.release(
+            round=round, attempt=attempt, model_hash=model_hash(weights), once=False
+        ),
+    )
+
+
+def _secure_sum_client(ctx: ClientContext, round: int, attempt: int) -> ClientRound:
+    return SecureSumClientRound(ctx, round=round, attempt=attempt, rng=csprng())
+
+
+def _he_sum_client(ctx: ClientContext, round: int, attempt: int) -> ClientRound:
+    from .he_sum import HESumClientRound  # imports TenSEAL: only for HE jobs
+
+    return HESumClientRound(ctx, round=round, attempt=attempt)
+
+
+AGGREGATORS: dict[str, Callable[[JobConfig], Aggregator]] = {
+    "mean": _mean,
+    "secagg": _secure_sum,
+    "he": _he_sum,
+}
+"""``aggregation.kind`` -> the coordinator side (the sum whose inverse the owner's chain is)."""
+
+CLIENT_ROUNDS: dict[str, Callable[[ClientContext, int, int], ClientRound]] = {
+    "mean": _mean_client,
+    "secagg": _secure_sum_client,
+    "he": _he_sum_client,
+}
+"""``aggregation.kind`` -> the owner side of one round attempt."""
+
+CENTRAL_NOISE_AROUND = ("mean", "secagg")
+"""Aggregators that central DP (``dp.mode = "central"``) wraps with its noise."""
+
+
 def create_aggregator(job: JobConfig) -> Aggregator:
     """The coordinator-side aggregator that the job's ``[aggregation]`` table names."""
     kind = job.aggregation.kind
-    base: Aggregator
-    if kind == "mean":
-        base = MeanAggregator(
-            quorum_fraction=job.round.quorum_fraction,
-            min_clients=1,
-            max_update_norm=job.limits.max_update_norm,
-        )
-    elif kind == "secagg":
-        check_secagg_job(job)
-        base = SecureSumAggregator(job.secagg, quorum_fraction=job.round.quorum_fraction, job=job)
-    if kind in ("mean", "secagg"):
-        return CentralNoiseAggregator(base, job) if job.dp.mode == "central" else base
-    if kind == "he":
-        from .he_sum import HESumAggregator  # imports TenSEAL: only for HE jobs
-
-        return HESumAggregator(job)
-    raise ConfigError(f"aggregation.kind = {kind!r} is not available in this build")
+    if kind not in AGGREGATORS:
+        raise ConfigError(f"aggregation.kind = {kind!r} is not available in this build")
+    base = AGGREGATORS[kind](job)
+    if job.dp.mode == "central" and kind in CENTRAL_NOISE_AROUND:
+        return CentralNoiseAggregator(base, job)
+    return base
 
 
 def create_client_round(ctx: ClientContext, *, round: int, attempt: int) -> ClientRound:
     """A fresh client-side state machine for one round attempt of the job's aggregator."""
     kind = ctx.job.aggregation.kind
-    if kind == "mean":
-        privacy = ctx.privacy
-        central = privacy is not None and privacy.plan.mode == "central"
-        check = functools.partial(check_plan, privacy.plan) if privacy and central else None
-        return MeanClientRound(
-            dim=ctx.layout.total,
-            local_update=ctx.local_update,
-            fit_of=functools.partial(owner_fit, ctx.job, round=round),
-            check=check,
-            before_release=lambda weights: ctx.releases.release(
-                round=round, attempt=attempt, model_hash=model_hash(weights), once=False
-            ),
-        )
-    if kind == "secagg":
-        return SecureSumClientRound(ctx, round=round, attempt=attempt, rng=csprng())
-    if kind == "he":
-        from .he_sum import HESumClientRound  # imports TenSEAL: only for HE jobs
-
-        return HESumClientRound(ctx, round=round, attempt=attempt)
-    raise ConfigError(f"aggregation.kind = {kind!r} is not available in this build")
+    if kind not in CLIENT_ROUNDS:
+        raise ConfigError(f"aggregation.kind = {kind!r} is not available in this build")
+    return CLIENT_ROUNDS[kind](ctx, round, attempt)
