@@ -72,6 +72,18 @@ def setup_logging(verbose: bool, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
+def check_address(address: str, option: str, *, listen: bool = False) -> str:
+    """``address`` if it is ``HOST:PORT`` with a port in range, else a one-line error.
+
+    A dial without a port used to wait silently for gRPC's default; it is refused at once.
+    """
+    host, sep, port = address.rpartition(":")
+    low = 0 if listen else 1
+    if not sep or not host or not port.isdigit() or not low <= int(port) <= 65535:
+        raise fail(f"{option} {address}: expected HOST:PORT with a port in [{low}, 65535]")
+    return address
+
+
 def is_loopback(address: str) -> bool:
     """Whether ``host:port`` names a loopback host."""
     host = address.rsplit(":", 1)[0].strip("[]")

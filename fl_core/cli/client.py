@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ..errors import FlCoreError
-from ._common import channel_credentials, fail, identity_key, load, setup_logging
+from ._common import channel_credentials, check_address, fail, identity_key, load, setup_logging
 
 
 def client(
@@ -40,15 +40,22 @@ def client(
         str | None, typer.Option(help="The ledger's name for this data (default: the job's).")
     ] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
+    connect_timeout: Annotated[
+        float,
+        typer.Option(help="Give up when the coordinator stays unreachable this many seconds."),
+    ] = 30.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Take part in a job as a data owner: dial out to the coordinator, train, answer tasks."""
-    from ..client.runtime import Client
+    from ..client.runtime import Client, ClientOptions
     from ..owner import load_owner_data, owner_trainer, prepare_ledger
     from ..transport.grpc_client import GrpcClientTransport
 
     setup_logging(verbose, quiet)
+    check_address(coordinator, "--coordinator")
+    if not connect_timeout > 0:
+        raise fail(f"--connect-timeout {connect_timeout}: expected a number of seconds > 0")
     if threads:
         import torch
 
@@ -85,6 +92,7 @@ def client(
             policy=owner_policy,
             ledger=ledger,
             dataset=data_name,
+            options=ClientOptions(give_up_after_s=connect_timeout),
         )
     except (FlCoreError, OSError) as exc:
         raise fail(str(exc)) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -33,10 +34,12 @@ def coordinator(
 ) -> None:
     """Serve a job to data owners over gRPC; resumes from --state after a restart."""
     from ..aggregators import create_aggregator
+    from ..coordinator.events import Event
     from ..coordinator.service import Coordinator
     from ..coordinator.store import Store
     from ..simulation import initial_weights, model_shape, write_outputs
     from ..strategies import create_strategy
+    from ..transport.base import JobDone
     from ..transport.grpc_server import serve
     from ..types import Layout
 
@@ -54,6 +57,26 @@ def coordinator(
         insecure=insecure,
     )  # fmt: skip
     view = ProgressView(job.job.rounds, quiet=quiet)
+    started = time.perf_counter()
+    running = JobDone(status="running")
+
+    def save(done: JobDone) -> None:
+        if output is not None:
+            write_outputs(
+                output,
+                job=job,
+                done=done,
+                rounds=store.metrics(job.job.name),
+                weights=Layout.of(weights).unflatten(coord.global_weights),
+                seconds=time.perf_counter() - started,
+                transport="grpc",
+            )
+
+    def on_event(event: Event) -> None:
+        view(event)
+        if event.kind == "round_completed":  # metrics.json is current after every round
+            save(running)
+
     try:
         input_shape, num_classes = model_shape(job)
         weights = initial_weights(job, input_shape=input_shape, num_classes=num_classes)
@@ -64,7 +87,7 @@ def coordinator(
             initial_weights=Layout.of(weights).flatten(weights),
             strategy=create_strategy(job.strategy),
             aggregator=create_aggregator(job),
-            events=view,
+            events=on_event,
         )
     except FlCoreError as exc:
         raise fail(str(exc)) from None
@@ -78,17 +101,7 @@ def coordinator(
         finally:
             await handle.stop(grace=2.0)
         typer.echo(f"job {job.job.name}: {done.status} {done.reason}".rstrip())
-        if output is not None:
-            layout = Layout.of(weights)
-            write_outputs(
-                output,
-                job=job,
-                done=done,
-                rounds=store.metrics(job.job.name),
-                weights=layout.unflatten(coord.global_weights),
-                seconds=0.0,
-                transport="grpc",
-            )
+        save(done)
         if done.status != "completed":
             raise fail(f"job failed: {done.reason}")
 

@@ -170,3 +170,75 @@ def test_client_with_a_different_job_file_is_refused(tmp_path: Path) -> None:
         coordinator.wait()
     assert done.returncode == 2
     assert "agreed to a different job file" in done.stderr
+
+
+def test_a_client_fails_fast_with_one_line(tmp_path: Path) -> None:
+    """No port, and nobody listening: one line each, not a silent wait (issue 11)."""
+    job = _short_job(tmp_path, rounds=1)
+    no_port = bulwark("client", "--coordinator", "127.0.0.1", "--job", str(job), "--partition", "0")
+    assert no_port.returncode == 2
+    assert "--coordinator 127.0.0.1: expected HOST:PORT" in no_port.stderr
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nobody = bulwark(
+        "client", "--coordinator", f"127.0.0.1:{port}", "--job", str(job), "--partition", "0",
+        "--connect-timeout", "1", timeout=60,
+    )  # fmt: skip
+    assert nobody.returncode == 2
+    assert "coordinator unreachable for 1 s" in nobody.stderr
+    assert "Traceback" not in nobody.stderr
+
+
+def test_the_coordinator_writes_metrics_with_its_wall_time(tmp_path: Path) -> None:
+    job = _short_job(tmp_path, rounds=2)
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "out"
+    coordinator = subprocess.Popen(
+        [
+            sys.executable, "-m", "fl_core.cli", "coordinator", str(job), "--state",
+            str(tmp_path / "s.db"), "--address", f"127.0.0.1:{port}", "--output", str(out),
+            "--quiet",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    clients = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fl_core.cli",
+                "client",
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--job",
+                str(job),
+                "--partition",
+                str(i),
+                "--quiet",
+                "--threads",
+                "1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        for i in range(5)
+    ]
+    try:
+        _, err = coordinator.communicate(timeout=240)
+    finally:
+        for c in clients:
+            c.wait(timeout=60)
+    assert coordinator.returncode == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
+    assert len(metrics["rounds"]) == 2
+    assert metrics["seconds"] > 0
