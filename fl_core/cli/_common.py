@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import logging
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,8 @@ from rich.text import Text
 
 from ..config import JobConfig, load_job
 from ..errors import FlCoreError
+from ..logs import LogFormat as LogFormat
+from ..logs import setup_logging as setup_logging
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -64,12 +65,6 @@ def load(job_file: Path) -> JobConfig:
         return load_job(job_file)
     except FlCoreError as exc:
         raise fail(f"{job_file}: {exc}") from None
-
-
-def setup_logging(verbose: bool, quiet: bool) -> None:
-    """Log warnings (``--verbose``: everything, ``--quiet``: errors only)."""
-    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
 def check_address(address: str, option: str, *, listen: bool = False) -> str:

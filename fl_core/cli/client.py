@@ -10,7 +10,15 @@ from typing import Annotated
 import typer
 
 from ..errors import FlCoreError
-from ._common import channel_credentials, check_address, fail, identity_key, load, setup_logging
+from ._common import (
+    LogFormat,
+    channel_credentials,
+    check_address,
+    fail,
+    identity_key,
+    load,
+    setup_logging,
+)
 
 
 def client(
@@ -44,6 +52,9 @@ def client(
         float,
         typer.Option(help="Give up when the coordinator stays unreachable this many seconds."),
     ] = 30.0,
+    log_format: Annotated[
+        LogFormat, typer.Option(help="Log lines as text or as one JSON object each.")
+    ] = LogFormat.TEXT,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -52,7 +63,7 @@ def client(
     from ..owner import load_owner_data, owner_trainer, prepare_ledger
     from ..transport.grpc_client import GrpcClientTransport
 
-    setup_logging(verbose, quiet)
+    setup_logging(verbose, quiet, log_format)
     check_address(coordinator, "--coordinator")
     if not connect_timeout > 0:
         raise fail(f"--connect-timeout {connect_timeout}: expected a number of seconds > 0")

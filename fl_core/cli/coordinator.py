@@ -10,7 +10,15 @@ from typing import Annotated
 import typer
 
 from ..errors import FlCoreError
-from ._common import console, fail, load, server_credentials, setup_logging
+from ._common import (
+    LogFormat,
+    check_address,
+    console,
+    fail,
+    load,
+    server_credentials,
+    setup_logging,
+)
 from ._progress import ProgressView
 
 
@@ -29,6 +37,13 @@ def coordinator(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Allow plaintext on a non-loopback address.")
     ] = False,
+    log_format: Annotated[
+        LogFormat, typer.Option(help="Log lines as text or as one JSON object each.")
+    ] = LogFormat.TEXT,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Prometheus metrics on this port (127.0.0.1; 0: any free one)."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -43,7 +58,8 @@ def coordinator(
     from ..transport.grpc_server import serve
     from ..types import Layout
 
-    setup_logging(verbose, quiet)
+    setup_logging(verbose, quiet, log_format)
+    check_address(address, "--address", listen=True)
     job = load(job_file)
     if job.job.kind == "stats":  # a statistics job has its own coordinator loop
         from .stats import stats_coordinator
@@ -72,8 +88,21 @@ def coordinator(
                 transport="grpc",
             )
 
+    exporter = None
+    if metrics_port is not None:
+        from ..coordinator.metrics import PrometheusMetrics
+
+        exporter = PrometheusMetrics(job.job.name)
+        try:
+            port = exporter.serve(metrics_port)
+        except OSError as exc:
+            raise fail(f"--metrics-port {metrics_port}: {exc}") from None
+        console.print(f"Prometheus metrics on http://127.0.0.1:{port}/metrics")
+
     def on_event(event: Event) -> None:
         view(event)
+        if exporter is not None:
+            exporter(event)
         if event.kind == "round_completed":  # metrics.json is current after every round
             save(running)
 

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ..config import Limits
 from ..errors import CodecError, FlCoreError
@@ -57,6 +58,10 @@ def channel_options(limits: Limits) -> list[tuple[str, int]]:
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
     ]
+
+
+SERVICE = "bulwark.v1.Coordinator"
+"""The gRPC service name (also the name the health service reports)."""
 
 
 class Malformed:
@@ -259,9 +264,12 @@ class ServerHandle:
 
     server: grpc.aio.Server
     port: int
+    health: health.aio.HealthServicer | None = None
 
     async def stop(self, grace: float | None = 1.0) -> None:
         """Stop accepting calls and finish (or cancel after ``grace`` seconds) the open ones."""
+        if self.health is not None:  # load balancers and probes see it go first
+            await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
 
 
@@ -308,12 +316,15 @@ async def serve(
             response_serializer=pb.LeaveReply.SerializeToString,
         ),
     }
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("bulwark.v1.Coordinator", handlers),)
-    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    # The standard gRPC health service (grpc.health.v1), for probes and load balancers.
+    checker = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    for name in ("", SERVICE):
+        await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
     if credentials is None:
         port = server.add_insecure_port(address)
     else:
         port = server.add_secure_port(address, credentials)
     await server.start()
-    return ServerHandle(server, port)
+    return ServerHandle(server, port, checker)
