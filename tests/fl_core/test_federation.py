@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -64,7 +66,9 @@ def test_a_signed_roster_reads_back(signed: tuple[Roster, bytes, Ed25519PrivateK
     ],
     ids=["role", "key", "added", "removed", "federation", "cert"],
 )
-def test_any_alteration_is_refused(signed: tuple[Roster, bytes, Ed25519PrivateKey], tamper) -> None:
+def test_any_alteration_is_refused(
+    signed: tuple[Roster, bytes, Ed25519PrivateKey], tamper: Callable[[Any], object]
+) -> None:
     roster, signature, authority = signed
     doc = json.loads(roster.to_json(signature))
     tamper(doc)
