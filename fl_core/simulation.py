@@ -15,6 +15,7 @@ The coordinator's state lives in SQLite (``state.db`` in the output folder, or a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -22,12 +23,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -126,6 +127,53 @@ def model_shape(job: JobConfig) -> tuple[tuple[int, ...], int]:
         return tuple(job.model.input_shape), job.model.num_classes
     dataset = job_dataset(job)
     return dataset.input_shape, dataset.num_classes
+
+
+# --- supervision ------------------------------------------------------------------------------
+
+
+async def supervise(
+    job: JobConfig,
+    run: Awaitable[JobDone],
+    members: Mapping[str, asyncio.Future[str | None]],
+    *,
+    owners: set[str],
+    errors: dict[str, str],
+) -> JobDone:
+    """Run the coordinator's job beside its members; stop early when the job cannot go on.
+
+    Each member future resolves to ``None`` (it ended normally) or to its error text, which is
+    added to ``errors`` at once. When so many owners failed that fewer than
+    ``sampling.min_clients`` are left, or any member that is not an owner (the key holder)
+    failed, the job is cancelled instead of waiting ``sampling.wait_for_clients_s`` for clients
+    that will not come. A coordinator that raises (a state file holding another job, say)
+    raises here at once.
+
+    Raises:
+        ConfigError: the job cannot run because members failed (names the first and its error).
+    """
+    job_task = asyncio.ensure_future(run)
+    pending: set[asyncio.Future[Any]] = {job_task, *members.values()}
+    names: dict[asyncio.Future[Any], str] = {future: name for name, future in members.items()}
+    while not job_task.done():
+        finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for future in finished:
+            if future is not job_task and not future.cancelled() and future.result():
+                errors[names[future]] = str(future.result())
+                log.warning("%s failed: %s", names[future], future.result())
+        lost = [n for n in errors if n in owners]
+        fatal = [n for n in errors if n not in owners]
+        left = len(owners) - len(lost)
+        if not job_task.done() and (fatal or left < job.sampling.min_clients):
+            job_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await job_task
+            first = (fatal or lost)[0]
+            raise ConfigError(
+                f"{first} failed: {errors[first]} ({left} of the {job.sampling.min_clients} "
+                "owners the job needs are left)"
+            )
+    return job_task.result()
 
 
 # --- results ----------------------------------------------------------------------------------
@@ -380,17 +428,31 @@ def _simulate_inmemory(
         transports = [
             InMemoryTransport(coordinator, roundtrip=roundtrip, limits=job.limits) for _ in clients
         ]
-        outcomes = await asyncio.gather(
-            coordinator.run(),
-            *(c.run(t) for c, t in zip(clients, transports, strict=True)),
-            return_exceptions=True,
-        )
-        for client, outcome in zip(clients, outcomes[1:], strict=True):
-            if isinstance(outcome, BaseException):
-                errors[client.name] = f"{type(outcome).__name__}: {outcome}"
-        if isinstance(outcomes[0], BaseException):
-            raise outcomes[0]
-        return outcomes[0]
+
+        async def member(client: Participant, transport: InMemoryTransport) -> str | None:
+            try:
+                await client.run(transport)
+            except Exception as exc:  # noqa: BLE001 - reported as this client's error
+                return f"{type(exc).__name__}: {exc}"
+            return None
+
+        members = {
+            c.name: asyncio.ensure_future(member(c, t))
+            for c, t in zip(clients, transports, strict=True)
+        }
+        try:
+            done = await supervise(
+                job, coordinator.run(), members, owners=set(names), errors=errors
+            )
+            await asyncio.wait(members.values(), timeout=30)  # they learn that the job ended
+        finally:
+            for task in members.values():
+                task.cancel()
+            await asyncio.gather(*members.values(), return_exceptions=True)
+        for name, task in members.items():
+            if not task.cancelled() and task.result():
+                errors.setdefault(name, str(task.result()))
+        return done
 
     try:
         done = asyncio.run(main())
@@ -471,19 +533,40 @@ def _simulate_grpc(
         ]
         if files is not None:
             procs.append(keyholder)
+
+        async def member(proc: asyncio.subprocess.Process) -> str | None:
+            _, stderr = await proc.communicate()
+            if not proc.returncode:
+                return None
+            tail = stderr.decode(errors="replace").strip().splitlines()[-3:]
+            return f"exit {proc.returncode}: " + " | ".join(tail)
+
+        members = {
+            (names[i] if i < len(names) else "keyholder"): asyncio.ensure_future(member(proc))
+            for i, proc in enumerate(procs)
+        }
+        stuck = True
         try:
-            done = await coordinator.run()
+            done = await supervise(
+                job, coordinator.run(), members, owners=set(names), errors=errors
+            )
+            stuck = False
         finally:
-            for i, proc in enumerate(procs):
-                try:
-                    _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
-                except TimeoutError:
+            # After a job that ended, the clients learn it and exit; give them a moment. After
+            # one that could not run (the coordinator raised, or too many clients died), stop
+            # the others at once instead of waiting for their timeouts.
+            if not stuck:
+                await asyncio.wait(members.values(), timeout=30)
+            for proc in procs:
+                if proc.returncode is None:
                     proc.kill()
-                    _, stderr = await proc.communicate()
-                if proc.returncode:
-                    tail = stderr.decode(errors="replace").strip().splitlines()[-3:]
-                    name = names[i] if i < len(names) else "keyholder"
-                    errors[name] = f"exit {proc.returncode}: " + " | ".join(tail)
+            for name, outcome in zip(
+                members,
+                await asyncio.gather(*members.values(), return_exceptions=True),
+                strict=True,
+            ):
+                if not stuck and isinstance(outcome, str):
+                    errors.setdefault(name, outcome)
             await handle.stop(grace=1.0)
         return done
 

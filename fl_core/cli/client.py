@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 from typing import Annotated
@@ -14,9 +13,11 @@ from ._common import (
     LogFormat,
     channel_credentials,
     check_address,
+    check_timeout,
     fail,
     identity_key,
     load,
+    participate,
     setup_logging,
 )
 
@@ -61,12 +62,10 @@ def client(
     """Take part in a job as a data owner: dial out to the coordinator, train, answer tasks."""
     from ..client.runtime import Client, ClientOptions
     from ..owner import load_owner_data, owner_trainer, prepare_ledger
-    from ..transport.grpc_client import GrpcClientTransport
 
     setup_logging(verbose, quiet, log_format)
     check_address(coordinator, "--coordinator")
-    if not connect_timeout > 0:
-        raise fail(f"--connect-timeout {connect_timeout}: expected a number of seconds > 0")
+    check_timeout(connect_timeout)
     if threads:
         import torch
 
@@ -108,16 +107,6 @@ def client(
     except (FlCoreError, OSError) as exc:
         raise fail(str(exc)) from None
 
-    async def main() -> None:
-        transport = GrpcClientTransport(coordinator, limits=job.limits, credentials=credentials)
-        try:
-            done = await me.run(transport)
-        finally:
-            await transport.close()
-        if not quiet:
-            typer.echo(f"{me.name}: job {done.status} after {me.tasks_done} tasks")
-
-    try:
-        asyncio.run(main())
-    except FlCoreError as exc:
-        raise fail(str(exc)) from None
+    line = participate(me, coordinator, job, credentials, connect_timeout=connect_timeout)
+    if not quiet:
+        typer.echo(line)

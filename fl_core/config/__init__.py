@@ -18,6 +18,7 @@ from ._common import (
     PARTITIONS,
     STRATEGIES,
 )
+from ._diff import describe_differences, job_differences
 from ._loader import (
     JobConfig,
     dp_survivor_floor,
@@ -49,6 +50,7 @@ from .training import (
 )
 
 __all__ = [
+    "describe_differences",
     "dp_survivor_floor",
     "expected_cohort",
     "AGGREGATIONS",
@@ -80,6 +82,7 @@ __all__ = [
     "StatsSection",
     "StrategySection",
     "TrainSection",
+    "job_differences",
     "load_job",
     "parse_job",
 ]
