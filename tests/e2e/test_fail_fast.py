@@ -186,3 +186,16 @@ def test_a_client_process_that_fails_ends_a_grpc_simulation_at_once(tmp_path: Pa
     line = [x for x in done.stderr.splitlines() if x.startswith("error:")]
     assert len(line) == 1 and "client-" in line[0] and "dataset-fashion-mnist" in line[0]
     assert "owners the job needs are left" in line[0]
+
+
+def test_certs_never_overwrite_a_ca_or_a_key(tmp_path: Path) -> None:
+    ca = str(tmp_path / "ca")
+    assert bulwark("certs", "init", "--out", ca, "--ca-name", "CA", timeout=60).returncode == 0
+    key = (tmp_path / "ca" / "ca.key").read_bytes()
+
+    again = bulwark("certs", "init", "--out", ca, "--ca-name", "CA", timeout=60)
+    no_ca = bulwark("certs", "issue", "--ca", str(tmp_path / "x"), "--name", "h", "--out", ca)
+
+    assert again.returncode == 2 and "already exists" in one_line(again.stderr)
+    assert no_ca.returncode == 2 and "bulwark certs init" in one_line(no_ca.stderr)
+    assert (tmp_path / "ca" / "ca.key").read_bytes() == key
