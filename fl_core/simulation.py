@@ -82,18 +82,24 @@ def client_shares(job: JobConfig, dataset: Dataset) -> list[ClientData]:
 def model_factory(
     job: JobConfig, *, input_shape: tuple[int, ...], num_classes: int
 ) -> Callable[[], torch.nn.Module]:
-    """A function that builds the job's model."""
+    """A function that builds the job's model: its own ``code.model`` (checked) or a registry's."""
+    from .app import job_model_factory
+
+    own = job_model_factory(job)
+    if own is not None:
+        return partial(own, input_shape=tuple(input_shape), num_classes=num_classes)
     return partial(create_model, job.model.name, input_shape=input_shape, num_classes=num_classes)
 
 
 def make_trainer(job: JobConfig, dataset: Dataset, share: ClientData) -> Trainer:
     """A torch trainer for one client's share of the data set (DP-SGD when the job says so)."""
+    from .app import make_owner_trainer
     from .owner import with_dpsgd
 
     model_fn = model_factory(job, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
-    base = TorchTrainer.from_client_data(
-        model_fn, share, task=dataset.task, seed=job.model.init_seed
-    )
+    base = make_owner_trainer(job, model_fn, share, task=dataset.task)
+    if not isinstance(base, TorchTrainer):
+        return base
     return with_dpsgd(job, base, model_fn)
 
 

@@ -9,6 +9,7 @@
 | `stats.py` | `bulwark stats`, `stats-coordinator`, `stats-owner` |
 | `budget.py` | `bulwark budget show` |
 | `keys.py` | `bulwark public-key` |
+| `code.py` | `bulwark code-hash` (the `[code]` pin of an installed model package) |
 | `certs.py` | `bulwark certs init`, `bulwark certs issue` (a federation CA and its certificates) |
 | `_common.py` | one-line errors, job loading, logging, TLS, identities, running a participant |
 | `_dial.py` | one health call before a participant joins: TLS failures end it at once |

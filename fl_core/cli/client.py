@@ -30,7 +30,14 @@ def client(
     ] = None,
     data: Annotated[
         Path | None,
-        typer.Option(help=".npz file with x_train, y_train, x_test, y_test (no pickle)."),
+        typer.Option(
+            help="The owner's table: .csv, .parquet or .npz read by the job's [schema] (or "
+            "--schema); without a schema an .npz with x_train, y_train, x_test, y_test."
+        ),
+    ] = None,
+    schema: Annotated[
+        Path | None,
+        typer.Option(help="A TOML file with a [schema] table, for a job that declares none."),
     ] = None,
     name: Annotated[str | None, typer.Option(help="Enrolled name (default client-I).")] = None,
     policy: Annotated[Path | None, typer.Option(help="Owner policy file (TOML).")] = None,
@@ -91,7 +98,14 @@ def client(
                         f"the ledger {ledger} has no privacy cap for data set {data_name!r}: "
                         "set one with [policy] budget_epsilon in a --policy file"
                     )
-        trainer = owner_trainer(job, load_owner_data(job, partition=partition, data=data))
+        from ..app import verify_code
+        from ..config import load_schema
+
+        if job.code is not None:  # the job's own code: checked before anything is imported
+            verify_code(job.code)
+        declared = load_schema(schema) if schema is not None else None
+        share = load_owner_data(job, partition=partition, data=data, schema=declared)
+        trainer = owner_trainer(job, share)
         key = identity_key(identity)
         credentials = channel_credentials(coordinator, tls_ca, tls_cert=tls_cert, tls_key=tls_key)
         me = Client(

@@ -24,8 +24,10 @@ from ._loader import (
     dp_survivor_floor,
     expected_cohort,
     load_job,
+    load_schema,
     parse_job,
 )
+from .code import CodeSection, SchemaSection
 from .protection import (
     DP_MODES,
     HE_BFV_PRESETS,
@@ -55,6 +57,7 @@ __all__ = [
     "expected_cohort",
     "AGGREGATIONS",
     "AggregationSection",
+    "CodeSection",
     "DEFAULT_CHUNK_BYTES",
     "DEFAULT_MAX_HEADER_BYTES",
     "DEFAULT_MAX_PAYLOAD_BYTES",
@@ -78,11 +81,13 @@ __all__ = [
     "RoundSection",
     "STRATEGIES",
     "SamplingSection",
+    "SchemaSection",
     "SecAggSection",
     "StatsSection",
     "StrategySection",
     "TrainSection",
     "job_differences",
     "load_job",
+    "load_schema",
     "parse_job",
 ]
