@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from safetensors.numpy import save_file
 
 from .aggregators import create_aggregator
@@ -45,6 +46,7 @@ from .coordinator.service import Coordinator
 from .coordinator.store import Store
 from .data import ClientData, Dataset, PartitionConfig, load_dataset, split_for_clients
 from .errors import ConfigError
+from .federation import Roster, simulated_federation, simulated_roster
 from .models import create_model
 from .strategies import create_strategy
 from .transport.base import JobDone
@@ -343,6 +345,8 @@ def _coordinator(
     weights: Weights,
     events: Callable[[Event], None] | None,
     evaluator: Callable[[npt.NDArray[np.float32]], dict[str, object]] | None = None,
+    roster: Roster | None = None,
+    identity_key: Ed25519PrivateKey | None = None,
 ) -> Coordinator:
     layout = Layout.of(weights)
     return Coordinator(
@@ -353,6 +357,8 @@ def _coordinator(
         aggregator=create_aggregator(job),
         events=events,
         central_evaluator=evaluator,
+        roster=roster,
+        identity_key=identity_key,
     )
 
 
@@ -405,18 +411,24 @@ def _simulate_inmemory(
     trainers = [make_trainer(job, dataset, share) for share in shares]
     weights = trainers[0].initial_weights()
     evaluator = central_evaluator(job, dataset, shares)
-    coordinator = _coordinator(job, store, weights, events, evaluator)
     names = [f"client-{i}" for i in range(len(trainers))]
     keys = _he_keys(job, names)
+    # A federation of its own: a roster signed by a throwaway authority, so joins prove key
+    # possession against it and secure aggregation pins every peer to it, as in a deployment.
+    roster, roster_keys = simulated_roster(names) if keys is None else (None, {})
+    coordinator = _coordinator(
+        job, store, weights, events, evaluator, roster, roster_keys.get("coordinator")
+    )
     clients: list[Participant] = [
         Client(
             name=name,
             job=job,
             trainer=t,
             options=ClientOptions(long_poll_s=30.0),
-            identity_key=None if keys is None else keys.owners[name],
+            identity_key=keys.owners[name] if keys is not None else roster_keys[name],
             policy=policy if keys is None else keys.owner_policy(),
             ledger=ledgers.get(name),
+            roster=roster,
         )
         for name, t in zip(names, trainers, strict=True)
     ]
@@ -483,13 +495,24 @@ def _simulate_grpc(
     if job.dp.mode != "none":
         dataset = job_dataset(job)
         evaluator = central_evaluator(job, dataset, client_shares(job, dataset))
-    coordinator = _coordinator(job, store, weights, events, evaluator)
-    started = time.perf_counter()
-    errors: dict[str, str] = {}
-
     names = [f"client-{i}" for i in range(job.data.num_clients)]
     keys = _he_keys(job, names)
-    files = None if keys is None else keys.write(Path(store.path).parent / "identities")
+    identities = Path(store.path).parent / "identities"
+    files = None if keys is None else keys.write(identities)
+    # Without HE: a federation of its own, its roster and keys written for the client processes.
+    federation = simulated_federation(names) if keys is None else None
+    paths = federation.write(identities / "federation") if federation is not None else {}
+    coordinator = _coordinator(
+        job,
+        store,
+        weights,
+        events,
+        evaluator,
+        federation.roster if federation is not None else None,
+        federation.keys["coordinator"] if federation is not None else None,
+    )
+    started = time.perf_counter()
+    errors: dict[str, str] = {}
 
     def he_args(i: int) -> list[str]:
         extra: list[str] = []
@@ -498,7 +521,10 @@ def _simulate_grpc(
         if policy_path is not None and files is None:
             extra += ["--policy", str(policy_path)]
         if files is None:
-            return extra
+            return extra + [
+                *("--name", names[i], "--identity", str(paths[names[i]])),
+                *("--federation", str(paths["roster"]), "--authority", str(paths["authority"])),
+            ]
         return extra + [
             "--identity",
             str(files.owner_identities[names[i]]),

@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from . import budget, certs, client, code, coordinator, keyholder, keys, simulate, stats
+from . import (
+    budget,
+    certs,
+    client,
+    code,
+    coordinator,
+    federation,
+    keyholder,
+    keys,
+    simulate,
+    stats,
+)
 
 
 def _version(value: bool) -> None:
@@ -51,4 +62,5 @@ def build_app() -> typer.Typer:
     app.command("code-hash")(code.code_hash)
     app.add_typer(budget.budget_app, name="budget")
     app.add_typer(certs.certs_app, name="certs")
+    app.add_typer(federation.federation_app, name="federation")
     return app

@@ -18,6 +18,7 @@ from ._common import (
     identity_key,
     load,
     participate,
+    roster,
     setup_logging,
 )
 
@@ -63,6 +64,14 @@ def client(
     log_format: Annotated[
         LogFormat, typer.Option(help="Log lines as text or as one JSON object each.")
     ] = LogFormat.TEXT,
+    federation: Annotated[
+        Path | None,
+        typer.Option(help="The federation's signed roster (JSON); needs --authority."),
+    ] = None,
+    authority: Annotated[
+        Path | None,
+        typer.Option(help="The pinned federation authority public key (PEM)."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -117,6 +126,7 @@ def client(
             ledger=ledger,
             dataset=data_name,
             options=ClientOptions(give_up_after_s=connect_timeout),
+            roster=roster(federation, authority),
         )
     except (FlCoreError, OSError) as exc:
         raise fail(str(exc)) from None

@@ -17,6 +17,7 @@ from ._common import (
     identity_key,
     load,
     participate,
+    roster,
     setup_logging,
 )
 
@@ -44,6 +45,14 @@ def keyholder(
         float,
         typer.Option(help="Give up when the coordinator stays unreachable this many seconds."),
     ] = 30.0,
+    federation: Annotated[
+        Path | None,
+        typer.Option(help="The federation's signed roster (JSON); needs --authority."),
+    ] = None,
+    authority: Annotated[
+        Path | None,
+        typer.Option(help="The pinned federation authority public key (PEM)."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -64,6 +73,7 @@ def keyholder(
             name=name,
             identity_key=key,
             min_contributors=min_contributors,
+            roster=roster(federation, authority),
         )
     except (FlCoreError, OSError) as exc:
         raise fail(str(exc)) from None

@@ -117,6 +117,9 @@ class ClientRegistry:
     def __len__(self) -> int:
         return len(self._clients)
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._keys
+
     def join(self, name: str, identity_key: bytes, *, role: str = "owner") -> ClientRecord:
         """Register ``name`` (again); returns the record with a fresh session token.
 
