@@ -15,7 +15,6 @@ The coordinator's state lives in SQLite (``state.db`` in the output folder, or a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -23,12 +22,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +48,7 @@ from .errors import ConfigError
 from .federation import Roster, simulated_federation, simulated_roster
 from .models import create_model
 from .strategies import create_strategy
+from .supervise import supervise
 from .transport.base import JobDone
 from .transport.grpc_server import serve
 from .transport.inmemory import InMemoryTransport
@@ -135,53 +135,6 @@ def model_shape(job: JobConfig) -> tuple[tuple[int, ...], int]:
         return tuple(job.model.input_shape), job.model.num_classes
     dataset = job_dataset(job)
     return dataset.input_shape, dataset.num_classes
-
-
-# --- supervision ------------------------------------------------------------------------------
-
-
-async def supervise(
-    job: JobConfig,
-    run: Awaitable[JobDone],
-    members: Mapping[str, asyncio.Future[str | None]],
-    *,
-    owners: set[str],
-    errors: dict[str, str],
-) -> JobDone:
-    """Run the coordinator's job beside its members; stop early when the job cannot go on.
-
-    Each member future resolves to ``None`` (it ended normally) or to its error text, which is
-    added to ``errors`` at once. When so many owners failed that fewer than
-    ``sampling.min_clients`` are left, or any member that is not an owner (the key holder)
-    failed, the job is cancelled instead of waiting ``sampling.wait_for_clients_s`` for clients
-    that will not come. A coordinator that raises (a state file holding another job, say)
-    raises here at once.
-
-    Raises:
-        ConfigError: the job cannot run because members failed (names the first and its error).
-    """
-    job_task = asyncio.ensure_future(run)
-    pending: set[asyncio.Future[Any]] = {job_task, *members.values()}
-    names: dict[asyncio.Future[Any], str] = {future: name for name, future in members.items()}
-    while not job_task.done():
-        finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-        for future in finished:
-            if future is not job_task and not future.cancelled() and future.result():
-                errors[names[future]] = str(future.result())
-                log.warning("%s failed: %s", names[future], future.result())
-        lost = [n for n in errors if n in owners]
-        fatal = [n for n in errors if n not in owners]
-        left = len(owners) - len(lost)
-        if not job_task.done() and (fatal or left < job.sampling.min_clients):
-            job_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await job_task
-            first = (fatal or lost)[0]
-            raise ConfigError(
-                f"{first} failed: {errors[first]} ({left} of the {job.sampling.min_clients} "
-                "owners the job needs are left)"
-            )
-    return job_task.result()
 
 
 # --- results ----------------------------------------------------------------------------------

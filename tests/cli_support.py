@@ -83,3 +83,11 @@ def one_line(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1, f"expected one line, got {len(lines)}:\n{stderr}"
     return lines[0]
+
+
+def bulwark_env(site: Path) -> dict[str, str]:
+    """The test's environment with ``site`` (a ``pip install --target`` folder) importable."""
+    return {
+        **environment(),
+        "PYTHONPATH": os.pathsep.join([str(site), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
