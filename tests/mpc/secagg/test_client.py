@@ -104,13 +104,11 @@ def test_unmask_request_listing_a_peer_that_never_shared_keys_is_refused() -> No
         "dropped before sharing keys",
     )
     rnd2 = _round()
-    honest2 = advance(rnd2, Stage.UNMASK, drop_stage={5: 1})[1]
+    honest2 = advance(rnd2, Stage.CONSISTENCY_CHECK, drop_stage={5: 1})[1]
     _refuses(
         rnd2.clients[1],
-        "unmask",
-        dataclasses.replace(
-            honest2, survivors=(*honest2.survivors, 5), cohort=(*honest2.cohort, 5)
-        ),
+        "consistency_check",
+        dataclasses.replace(honest2, cohort=(*honest2.cohort, 5)),
         "dropped out or never joined",
     )
 
@@ -122,19 +120,20 @@ def test_unmask_request_that_omits_a_share_owner_is_refused() -> None:
     _refuses(rnd.clients[1], "unmask", hostile, "does not say whether peer")
 
 
-def test_unmask_cohort_below_threshold_or_minimum_is_refused() -> None:
+def test_consistency_cohort_below_threshold_or_minimum_is_refused() -> None:
+    # The cohort of masked inputs is checked (and signed) at the consistency check.
     rnd = _round()
-    honest = advance(rnd, Stage.UNMASK)[1]
+    honest = advance(rnd, Stage.CONSISTENCY_CHECK)[1]
     _refuses(
         rnd.clients[1],
-        "unmask",
+        "consistency_check",
         dataclasses.replace(honest, cohort=(1, 2)),
         "below the threshold 3",
     )
     rnd2 = _round(min_cohort=5)
-    honest2 = advance(rnd2, Stage.UNMASK, drop_stage={5: 2})[1]
+    honest2 = advance(rnd2, Stage.CONSISTENCY_CHECK, drop_stage={5: 2})[1]
     with pytest.raises(ProtocolAbort, match="minimum 5") as aborted:
-        rnd2.clients[1].unmask(honest2)
+        rnd2.clients[1].consistency_check(honest2)
     assert not isinstance(aborted.value, CoordinatorMisbehaviour)
 
 
