@@ -361,3 +361,56 @@ def test_a_coordinator_lying_about_a_dropout_never_gets_t_shares_of_both_kinds(
     # group cannot have, so it refused.
     assert recovered is None
     assert aborts.keys() >= alive or aborts.keys() >= set(range(1, 11)) - alive
+
+
+# -- the consistency check and share commitments
+
+
+def test_check_rejects_a_consistency_signature_that_does_not_verify_over_the_cohort() -> None:
+    rnd = make_round(_full(), vector_length=4)
+    requests = advance(rnd, Stage.CONSISTENCY_CHECK)
+    good = rnd.clients[1].consistency_check(requests[1])
+    rnd.server.check(Stage.CONSISTENCY_CHECK, 1, good)
+    with pytest.raises(InvalidMessage, match="client 1's consistency-check signature"):
+        rnd.server.check(Stage.CONSISTENCY_CHECK, 1, dataclasses.replace(good, signature=b"x"))
+    # A signature over another cohort (client 2 was told a smaller one) is refused too.
+    lied = rnd.clients[2].consistency_check(dataclasses.replace(requests[2], cohort=(1, 2, 3, 4)))
+    with pytest.raises(InvalidMessage, match="client 2's consistency-check signature"):
+        rnd.server.check(Stage.CONSISTENCY_CHECK, 2, lied)
+
+
+def test_the_round_aborts_when_fewer_than_the_quorum_sign() -> None:
+    # n = 5, t = 2, quorum 3: two signers are enough holders but not enough signatures.
+    params = _full(5, 2)
+    inputs = {i: np.zeros(3, np.uint32) for i in range(1, 6)}
+    with pytest.raises(ProtocolAbort, match="below its quorum 3") as aborted:
+        run_round(make_round(params, vector_length=3), inputs, dict.fromkeys((3, 4, 5), 3))
+    assert aborted.value.stage == Stage.CONSISTENCY_CHECK
+
+
+def test_the_unmask_request_relays_every_signature_of_the_signers() -> None:
+    rnd = make_round(_full(), vector_length=4)
+    requests = advance(rnd, Stage.UNMASK, drop_stage={5: 3})
+    assert set(requests) == {1, 2, 3, 4}
+    assert all(set(r.signatures) == {1, 2, 3, 4} for r in requests.values())
+    assert all(r.cohort == (1, 2, 3, 4, 5) for r in requests.values())
+
+
+@pytest.mark.parametrize(
+    ("field", "change", "match"),
+    [
+        ("seed_commitments", lambda c: {k: v for k, v in c.items() if k != 2}, "holders \\(2\\)"),
+        ("key_commitments", lambda c: {**c, 9: bytes(32)}, "holders \\(9\\)"),
+        ("seed_commitments", lambda c: {**c, 2: b"short"}, "not 32 bytes"),
+        ("seed_commitment", lambda c: b"", "seed commitment is not 32 bytes"),
+    ],
+)
+def test_check_rejects_missing_or_malformed_share_commitments(
+    field: str, change: Any, match: str
+) -> None:
+    rnd = make_round(_full(), vector_length=4)
+    requests = advance(rnd, Stage.SHARE_KEYS)
+    response = rnd.clients[1].share_keys(requests[1])
+    hostile = dataclasses.replace(response, **{field: change(getattr(response, field))})
+    with pytest.raises(InvalidMessage, match=match):
+        rnd.server.check(Stage.SHARE_KEYS, 1, hostile)
