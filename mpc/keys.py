@@ -10,7 +10,10 @@ Everything here composes primitives of ``cryptography``; nothing is home-made:
   single home of the labels that keep derived keys apart (STYLE.md rule 5);
 - AES-256-GCM envelopes for Shamir shares routed through the coordinator (round 1 of the paper);
 - Ed25519 signatures by each client's long-term identity key over its key advertisement, which
-  peers verify (the PKI assumption of the paper's active-adversary variant, section 6).
+  peers verify (the PKI assumption of the paper's active-adversary variant, section 6), and over
+  the cohort of masked inputs in the consistency check (section 4, round 3);
+- SHA-256 commitments to every Shamir share a client deals and to its self-mask seed, which the
+  coordinator checks at reconstruction so that an altered share is named, not summed.
 
 Threat model: the coordinator routes every message and may read or alter what it routes. Envelopes
 are authenticated and bound to the session, sender and recipient, so a coordinator cannot read a

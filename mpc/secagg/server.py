@@ -1,11 +1,12 @@
 r"""The coordinator's side of SecAgg / SecAgg+: routes shares, sums, reconstructs and unmasks.
 
 Threat model: the coordinator holds no secret of any client. It sees public keys, sealed
-envelopes it cannot open, masked vectors, and in the last stage exactly one kind of share per
-client: shares of the self-mask seed b_u of clients whose input is in the sum, or shares of the
-masking key s_v^SK of clients that dropped after sharing keys. From them it learns the sum over
-the survivors and who dropped when (Bonawitz et al. CCS 2017, section 4 and theorem 6.3; Bell et
-al. CCS 2020 for the neighbour graph).
+envelopes it cannot open, commitments (SHA-256) to the shares inside them, masked vectors, the
+clients' signatures over the cohort of masked inputs, and in the last stage exactly one kind of
+share per client: shares of the self-mask seed b_u of clients whose input is in the sum, or
+shares of the masking key s_v^SK of clients that dropped after sharing keys. From them it learns
+the sum over the survivors and who dropped when (Bonawitz et al. CCS 2017, section 4 and theorem
+6.3; Bell et al. CCS 2020 for the neighbour graph).
 
 Protocol steps (one method per stage; each takes the responses that arrived, a participant missing
 from the mapping has dropped at that stage, and returns the next stage's requests):
