@@ -267,8 +267,8 @@ class UnmaskRequest(_Request):
             cohort this client signed.
         survivors: owners for which this client must reveal its share of the self-mask seed.
         dropped: owners for which this client must reveal its share of the masking key.
-        signatures: signer index -> its consistency-check signature over ``cohort`` (U4, the
-            clients that answered the consistency check).
+        signatures: signer index -> its consistency-check signature over ``cohort``: at least
+            the consistency quorum of the clients that answered the consistency check (U4).
     """
 
     cohort: tuple[int, ...]

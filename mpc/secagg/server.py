@@ -17,9 +17,9 @@ from the mapping has dropped at that stage, and returns the next stage's request
 3. ``masked_input``: U3 = clients that sent masked vectors; sum them mod 2^bits; send U3 to every
    client of U3 for signing (consistency check, Bonawitz et al. section 4, round 3).
 4. ``consistency_check``: U4 = clients whose signature over (session, U3) verifies; at least the
-   consistency quorum q of them (``SecAggParams.consistency_threshold``); relay all of U4's
-   signatures and ask each client of U4 for its shares: of b_v for its share owners in U3, of
-   s_v^SK for owners in U2 \\ U3.
+   consistency quorum q of them (``SecAggParams.consistency_threshold``); relay q of U4's
+   signatures (the smallest indices) and ask each client of U4 for its shares: of b_v for its
+   share owners in U3, of s_v^SK for owners in U2 \\ U3.
 5. ``unmask``: U5 = responders, each share checked against the commitment its dealer sent with
    the envelopes (an altered share rejects its holder's response, naming it); for each owner,
    interpolate t shares (Lagrange coefficients once per set of holders); check each rebuilt
@@ -374,7 +374,10 @@ class SecAggServer:
         cohort = st.cohorts[Stage.MASKED_INPUT]
         members = set(cohort)
         shared_keys = set(st.cohorts[Stage.SHARE_KEYS])
-        signatures = MappingProxyType({h: responses[h].signature for h in signers})
+        # A quorum of signatures is all a client needs; relaying just that many (the smallest
+        # indices of U4) keeps each client's verification at q signatures, not |U4|.
+        quorum = signers[: p.consistency_threshold]
+        signatures = MappingProxyType({h: responses[h].signature for h in quorum})
         requests: dict[int, UnmaskRequest] = {}
         header = self._header()
         for h in signers:
