@@ -196,9 +196,16 @@ class StatsOutcome:
 
 
 def stats_coordinator(
-    job: JobConfig, store: Store, runner: StatsJob, events: Callable[[Event], None] | None = None
+    job: JobConfig,
+    store: Store,
+    runner: StatsJob,
+    events: Callable[[Event], None] | None = None,
+    *,
+    roster: Roster | None = None,
+    identity_key: Ed25519PrivateKey | None = None,
+    name: str = "coordinator",
 ) -> Coordinator:
-    """A coordinator that runs ``job`` as a statistics job."""
+    """A coordinator that runs ``job`` as a statistics job (with a roster: members only)."""
     return Coordinator(
         job,
         store=store,
@@ -207,6 +214,9 @@ def stats_coordinator(
         aggregator=create_aggregator(job),
         events=events,
         runner=runner,
+        roster=roster,
+        identity_key=identity_key,
+        name=name,
     )
 
 

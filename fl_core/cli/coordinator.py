@@ -81,8 +81,9 @@ def coordinator(
 
         return stats_coordinator(
             job_file, address=address, state=state, output=output, tls_cert=tls_cert,
-            tls_key=tls_key, tls_client_ca=tls_client_ca, insecure=insecure, quiet=quiet,
-            verbose=verbose,
+            tls_key=tls_key, tls_client_ca=tls_client_ca, insecure=insecure,
+            federation=federation, authority=authority, identity=identity, name=name,
+            quiet=quiet, verbose=verbose,
         )  # fmt: skip
     credentials = server_credentials(
         address, tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,

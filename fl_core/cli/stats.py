@@ -26,6 +26,7 @@ from ._common import (
     identity_key,
     load,
     participate,
+    roster,
     server_credentials,
     setup_logging,
     warn,
@@ -101,6 +102,19 @@ def stats_coordinator(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Allow plaintext on a non-loopback address.")
     ] = False,
+    federation: Annotated[
+        Path | None,
+        typer.Option(help="The federation's signed roster (JSON); needs --authority."),
+    ] = None,
+    authority: Annotated[
+        Path | None,
+        typer.Option(help="The pinned federation authority public key (PEM)."),
+    ] = None,
+    identity: Annotated[
+        Path | None,
+        typer.Option(help="The coordinator's Ed25519 key (PEM); it signs join challenges."),
+    ] = None,
+    name: Annotated[str, typer.Option(help="The coordinator's roster name.")] = "coordinator",
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -117,13 +131,23 @@ def stats_coordinator(
     if job.job.kind != "stats":
         raise fail(f"{job_file}: job.kind must be 'stats' (use `bulwark coordinator` to train)")
     credentials = server_credentials(
-        address, tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
+        address,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
         insecure=insecure,
-    )  # fmt: skip
+    )
     runner = StatsJob()
     try:
         store = Store(state)
-        coordinator = stats_coordinator(job, store, runner)
+        coordinator = stats_coordinator(
+            job,
+            store,
+            runner,
+            roster=roster(federation, authority),
+            identity_key=identity_key(identity) if identity is not None else None,
+            name=name,
+        )
     except FlCoreError as exc:
         raise fail(str(exc)) from None
 
@@ -182,6 +206,14 @@ def stats_owner(
         float,
         typer.Option(help="Give up when the coordinator stays unreachable this many seconds."),
     ] = 30.0,
+    federation: Annotated[
+        Path | None,
+        typer.Option(help="The federation's signed roster (JSON); needs --authority."),
+    ] = None,
+    authority: Annotated[
+        Path | None,
+        typer.Option(help="The pinned federation authority public key (PEM)."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -213,6 +245,7 @@ def stats_owner(
             table=table,
             identity_key=identity_key(identity),
             policy=OwnerPolicy.from_toml(policy) if policy else OwnerPolicy(),
+            roster=roster(federation, authority),
         )
     except (FlCoreError, OSError) as exc:
         raise fail(str(exc)) from None

@@ -31,6 +31,7 @@ from ..errors import (
     ConfigError,
     DuplicateResult,
     FlCoreError,
+    PayloadTooLarge,
     PolicyRefused,
     StaleResult,
 )
@@ -54,6 +55,9 @@ from .rounds import run_job
 from .store import Store
 
 log = logging.getLogger("bulwark.coordinator")
+
+MAX_UPLOADS = 2
+"""Result streams one client may have in flight at once."""
 
 CHALLENGE_TTL_S = 120.0
 """How long a join challenge may be answered."""
@@ -279,13 +283,36 @@ class Coordinator:
             except TimeoutError:
                 return Wait()
 
-    def transfer(self, client_id: str, session_token: str) -> AbstractContextManager[None]:
+    def transfer(
+        self, client_id: str, session_token: str, *, task_id: str = ""
+    ) -> AbstractContextManager[None]:
         """Count a task's or a result's chunks in flight as an open call of the client.
+
+        With ``task_id`` (a result upload, before its buffer is allocated): only for the
+        client's open task, and at most :data:`MAX_UPLOADS` at a time, so a client cannot make
+        the coordinator hold payload buffers for tasks it does not have.
 
         Raises:
             UnknownClient: at once (not on entering), for an id or token that is not current.
+            StaleResult: ``task_id`` is not the client's open task.
+            PayloadTooLarge: ``MAX_UPLOADS`` uploads of this client are in flight already.
         """
-        return self.registry.get(client_id, session_token).open_call(self._clock)
+        record = self.registry.get(client_id, session_token)
+        if not task_id:
+            return record.open_call(self._clock)
+        if task_id in record.answered:
+            raise DuplicateResult(f"task {task_id[:12]} was already answered")
+        slot = record.slot
+        if slot is None or slot.header.task_id != task_id or slot.future.done():
+            raise StaleResult(
+                f"client {client_id!r} holds no open task {task_id[:16]!r}; its upload is not read"
+            )
+        if record.uploads >= MAX_UPLOADS:
+            raise PayloadTooLarge(
+                f"client {client_id!r} has {record.uploads} result uploads in flight "
+                f"(at most {MAX_UPLOADS})"
+            )
+        return record.uploading(self._clock)
 
     async def _hold(self, record: ClientRecord, task_id: str, wait: float) -> PullReply:
         deadline = self._clock() + wait

@@ -139,16 +139,22 @@ class ClientCalls(Protocol):
 class CoordinatorEndpoint(ClientCalls, Protocol):
     """What a coordinator offers to clients, whatever carries the calls."""
 
-    def transfer(self, client_id: str, session_token: str) -> AbstractContextManager[None]:
+    def transfer(
+        self, client_id: str, session_token: str, *, task_id: str = ""
+    ) -> AbstractContextManager[None]:
         """Count a transport's streaming of a task or a result as an open call of the client.
 
         A transport that moves a payload in chunks after `pull_task` returned (or before
         `push_result` is called) holds this open meanwhile, so that liveness does not take a
-        client whose bytes are still moving for one that went away.
+        client whose bytes are still moving for one that went away. For a result upload
+        (``task_id`` given) it is called before any buffer is allocated: the client must hold
+        that task open, and may have only a few uploads in flight.
 
         Raises:
             UnknownClient: when called (not on entering), for an id that is not joined or a
                 token that is not its current one.
+            StaleResult: ``task_id`` is not the client's open task.
+            PayloadTooLarge: the client already has its uploads in flight.
         """
         ...
 

@@ -212,7 +212,10 @@ class CoordinatorServicer:
                 raise CodecError("a result stream must begin with a ResultStart message")
             start = first.start
             who = f"result from {start.client_id[:64]!r} for stage {start.header.stage[:64]!r}"
-            with self._endpoint.transfer(start.client_id, start.session_token):
+            # Before any buffer: the client must hold this task, with few uploads in flight.
+            with self._endpoint.transfer(
+                start.client_id, start.session_token, task_id=start.header.task_id
+            ):
                 await self._receive(start, request_iterator)
         except FlCoreError as exc:
             await _abort(context, exc, who)

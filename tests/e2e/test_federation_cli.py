@@ -130,3 +130,84 @@ def test_a_roster_bound_deployment_admits_members_only(tmp_path: Path) -> None:
             assert c.returncode == 0, cerr
     finally:
         coordinator.kill()
+
+
+def test_the_coordinator_keeps_mtls_for_a_statistics_job(tmp_path: Path) -> None:
+    """Issue 9, item 8: ``bulwark coordinator --tls-client-ca`` dropped mTLS for stats jobs.
+
+    On 4de7ea1 a client without a certificate joined a statistics job served with
+    ``--tls-client-ca``; now its handshake fails.
+    """
+    import asyncio
+    import time
+
+    import grpc
+    import trustme
+
+    from fl_core.errors import FlCoreError
+    from fl_core.transport.base import JoinRequest
+    from fl_core.transport.grpc_client import GrpcClientTransport
+
+    ca, client_ca = trustme.CA(), trustme.CA()
+    cert = ca.issue_cert("localhost")
+    files = {
+        "cert": tmp_path / "server.pem",
+        "key": tmp_path / "server.key",
+        "client_ca": tmp_path / "client_ca.pem",
+    }
+    files["cert"].write_bytes(cert.cert_chain_pems[0].bytes())
+    files["key"].write_bytes(cert.private_key_pem.bytes())
+    files["client_ca"].write_bytes(client_ca.cert_pem.bytes())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    job = Path(__file__).resolve().parents[2] / "examples" / "he_statistics" / "job.toml"
+    server = subprocess.Popen(
+        _cli("coordinator", str(job), "--state", str(tmp_path / "s.db"),
+             "--address", f"localhost:{port}", "--tls-cert", str(files["cert"]),
+             "--tls-key", str(files["key"]), "--tls-client-ca", str(files["client_ca"]),
+             "--quiet"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+    def listening() -> bool:
+        for _ in range(120):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                if server.poll() is not None:
+                    return False
+                time.sleep(0.5)
+        return False
+
+    async def join(credentials: grpc.ChannelCredentials) -> str:
+        transport = GrpcClientTransport(
+            f"localhost:{port}", call_timeout=5.0, credentials=credentials
+        )
+        request = JoinRequest(
+            client_name="x", identity_public_key=b"x" * 32, job_config_sha256="0" * 64
+        )
+        try:
+            await transport.join(request)
+        except FlCoreError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            await transport.close()
+        return "joined"
+
+    member = client_ca.issue_cert("hospital.example")
+    with_certificate = grpc.ssl_channel_credentials(
+        root_certificates=ca.cert_pem.bytes(),
+        private_key=member.private_key_pem.bytes(),
+        certificate_chain=member.cert_chain_pems[0].bytes(),
+    )
+    try:
+        assert listening(), "the coordinator did not start listening"
+        without = asyncio.run(join(grpc.ssl_channel_credentials(ca.cert_pem.bytes())))
+        served = asyncio.run(join(with_certificate))
+    finally:
+        server.kill()
+        server.communicate(timeout=30)
+    assert without.startswith(("TransportUnavailable", "TransportError")), without
+    assert served.startswith("ConfigError") and "different job file" in served, served
