@@ -28,7 +28,7 @@ def environment() -> dict[str, str]:
 
 
 def bulwark(
-    *args: str, timeout: float = 300, cwd: Path | None = None
+    *args: str, timeout: float = 300, cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run one ``bulwark`` command to its end; ``timeout`` bounds a hang (it raises)."""
     return subprocess.run(
@@ -36,7 +36,7 @@ def bulwark(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=environment(),
+        env=env or environment(),
         check=False,
         cwd=cwd,
     )
@@ -50,14 +50,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(*args: str, ready: str, timeout: float = 120) -> Iterator[subprocess.Popen[str]]:
+def running(
+    *args: str, ready: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[str]]:
     """Start a long-running ``bulwark`` command; yield it once ``ready`` appears on its stderr.
 
     The process is killed when the block ends (it is waited for, so nothing is left behind).
     """
     proc = subprocess.Popen(
         command(*args), stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        env=environment(),
+        env=env or environment(),
     )  # fmt: skip
     try:
         assert proc.stderr is not None

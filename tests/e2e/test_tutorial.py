@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_support import ROOT, free_port
+from cli_support import ROOT, bulwark, free_port, one_line, running
 
 pytestmark = pytest.mark.integration
 
@@ -32,43 +32,105 @@ def bash_blocks(markdown: str) -> list[str]:
     return re.findall(r"^```bash\n(.*?)^```", markdown, flags=re.S | re.M)
 
 
-def _script(port: int) -> str:
-    blocks = bash_blocks(GUIDE.read_text())
-    text = "\n".join(blocks)
+def _offline(text: str) -> str:
     offline = "pip install --quiet --no-deps --no-build-isolation --no-index --target site "
-    assert text.count("pip install ") == 1
-    text = text.replace("pip install ", offline).replace("50051", str(port))
-    return "set -euo pipefail\n" + text
+    return text.replace("pip install ", offline)
 
 
-def test_the_deployment_guide_runs_as_written(tmp_path: Path) -> None:
+def _run(script: str, folder: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + script], cwd=folder, env=env,
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def guide(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], str]:
+    """A folder after the guide's setup blocks (all but the last), its environment, and the last.
+
+    The last block (coordinator and three clients) runs in the tests below.
+    """
+    folder = tmp_path_factory.mktemp("guide")
     skip = shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
-    shutil.copytree(ROOT / "examples" / "clinic_model", tmp_path / "examples" / "clinic_model",
+    shutil.copytree(ROOT / "examples" / "clinic_model", folder / "examples" / "clinic_model",
                     ignore=skip)  # fmt: skip
-    script = _script(free_port())
+    blocks = bash_blocks(GUIDE.read_text())
+    assert sum(b.count("pip install ") for b in blocks) == 1
     venv_bin = str(Path(sys.executable).parent)
     env = {
         **os.environ,
         "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(ROOT)]),
+        "PYTHONPATH": os.pathsep.join([str(folder / "site"), str(ROOT)]),
         "OMP_NUM_THREADS": "1",
     }
+    done = _run(_offline("\n".join(blocks[:-1])), folder, env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return folder, env, blocks[-1]
 
-    done = subprocess.run(
-        ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-        timeout=600, check=False,
-    )  # fmt: skip
+
+def test_the_deployment_guide_runs_as_written(guide: tuple[Path, dict[str, str], str]) -> None:
+    folder, env, last = guide
+    port = free_port()
+
+    done = _run(last.replace("50051", str(port)), folder, env)
 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
+    metrics = json.loads((folder / "results" / "metrics.json").read_text())
     assert metrics["status"] == "completed", metrics["reason"]
     assert [r["round"] for r in metrics["rounds"]] == [1, 2, 3, 4, 5]
     assert all(r["num_clients"] == 3 for r in metrics["rounds"])
     assert metrics["rounds"][-1]["accuracy"] >= 0.85
     assert done.stdout.strip().endswith(f"completed {metrics['rounds'][-1]['accuracy']}")
-    assert (tmp_path / "results" / "model.safetensors").exists()
-    job = (tmp_path / "job.toml").read_text()
+    assert (folder / "results" / "model.safetensors").exists()
+    job = (folder / "job.toml").read_text()
     assert 'distribution = "clinic-model"' in job and 'trainer = "weighted"' in job
+
+
+def test_a_revoked_certificate_and_a_stranger_are_refused_at_join(
+    guide: tuple[Path, dict[str, str], str], tmp_path: Path
+) -> None:
+    # Revocation, as the guide describes it: the authority replaces hospital-2's entry with a
+    # new certificate; its old one (still valid for TLS, from the right CA) no longer joins.
+    # A certificate of the right CA whose name is not on the roster does not join either.
+    folder = tmp_path / "copy"
+    shutil.copytree(guide[0], folder, ignore=shutil.ignore_patterns("results", "*.db"))
+    env = guide[1]
+
+    def path(name: str) -> str:
+        return str(folder / name)
+
+    for step in (
+        ("certs", "issue", "--ca", path("ca"), "--name", "hospital-2-new", "--out", path("certs")),
+        ("certs", "issue", "--ca", path("ca"), "--name", "stranger", "--out", path("certs")),
+        ("federation", "add", "hospital-2", "--role", "owner", "--key", path("hospital-2.pem"),
+         "--authority", path("federation"), "--cert", path("certs/hospital-2-new.pem"),
+         "--replace"),
+    ):  # fmt: skip
+        assert bulwark(*step, env=env, timeout=60).returncode == 0
+    address = f"127.0.0.1:{free_port()}"
+    pins = ("--federation", path("federation/roster.json"))
+    pins += ("--authority", path("federation/authority.pub.pem"))
+
+    def client(name: str, cert: str) -> list[str]:
+        return ["client", "--coordinator", address, "--job", path("job.toml"), "--name", name,
+                "--data", path("hospital-2.csv"), "--identity", path(f"{name}.pem"),
+                "--tls-ca", path("ca/ca.pem"), "--tls-cert", path(f"certs/{cert}.pem"),
+                "--tls-key", path(f"certs/{cert}.key"), *pins]  # fmt: skip
+
+    assert bulwark("public-key", "--create", path("stranger.pem"), env=env).returncode == 0
+    with running(
+        "coordinator", path("job.toml"), "--address", address, "--state", path("state.db"),
+        "--tls-cert", path("certs/coordinator.pem"), "--tls-key", path("certs/coordinator.key"),
+        "--tls-client-ca", path("ca/ca.pem"), "--identity", path("coordinator.pem"),
+        "--name", "coordinator", *pins, "--quiet", ready="listening on port", env=env,
+    ):  # fmt: skip
+        revoked = bulwark(*client("hospital-2", "hospital-2"), env=env, timeout=120)
+        stranger = bulwark(*client("stranger", "stranger"), env=env, timeout=120)
+
+    assert revoked.returncode == 2
+    assert "did not present its roster TLS certificate" in one_line(revoked.stderr)
+    assert stranger.returncode == 2
+    assert "'stranger' is not on federation 'tumour-study'" in one_line(stranger.stderr)
 
 
 def test_a_hospital_with_another_release_of_the_package_is_refused(tmp_path: Path) -> None:
