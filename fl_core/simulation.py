@@ -48,7 +48,7 @@ from .errors import ConfigError
 from .federation import Roster, simulated_federation, simulated_roster
 from .models import create_model
 from .strategies import create_strategy
-from .supervise import supervise
+from .supervise import supervise, supervise_processes
 from .transport.base import JobDone
 from .transport.grpc_server import serve
 from .transport.inmemory import InMemoryTransport
@@ -519,41 +519,13 @@ def _simulate_grpc(
         if files is not None:
             procs.append(keyholder)
 
-        async def member(proc: asyncio.subprocess.Process) -> str | None:
-            _, stderr = await proc.communicate()
-            if not proc.returncode:
-                return None
-            tail = stderr.decode(errors="replace").strip().splitlines()[-3:]
-            return f"exit {proc.returncode}: " + " | ".join(tail)
-
-        members = {
-            (names[i] if i < len(names) else "keyholder"): asyncio.ensure_future(member(proc))
-            for i, proc in enumerate(procs)
-        }
-        stuck = True
+        named = {(names[i] if i < len(names) else "keyholder"): p for i, p in enumerate(procs)}
         try:
-            done = await supervise(
-                job, coordinator.run(), members, owners=set(names), errors=errors
+            return await supervise_processes(
+                job, coordinator.run(), named, owners=set(names), errors=errors
             )
-            stuck = False
         finally:
-            # After a job that ended, the clients learn it and exit; give them a moment. After
-            # one that could not run (the coordinator raised, or too many clients died), stop
-            # the others at once instead of waiting for their timeouts.
-            if not stuck:
-                await asyncio.wait(members.values(), timeout=30)
-            for proc in procs:
-                if proc.returncode is None:
-                    proc.kill()
-            for name, outcome in zip(
-                members,
-                await asyncio.gather(*members.values(), return_exceptions=True),
-                strict=True,
-            ):
-                if not stuck and isinstance(outcome, str):
-                    errors.setdefault(name, outcome)
             await handle.stop(grace=1.0)
-        return done
 
     done = asyncio.run(main())
     return _finish(job, coordinator, done, Layout.of(weights), started, "grpc", out, errors)

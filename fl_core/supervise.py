@@ -63,3 +63,45 @@ async def supervise(
                 "owners the job needs are left)"
             )
     return job_task.result()
+
+
+async def _exit_error(proc: asyncio.subprocess.Process) -> str | None:
+    """Wait for ``proc``; ``None`` when it exited 0, else its status and last stderr lines."""
+    _, stderr = await proc.communicate()
+    if not proc.returncode:
+        return None
+    tail = (stderr or b"").decode(errors="replace").strip().splitlines()[-3:]
+    return f"exit {proc.returncode}: " + " | ".join(tail)
+
+
+async def supervise_processes(
+    job: JobConfig,
+    run: Awaitable[JobDone],
+    procs: Mapping[str, asyncio.subprocess.Process],
+    *,
+    owners: set[str],
+    errors: dict[str, str],
+    grace_s: float = 30.0,
+) -> JobDone:
+    """:func:`supervise` over member processes (started with ``stderr=PIPE``), then clean up.
+
+    After a job that ended, the processes learn it and exit; they get ``grace_s`` seconds. After
+    one that could not run (the coordinator raised, or too many members died), the others are
+    killed at once instead of waiting for their own timeouts. Every process is waited for.
+    """
+    members = {name: asyncio.ensure_future(_exit_error(proc)) for name, proc in procs.items()}
+    ended = False
+    try:
+        done = await supervise(job, run, members, owners=owners, errors=errors)
+        ended = True
+    finally:
+        if ended:
+            await asyncio.wait(members.values(), timeout=grace_s)
+        for proc in procs.values():
+            if proc.returncode is None:
+                proc.kill()
+        outcomes = await asyncio.gather(*members.values(), return_exceptions=True)
+        for name, outcome in zip(members, outcomes, strict=True):
+            if ended and isinstance(outcome, str):
+                errors.setdefault(name, outcome)
+    return done

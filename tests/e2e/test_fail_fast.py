@@ -199,3 +199,16 @@ def test_certs_never_overwrite_a_ca_or_a_key(tmp_path: Path) -> None:
     assert again.returncode == 2 and "already exists" in one_line(again.stderr)
     assert no_ca.returncode == 2 and "bulwark certs init" in one_line(no_ca.stderr)
     assert (tmp_path / "ca" / "ca.key").read_bytes() == key
+
+
+def test_an_owner_process_that_fails_ends_a_grpc_statistics_job_at_once(tmp_path: Path) -> None:
+    job = tmp_path / "stats.toml"
+    text = HE_JOB.read_text().replace('dataset = "diabetes"', 'dataset = "no_such_data"')
+    job.write_text(text.replace("wait_for_clients_s = 120", "wait_for_clients_s = 300"))
+
+    done = bulwark("stats", str(job), "--transport", "grpc", "--quiet", timeout=120)
+
+    assert done.returncode == 2
+    line = one_line(done.stderr)
+    assert "failed: exit 2: error: unknown dataset 'no_such_data'" in line
+    assert "owners the job needs are left" in line
