@@ -32,6 +32,13 @@ if TYPE_CHECKING:
 console = Console(stderr=True)
 
 
+class Backend(StrEnum):
+    """Where ``bulwark simulate`` runs the data owners."""
+
+    LOCAL = "local"
+    RAY = "ray"
+
+
 class Transport(StrEnum):
     """How ``bulwark simulate`` and ``bulwark stats`` connect the simulated parties."""
 
