@@ -82,7 +82,7 @@ def _runner(
             noise_multiplier=1.0,
             max_steps_per_round=steps,
             clipping=ClippingMode.GHOST if method == "ghost" else ClippingMode.FLAT,
-            report_prv=False,
+            report_pld=False,
         )
         session = DPSGDSession(
             model=model,

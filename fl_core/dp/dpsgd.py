@@ -5,13 +5,13 @@ This is the only module of Bulwark that imports Opacus. It provides:
 - :class:`DPSGDSession`: one ``PrivacyEngine.make_private`` call turns (model, optimizer, data
   loader) into a private training session with Poisson sampling, a noise multiplier (given, or
   calibrated to a target epsilon over the planned rounds), flat, per-layer or ghost clipping, and
-  an epsilon report (RDP and PRV) after each round. The same session serves every federated round:
+  an epsilon report (RDP and PLD) after each round. The same session serves every federated round:
   ``load_weights`` (new global model), ``train_round``, read the report.
 - :func:`clipped_gradient_sum`: for DP-FedSGD, the sum of per-example clipped gradients over a
   Poisson-sampled batch, as a flat vector, plus the batch size (Opacus computes the per-example
   gradients).
-- :func:`opacus_gaussian_rdp` and :func:`opacus_prv_epsilon`: Opacus's accountants, which
-  :mod:`fl_core.dp.accounting` calls.
+- :func:`opacus_gaussian_rdp`: Opacus's RDP analysis of the subsampled Gaussian, which
+  :mod:`fl_core.dp.accounting` calls (the PLD accountant is ``dp_accounting``'s).
 
 Notes:
     Randomness (REFERENCES.md section 3.6). Opacus's own ``secure_mode`` needs ``torchcsprng``,
@@ -39,7 +39,6 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from opacus import GradSampleModule, PrivacyEngine
-from opacus.accountants import PRVAccountant
 from opacus.accountants.analysis.rdp import compute_rdp
 from opacus.grad_sample.grad_sample_module_fast_gradient_clipping import (
     GradSampleModuleFastGradientClipping,
@@ -49,6 +48,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from fl_core.dp.accounting import (
+    ACCOUNTANTS,
     EpsilonReport,
     GaussianEvent,
     check_delta,
@@ -67,17 +67,6 @@ def opacus_gaussian_rdp(
         q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=list(orders)
     )
     return np.asarray(rdp, dtype=np.float64)
-
-
-def opacus_prv_epsilon(history: Sequence[tuple[float, float, int]], *, delta: float) -> float:
-    """Epsilon upper bound of Opacus's PRV accountant for ``(sigma, q, steps)`` entries."""
-    accountant = PRVAccountant()
-    accountant.history = list(history)
-    # log(1 - q) is -inf at q = 1, which Opacus handles and numpy warns about; Opacus's domain
-    # search also runs its RDP accountant, which warns when its best order is at the grid's end.
-    with np.errstate(divide="ignore"), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Optimal order is the.*", category=UserWarning)
-        return float(accountant.get_epsilon(delta=delta))
 
 
 class ClippingMode(StrEnum):
@@ -131,8 +120,8 @@ class DPSGDConfig:
         layer_norms: PER_LAYER bounds, one per trainable parameter tensor; ``None`` splits
             ``max_grad_norm`` equally (each ``C / sqrt(L)``).
         secure_mode: use Opacus's secure noise construction (see the module notes).
-        calibration_accountant: accountant that certifies ``target_epsilon`` (``"rdp"``/``"prv"``).
-        report_prv: also report the PRV epsilon after each round (about 0.5 s per report).
+        calibration_accountant: accountant that certifies ``target_epsilon`` (``"rdp"``/``"pld"``).
+        report_pld: also report the PLD epsilon after each round (well under 1 s per report).
     """
 
     max_grad_norm: float
@@ -145,8 +134,8 @@ class DPSGDConfig:
     clipping: ClippingMode = ClippingMode.AUTO
     layer_norms: tuple[float, ...] | None = None
     secure_mode: bool = True
-    calibration_accountant: Literal["rdp", "prv"] = "rdp"
-    report_prv: bool = True
+    calibration_accountant: Literal["rdp", "pld"] = "pld"
+    report_pld: bool = True
 
     def __post_init__(self) -> None:
         if self.clipping not in tuple(ClippingMode):
@@ -175,9 +164,9 @@ class DPSGDConfig:
                 raise ConfigError("layer_norms is only allowed with clipping='per_layer'")
             if not all(math.isfinite(b) and b > 0 for b in self.layer_norms):
                 raise ConfigError(f"layer_norms must all be finite and > 0, got {self.layer_norms}")
-        if self.calibration_accountant not in ("rdp", "prv"):
+        if self.calibration_accountant not in ACCOUNTANTS:
             raise ConfigError(
-                f"calibration_accountant must be 'rdp' or 'prv', got {self.calibration_accountant}"
+                f"calibration_accountant must be 'rdp' or 'pld', got {self.calibration_accountant}"
             )
 
 
@@ -190,7 +179,7 @@ class RoundReport:
         examples: examples processed over all steps.
         mean_loss: mean training loss over the non-empty batches (NaN if all were empty).
         event: this round's privacy event (for the ledger).
-        epsilon: cumulative epsilon over all rounds of this session (RDP and PRV).
+        epsilon: cumulative epsilon over all rounds of this session (RDP and PLD).
     """
 
     steps: int
@@ -352,7 +341,7 @@ class DPSGDSession:
 
     def epsilon(self) -> EpsilonReport:
         """Cumulative epsilon of all completed rounds, at the config's delta."""
-        return compose(self._events, delta=self._config.delta, prv=self._config.report_prv)
+        return compose(self._events, delta=self._config.delta, pld=self._config.report_pld)
 
     def train_round(self) -> RoundReport:
         """Run one round of local DP-SGD from the currently loaded weights.
