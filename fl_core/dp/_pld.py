@@ -12,7 +12,7 @@ epsilon read off the discretized composition is an upper bound on the true one a
 
 The grid is chosen here. A coarse grid is fast but loose; a fine one is tight but slow (the
 composition is an FFT over ``steps * range / interval`` points). :func:`pld_epsilon` starts from
-a grid whose step is about epsilon / 256 (epsilon from the RDP bound, which is above the PLD's)
+a grid whose step is about epsilon / 512 (epsilon from the RDP bound, which is above the PLD's)
 and halves the step until two successive epsilons differ by at most ``rel_tol`` (0.3%) of the
 smaller; the discretization error then falls about fourfold per halving, so the answer is within
 about 0.1% of the limit. Every grid step is a power of two, and each grid's epsilon is an upper
@@ -34,10 +34,14 @@ from typing import Any, Final
 
 MIN_LOG2_INTERVAL: Final = -22
 """Finest grid ever used: 2^-22 (only for epsilons around 1e-3 and below, whose PLDs are narrow)."""
-MAX_REFINEMENTS: Final = 6
+MAX_REFINEMENTS: Final = 5
 """At most this many halvings after the first grid: the finest step is about epsilon / 2^14."""
 MAX_LOG2_INTERVAL: Final = -4
 """Coarsest grid used: 2^-4 = 0.0625 (only for epsilons in the hundreds)."""
+LOG_MASS_TRUNCATION: Final = -40.0
+"""Each step's PLD drops tails of mass below e^-40 (4.2e-18) on each side and counts them as an
+infinite privacy loss (pessimistic: over 5,000 steps they add at most 5,000 x 8.5e-18 = 4e-14 to
+delta). dp_accounting's default is -50; -40 builds each grid about 20% faster."""
 DEFAULT_REL_TOL: Final = 3e-3
 """Stop refining when two successive grids' epsilons differ by at most this fraction."""
 
@@ -61,6 +65,7 @@ def gaussian_block(noise_multiplier: float, sample_rate: float, steps: int) -> P
             value_discretization_interval=interval,
             sampling_prob=sample_rate,
             use_connect_dots=True,
+            log_mass_truncation_bound=LOG_MASS_TRUNCATION,
         )
         return one.self_compose(steps) if steps > 1 else one
 
@@ -80,10 +85,10 @@ def epsilon_on_grid(blocks: Sequence[PldFactory], *, delta: float, log2_interval
 
 
 def start_log2_interval(upper_epsilon: float) -> int:
-    """The first grid: a step of about ``upper_epsilon / 256``, clamped to the allowed range."""
+    """The first grid: a step of about ``upper_epsilon / 512``, clamped to the allowed range."""
     if not math.isfinite(upper_epsilon) or upper_epsilon <= 0:
         return MAX_LOG2_INTERVAL
-    k = math.floor(math.log2(upper_epsilon / 256.0))
+    k = math.floor(math.log2(upper_epsilon / 512.0))
     return max(MIN_LOG2_INTERVAL, min(MAX_LOG2_INTERVAL, k))
 
 

@@ -155,7 +155,7 @@ def test_no_release_costs_nothing() -> None:
 
 
 def test_the_first_grid_follows_the_upper_bound() -> None:
-    assert _pld.start_log2_interval(1.0) == -8
+    assert _pld.start_log2_interval(1.0) == -9
     assert _pld.start_log2_interval(1e-9) == _pld.MIN_LOG2_INTERVAL
     assert _pld.start_log2_interval(1e6) == _pld.MAX_LOG2_INTERVAL
     assert _pld.start_log2_interval(math.inf) == _pld.MAX_LOG2_INTERVAL
