@@ -34,6 +34,13 @@ console = Console(stderr=True, markup=False, highlight=False, emoji=False)
 codes), so that ``[train]`` or ``:key:`` in an error prints as it is."""
 
 
+class Backend(StrEnum):
+    """Where ``bulwark simulate`` runs the data owners."""
+
+    LOCAL = "local"
+    RAY = "ray"
+
+
 class Transport(StrEnum):
     """How ``bulwark simulate`` and ``bulwark stats`` connect the simulated parties."""
 
