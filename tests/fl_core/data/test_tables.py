@@ -89,3 +89,28 @@ def test_bad_tables_are_named_by_column_and_row(
 def test_an_unknown_suffix_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"--data reads \['.csv', '.parquet', '.npz'\]"):
         load_table_data(tmp_path / "rows.xlsx", SCHEMA, num_classes=2, seed=0)
+
+
+def test_an_owner_schema_file_serves_a_job_without_one(tmp_path: Path, files: list[Path]) -> None:
+    from fl_core.config import load_schema, parse_job
+    from fl_core.owner import load_owner_data
+
+    job = parse_job(
+        '[job]\nname = "t"\n[data]\ndataset = "d"\n'
+        '[model]\nname = "mlp"\ninput_shape = [2]\nnum_classes = 2\n'
+    )
+    schema_file = tmp_path / "schema.toml"
+    schema_file.write_text('[schema]\nfeatures = ["age", "chol"]\nlabel = "disease"\n')
+    wide = tmp_path / "wide.toml"
+    wide.write_text('[schema]\nfeatures = ["age", "chol", "id"]\nlabel = "disease"\n')
+
+    data = load_owner_data(job, partition=None, data=files[0], schema=load_schema(schema_file))
+
+    assert data.x_train.shape[1] == 2 and len(data.y_train) + len(data.y_test) == 8
+    with pytest.raises(ConfigError, match="--schema has 3 features; the job's model.input_shape"):
+        load_owner_data(job, partition=None, data=files[0], schema=load_schema(wide))
+    with pytest.raises(ConfigError, match="needs a schema"):
+        load_owner_data(job, partition=None, data=files[0], schema=None)
+    (tmp_path / "bad.toml").write_text("[other]\nx = 1\n")
+    with pytest.raises(ConfigError, match="exactly one \\[schema\\] table"):
+        load_schema(tmp_path / "bad.toml")
