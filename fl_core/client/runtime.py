@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..aggregators import ClientContext, create_client_round, handle_evaluate
 from ..aggregators.base import ClientRound
-from ..config import JobConfig
+from ..config import JobConfig, field_digests
 from ..dp.owner import OwnerPrivacy
 from ..dp.plan import make_plan
 from ..errors import (
@@ -201,6 +201,7 @@ class Participant:
             identity_public_key=self.public_key,
             job_config_sha256=self.job.sha256,
             role=self.role,
+            job_fields=field_digests(self.job.source),
         )
         offer = await transport.join(request)
         if len(offer.challenge) != CHALLENGE_BYTES:
@@ -227,7 +228,7 @@ class Participant:
             )
         )
         reply = await transport.join(
-            dataclasses.replace(request, challenge=offer.challenge, proof=proof)
+            dataclasses.replace(request, challenge=offer.challenge, proof=proof, job_fields={})
         )
         if not reply.client_id or not reply.session_token:
             raise ProtocolError("the coordinator accepted the join proof but sent no session")

@@ -18,7 +18,12 @@ from ._common import (
     PARTITIONS,
     STRATEGIES,
 )
-from ._diff import describe_differences, job_differences
+from ._diff import (
+    describe_differences,
+    describe_digest_differences,
+    field_digests,
+    job_differences,
+)
 from ._loader import (
     JobConfig,
     dp_survivor_floor,
@@ -53,6 +58,8 @@ from .training import (
 
 __all__ = [
     "describe_differences",
+    "describe_digest_differences",
+    "field_digests",
     "dp_survivor_floor",
     "expected_cohort",
     "AGGREGATIONS",

@@ -8,7 +8,10 @@ style never show up as a difference.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tomllib
+from collections.abc import Mapping
 from typing import Any
 
 MAX_NAMED = 5
@@ -62,5 +65,40 @@ def describe_differences(old: str, new: str) -> str:
         return f"{name} ({before} -> {after})"
 
     named = ", ".join(show(f) for f in fields[:MAX_NAMED])
+    more = len(fields) - MAX_NAMED
+    return f"they differ in {named}" + (f" and {more} more field(s)" if more > 0 else "")
+
+
+DIGEST_BYTES = 8
+"""Bytes of SHA-256 kept per field: enough to tell values apart, too few to carry them."""
+
+
+def field_digests(text: str) -> dict[str, bytes]:
+    """Each dotted field of a job file's text with a short digest of its value.
+
+    A client sends these at join, so a coordinator that runs another file can name the fields
+    that differ without either side sending its file. Values are hashed, not sent.
+    """
+    try:
+        flat = _flatten(tomllib.loads(text))
+    except tomllib.TOMLDecodeError:
+        return {}
+    return {
+        name: hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).digest()[
+            :DIGEST_BYTES
+        ]
+        for name, value in flat.items()
+    }
+
+
+def describe_digest_differences(mine: str, theirs: Mapping[str, bytes]) -> str:
+    """A phrase naming the fields whose digests differ from ``mine`` (this side's job text)."""
+    own = field_digests(mine)
+    if not theirs:
+        return "the client sent no field digests"
+    fields = sorted(k for k in own.keys() | theirs.keys() if own.get(k) != theirs.get(k))
+    if not fields:
+        return "they differ only in comments or formatting"
+    named = ", ".join(fields[:MAX_NAMED])
     more = len(fields) - MAX_NAMED
     return f"they differ in {named}" + (f" and {more} more field(s)" if more > 0 else "")

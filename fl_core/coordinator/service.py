@@ -24,7 +24,7 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..aggregators.base import Aggregator
-from ..config import JobConfig
+from ..config import JobConfig, describe_digest_differences
 from ..dp.plan import DPPlan, make_plan
 from ..errors import (
     CodecError,
@@ -164,7 +164,8 @@ class Coordinator:
             raise ConfigError(
                 f"client {request.client_name!r} agreed to a different job file (sha256 "
                 f"{request.job_config_sha256[:12]}...) than this coordinator runs "
-                f"({self.job.sha256[:12]}...)"
+                f"({self.job.sha256[:12]}...): "
+                f"{describe_digest_differences(self.job.source, request.job_fields)}"
             )
         name, role, key = request.client_name, request.role, request.identity_public_key
         if len(key) != 32:

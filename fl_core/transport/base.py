@@ -9,8 +9,9 @@ clients. Errors are :mod:`fl_core.errors` types on both sides of every transport
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..payload import Payload
@@ -92,6 +93,9 @@ class JoinRequest:
     """The coordinator's challenge this join answers (empty on the first call)."""
     proof: bytes = b""
     """Signature of :func:`fl_core.federation.join_message` by the identity key."""
+    job_fields: Mapping[str, bytes] = field(default_factory=dict)
+    """Each field of the client's job file with a short digest of its value (see
+    :func:`fl_core.config.field_digests`): a coordinator running another file names the field."""
     peer_cert_sha256: str = ""
     """Set by the server transport (never from the wire): the client's TLS certificate."""
 

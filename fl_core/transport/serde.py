@@ -19,6 +19,7 @@ from ._pb import common_pb2, coordinator_pb2
 from .base import CHALLENGE_BYTES, ROLES, JoinReply, JoinRequest, Refusal, TaskHeader
 
 MAX_NAME = 256
+MAX_JOB_FIELDS = 4096
 MAX_STR = 1 << 16
 
 
@@ -201,6 +202,7 @@ def join_request_to_proto(request: JoinRequest) -> coordinator_pb2.JoinRequest:
         role=request.role,
         challenge=request.challenge,
         proof=request.proof,
+        job_fields=dict(request.job_fields),
     )
 
 
@@ -219,6 +221,12 @@ def join_request_from_proto(msg: coordinator_pb2.JoinRequest) -> JoinRequest:
         raise CodecError(f"challenge must be empty or {CHALLENGE_BYTES} bytes")
     if len(msg.proof) not in (0, 64):
         raise CodecError("proof must be empty or a 64-byte Ed25519 signature")
+    if len(msg.job_fields) > MAX_JOB_FIELDS or any(
+        len(k) > MAX_NAME or len(v) > 32 for k, v in msg.job_fields.items()
+    ):
+        raise CodecError(
+            f"job_fields must have at most {MAX_JOB_FIELDS} entries of short names and digests"
+        )
     return JoinRequest(
         client_name=msg.client_name,
         identity_public_key=bytes(msg.identity_public_key),
@@ -227,6 +235,7 @@ def join_request_from_proto(msg: coordinator_pb2.JoinRequest) -> JoinRequest:
         role=role,
         challenge=bytes(msg.challenge),
         proof=bytes(msg.proof),
+        job_fields={str(k): bytes(v) for k, v in msg.job_fields.items()},
     )
 
 

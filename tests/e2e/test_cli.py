@@ -170,6 +170,8 @@ def test_client_with_a_different_job_file_is_refused(tmp_path: Path) -> None:
         coordinator.wait()
     assert done.returncode == 2
     assert "agreed to a different job file" in done.stderr
+    # The field is named, from digests of the client's fields (neither file is sent).
+    assert "they differ in train.learning_rate" in done.stderr
 
 
 def test_a_client_fails_fast_with_one_line(tmp_path: Path) -> None:

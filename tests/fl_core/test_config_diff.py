@@ -40,3 +40,18 @@ def test_a_state_file_of_another_job_names_the_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"train\.learning_rate \(0\.1 -> 0\.2\)"):
         store.open_job("j", config=JOB.replace("0.1", "0.2"), initial_weights=weights)
     store.close()
+
+
+def test_field_digests_name_the_differing_field_without_the_values() -> None:
+    from fl_core.config import describe_digest_differences, field_digests
+
+    base = "[train]\nlearning_rate = 0.1\nepochs = 1\n"
+    other = "# a comment\n[train]\nepochs = 1\nlearning_rate = 0.2\n"
+    digests = field_digests(other)
+    assert set(digests) == {"train.learning_rate", "train.epochs"}
+    assert all(len(d) == 8 for d in digests.values())
+    assert b"0.2" not in b"".join(digests.values())
+    assert describe_digest_differences(base, digests) == "they differ in train.learning_rate"
+    same = field_digests("[train]\nepochs = 1\nlearning_rate = 0.1  # comment\n")
+    assert "only in comments" in describe_digest_differences(base, same)
+    assert "no field digests" in describe_digest_differences(base, {})

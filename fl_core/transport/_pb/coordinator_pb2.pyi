@@ -6,8 +6,10 @@ for their next task, push each result in chunks, and leave.
 """
 
 from . import common_pb2 as _common_pb2
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -23,6 +25,26 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class JoinRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class JobFieldsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.bytes
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.bytes = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     CLIENT_NAME_FIELD_NUMBER: _builtins.int
     IDENTITY_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     JOB_CONFIG_SHA256_FIELD_NUMBER: _builtins.int
@@ -30,6 +52,7 @@ class JoinRequest(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     CHALLENGE_FIELD_NUMBER: _builtins.int
     PROOF_FIELD_NUMBER: _builtins.int
+    JOB_FIELDS_FIELD_NUMBER: _builtins.int
     client_name: _builtins.str
     identity_public_key: _builtins.bytes
     """Ed25519, raw 32 bytes"""
@@ -42,6 +65,10 @@ class JoinRequest(_message.Message):
     """the coordinator's challenge being answered (second call)"""
     proof: _builtins.bytes
     """Ed25519 signature of the join message by the identity key"""
+    @_builtins.property
+    def job_fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.bytes]:
+        """field -> 8-byte digest of its value: names a differing field"""
+
     def __init__(
         self,
         *,
@@ -52,10 +79,11 @@ class JoinRequest(_message.Message):
         role: _builtins.str = ...,
         challenge: _builtins.bytes = ...,
         proof: _builtins.bytes = ...,
+        job_fields: _abc.Mapping[_builtins.str, _builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge", b"challenge", "client_name", b"client_name", "identity_public_key", b"identity_public_key", "job_config_sha256", b"job_config_sha256", "proof", b"proof", "protocol_version", b"protocol_version", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge", b"challenge", "client_name", b"client_name", "identity_public_key", b"identity_public_key", "job_config_sha256", b"job_config_sha256", "job_fields", b"job_fields", "proof", b"proof", "protocol_version", b"protocol_version", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
