@@ -381,8 +381,10 @@ class Client(Participant):
         self._round: ClientRound | None = None
 
     def check_job(self) -> None:
-        """The owner's policy decides whether it takes part at all."""
+        """Refuse before joining what is certain to be refused: by policy, or by budget."""
         self.policy.check_job(self.job)
+        if self.context.privacy is not None:
+            self.context.privacy.check_first_round()
 
     def handle(self, task: Task) -> Payload:
         """Check the task against the policy, then answer it with the round's state machine."""

@@ -59,6 +59,31 @@ class OwnerPrivacy:
             self._local.ledger = ledger
         return ledger
 
+    def check_first_round(self) -> None:
+        """Refuse the job before joining when its first release cannot fit the cap.
+
+        Such a refusal is certain from the start: without it the owner would join, be selected,
+        train and refuse at its first release, round after round.
+
+        Raises:
+            BudgetExceeded: naming the cap, what is spent and what one round costs.
+        """
+        if self.plan.mode == "dpsgd":
+            return  # its per-round event depends on the trainer: checked at the first release
+        ledger = self._ledger()
+        cap = ledger.cap(self.dataset)
+        if cap is None:
+            raise BudgetExceeded(
+                f"no privacy cap is set for data set {self.dataset!r} in {self.ledger_path}"
+            )
+        after = ledger.preview(dataset=self.dataset, event=self.plan.owner_event())
+        if after > cap.epsilon:
+            raise BudgetExceeded(
+                f"job {self.job_id!r}: one round would bring data set {self.dataset!r} to "
+                f"epsilon {after:.3f}, above its cap {cap.epsilon:g} (spent "
+                f"{ledger.spent(self.dataset):.3f}); refusing the job before joining"
+            )
+
     def charge(self, *, round: int, event: PrivacyEvent) -> float:
         """Charge one release; return this job's epsilon after it (composed at the cap's delta).
 
