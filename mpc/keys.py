@@ -29,6 +29,7 @@ Notes:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import struct
@@ -201,9 +202,15 @@ def consistency_payload(
 
     Bonawitz et al. CCS 2017, section 4, round 3 (ConsistencyCheck): the signature binds the
     session (id and context, so it cannot be replayed into another round or cohort), the signer,
-    and the cohort U3 in increasing order.
+    and the cohort U3 in increasing order, the last through its SHA-256 digest (computed once per
+    cohort, so verifying q signatures does not encode the cohort q times).
     """
-    return encode_fields(_CONSISTENCY_LABEL, session_id, context, index, len(cohort), *cohort)
+    return encode_fields(_CONSISTENCY_LABEL, session_id, context, index, _cohort_digest(cohort))
+
+
+@functools.lru_cache(maxsize=16)
+def _cohort_digest(cohort: tuple[int, ...]) -> bytes:
+    return hashlib.sha256(encode_fields(len(cohort), *cohort)).digest()
 
 
 def share_commitment(
