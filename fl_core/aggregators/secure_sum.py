@@ -33,6 +33,7 @@ from ..config import JobConfig, SecAggSection
 from ..dp.plan import DPPlan, check_plan, make_plan, plan_fields, read_owner_epsilon
 from ..dp.skellam import new_rotation_seed, skellam_decode, skellam_encode
 from ..errors import CodecError, ConfigError, PolicyRefused, ProtocolError, RoundAborted
+from ..federation import pinned_peers
 from ..payload import Payload
 from ._secagg_fields import _request_type, _response_type, message_from_fields, message_to_fields
 from .base import (
@@ -182,6 +183,9 @@ class SecureSumServerRound:
                 "q.bits": self.bits,
                 "q.clip": float(self._section.clip),
                 "q.max_weight": self._section.max_weight,
+                # Who each index is: owners with a roster pin every peer to its roster key.
+                "peers.index": tuple(sorted(self._name)),
+                "peers.name": tuple(self._name[i].encode() for i in sorted(self._name)),
             }
             if self._plan is not None:
                 common.update(plan_fields(self._plan))
@@ -416,12 +420,43 @@ class SecureSumClientRound:
             length = dim + 1
         check_request(request, params, vector_length=length)
         self._ring_bits = params.ring_bits
+        index = payload.get_int("index", lo=1, hi=2**31 - 1)
         self._client = mpc.SecAggClient(
-            index=payload.get_int("index", lo=1, hi=2**31 - 1),
+            index=index,
             identity_key=self._ctx.identity_key,
             min_cohort=policy.min_cohort,
+            pinned_identities=self._pins(payload, request, index),
         )
         return self._client.advertise_keys(request)
+
+    def _pins(self, payload: Payload, request: Any, index: int) -> dict[int, bytes] | None:
+        """With a roster: every peer's identity key from the roster, by the name it is given.
+
+        A coordinator that invents peers, gives a peer another key, names one owner twice or
+        gives this owner another name is refused before any key is shared.
+        """
+        roster = getattr(self._ctx, "roster", None)
+        if roster is None:
+            return None
+        indices = payload.get_ints("peers.index", max_len=1 << 20)
+        names = payload.get_bytes_list("peers.name", item_max_size=256)
+        if len(indices) != len(names):
+            raise CodecError(f"peers.index has {len(indices)} entries, peers.name {len(names)}")
+        try:
+            named = {i: n.decode() for i, n in zip(indices, names, strict=True)}
+        except UnicodeDecodeError:
+            raise CodecError("peers.name holds a name that is not UTF-8") from None
+        missing = sorted(set(request.participants) - set(named))
+        if missing:
+            raise PolicyRefused(f"the task names no roster member for peers {missing[:5]}")
+        cohort = {i: named[i] for i in request.participants}
+        if len(set(cohort.values())) != len(cohort):
+            raise PolicyRefused("the task names one roster owner for two peers")
+        if cohort.get(index) != self._ctx.client_id:
+            raise PolicyRefused(
+                f"the task gives this owner's index {index} to {cohort.get(index)!r}"
+            )
+        return pinned_peers(roster, cohort)
 
     def _masked_input(self, request: Any) -> Response:
         if self._client is None or self._weights is None:
