@@ -29,6 +29,7 @@ Notes:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import struct
@@ -63,6 +64,7 @@ _SESSION_LABEL = b"bulwark/secagg/v1/session-id"
 _CONSISTENCY_LABEL = b"bulwark/secagg/v1/consistency-check"
 _SHARE_COMMITMENT_LABEL = b"bulwark/secagg/v1/share-commitment"
 _SEED_COMMITMENT_LABEL = b"bulwark/secagg/v1/seed-commitment"
+_SHARE_KINDS = {"seed": b"s", "key": b"k"}
 COMMITMENT_BYTES = 32
 """A share or seed commitment is a SHA-256 digest."""
 
@@ -201,9 +203,15 @@ def consistency_payload(
 
     Bonawitz et al. CCS 2017, section 4, round 3 (ConsistencyCheck): the signature binds the
     session (id and context, so it cannot be replayed into another round or cohort), the signer,
-    and the cohort U3 in increasing order.
+    and the cohort U3 in increasing order, the last through its SHA-256 digest (computed once per
+    cohort, so verifying q signatures does not encode the cohort q times).
     """
-    return encode_fields(_CONSISTENCY_LABEL, session_id, context, index, len(cohort), *cohort)
+    return encode_fields(_CONSISTENCY_LABEL, session_id, context, index, _cohort_digest(cohort))
+
+
+@functools.lru_cache(maxsize=16)
+def _cohort_digest(cohort: tuple[int, ...]) -> bytes:
+    return hashlib.sha256(encode_fields(len(cohort), *cohort)).digest()
 
 
 def share_commitment(
@@ -222,9 +230,26 @@ def share_commitment(
         holder: the holder (x-coordinate) of the share.
         kind: ``"seed"`` (self-mask seed b_u) or ``"key"`` (masking key s_u^SK).
         value: the 33-byte share value.
+
+    Raises:
+        ParameterError: for a session id that is not 32 bytes, an index outside [0, 2^32) or
+            another kind.
+
+    Notes:
+        Every field has a fixed length (32-byte session id, 4-byte indices, one kind byte), so
+        plain concatenation is unambiguous; it avoids :func:`encode_fields` because the
+        coordinator hashes one commitment per revealed share (about n k per round).
     """
+    if len(session_id) != SESSION_ID_BYTES:
+        raise ParameterError(f"a session id must be {SESSION_ID_BYTES} bytes")
+    if kind not in _SHARE_KINDS:
+        raise ParameterError(f"kind must be one of {sorted(_SHARE_KINDS)}, got {kind!r}")
+    try:
+        indices = struct.pack(">II", owner, holder)
+    except struct.error:
+        raise ParameterError("owner and holder must be ints in [0, 2^32)") from None
     return hashlib.sha256(
-        encode_fields(_SHARE_COMMITMENT_LABEL, session_id, owner, holder, kind, value)
+        _SHARE_COMMITMENT_LABEL + session_id + indices + _SHARE_KINDS[kind] + value
     ).digest()
 
 

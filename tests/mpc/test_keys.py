@@ -137,3 +137,40 @@ def test_advertisement_signatures_bind_index_keys_and_context() -> None:
         assert not verify(public, signature, other)
     assert not verify(identity_public_bytes(Ed25519PrivateKey.generate()), signature, payload)
     assert not verify(public, signature[:-1], payload)
+
+
+def test_share_commitments_bind_session_dealer_holder_kind_and_value() -> None:
+    from mpc.keys import share_commitment
+
+    base = {"session_id": bytes(32), "owner": 3, "holder": 5, "kind": "seed", "value": bytes(33)}
+    digest = share_commitment(**base)  # type: ignore[arg-type]
+    changes = [
+        {"session_id": b"\x01" * 32},
+        {"owner": 4},
+        {"holder": 6},
+        {"kind": "key"},
+        {"value": b"\x00" * 32 + b"\x01"},
+    ]
+    for change in changes:
+        assert share_commitment(**{**base, **change}) != digest, change  # type: ignore[arg-type]
+    with pytest.raises(ParameterError, match="session id"):
+        share_commitment(**{**base, "session_id": bytes(31)})  # type: ignore[arg-type]
+    with pytest.raises(ParameterError, match="kind"):
+        share_commitment(**{**base, "kind": "other"})  # type: ignore[arg-type]
+    with pytest.raises(ParameterError, match="2\\^32"):
+        share_commitment(**{**base, "owner": -1})  # type: ignore[arg-type]
+
+
+def test_consistency_payload_binds_session_signer_and_cohort() -> None:
+    from mpc.keys import consistency_payload
+
+    base = {"session_id": bytes(32), "context": bytes(32), "index": 1, "cohort": (1, 2, 3)}
+    payload = consistency_payload(**base)  # type: ignore[arg-type]
+    for change in [
+        {"session_id": b"\x01" * 32},
+        {"context": b"\x01" * 32},
+        {"index": 2},
+        {"cohort": (1, 2)},
+        {"cohort": (1, 2, 4)},
+    ]:
+        assert consistency_payload(**{**base, **change}) != payload, change  # type: ignore[arg-type]
