@@ -62,3 +62,13 @@ def flower_fedavg(
         params = aggregate([(p, n) for p, n, _ in results])
         history.append([np.asarray(p) for p in params])
     return history
+
+
+def numpy_client_app():  # -> flwr.clientapp.ClientApp
+    """A legacy Flower ClientApp of LinearNumPyClients, one per ``partition-id``."""
+    from flwr.clientapp import ClientApp
+
+    def client_fn(context):
+        return LinearNumPyClient(int(context.node_config["partition-id"])).to_client()
+
+    return ClientApp(client_fn=client_fn)
