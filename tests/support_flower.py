@@ -64,11 +64,11 @@ def flower_fedavg(
     return history
 
 
-def numpy_client_app():  # -> flwr.clientapp.ClientApp
+def numpy_client_app(mods: list[Any] | None = None):  # -> flwr.clientapp.ClientApp
     """A legacy Flower ClientApp of LinearNumPyClients, one per ``partition-id``."""
     from flwr.clientapp import ClientApp
 
     def client_fn(context):
         return LinearNumPyClient(int(context.node_config["partition-id"])).to_client()
 
-    return ClientApp(client_fn=client_fn)
+    return ClientApp(client_fn=client_fn, mods=mods or [])

@@ -12,15 +12,19 @@ or called, so ``import fl_core.flower`` works without it.
 
 from __future__ import annotations
 
-from .adapter import CONFIG_KEYS, FlowerConfig, NumPyClientTrainer, flower_config
+from .adapter import CONFIG_KEYS, FlowerConfig, NumPyClientLike, NumPyClientTrainer, flower_config
+from .clientapp import ClientAppClient, client_app_trainer
 from .mod import DP_MODES, RELEASES_KEY, OwnerMod
 
 __all__ = [
     "CONFIG_KEYS",
     "DP_MODES",
+    "ClientAppClient",
     "RELEASES_KEY",
     "FlowerConfig",
+    "NumPyClientLike",
     "NumPyClientTrainer",
     "OwnerMod",
+    "client_app_trainer",
     "flower_config",
 ]

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -39,13 +39,27 @@ from ..client.pipeline import LocalTrainingFailed
 from ..errors import ConfigError
 from ..types import EvaluateResult, FitConfig, FitResult, Metrics, Weights
 
-if TYPE_CHECKING:
-    from flwr.client import NumPyClient
-
-__all__ = ["CONFIG_KEYS", "FlowerConfig", "NumPyClientTrainer", "flower_config"]
+__all__ = ["CONFIG_KEYS", "FlowerConfig", "NumPyClientLike", "NumPyClientTrainer", "flower_config"]
 
 FlowerConfig = dict[str, bool | bytes | float | int | str]
 """Flower's config dictionary (``dict[str, Scalar]``)."""
+
+
+class NumPyClientLike(Protocol):
+    """The three methods of :class:`flwr.client.NumPyClient` that training uses."""
+
+    def get_parameters(self, config: FlowerConfig) -> Any:
+        """The initial parameters, a list of numpy arrays."""
+        ...
+
+    def fit(self, parameters: list[npt.NDArray[Any]], config: FlowerConfig) -> Any:
+        """``(new parameters, num_examples, metrics)``."""
+        ...
+
+    def evaluate(self, parameters: list[npt.NDArray[Any]], config: FlowerConfig) -> Any:
+        """``(loss, num_examples, metrics)``."""
+        ...
+
 
 CONFIG_KEYS = {
     "server-round": "round",
@@ -91,7 +105,7 @@ class NumPyClientTrainer:
 
     def __init__(
         self,
-        client: NumPyClient,
+        client: NumPyClientLike,
         *,
         names: Sequence[str] | None = None,
         config: Mapping[str, bool | bytes | float | int | str] | None = None,
@@ -115,7 +129,7 @@ class NumPyClientTrainer:
         self._initial = self._to_weights(initial, "get_parameters")
 
     @property
-    def client(self) -> NumPyClient:
+    def client(self) -> NumPyClientLike:
         """The wrapped Flower client."""
         return self._client
 

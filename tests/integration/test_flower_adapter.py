@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support import job_text, parse, run_federation
-from support_flower import LinearNumPyClient, flower_fedavg
+from support_flower import LinearNumPyClient, flower_fedavg, numpy_client_app
 
 from fl_core.aggregators import create_aggregator
 from fl_core.client.runtime import Client, ClientOptions
 from fl_core.coordinator.service import Coordinator
 from fl_core.coordinator.store import Store
-from fl_core.flower import NumPyClientTrainer
+from fl_core.flower import NumPyClientTrainer, client_app_trainer
 from fl_core.strategies import create_strategy
 from fl_core.transport.grpc_client import GrpcClientTransport
 from fl_core.transport.grpc_server import serve
@@ -38,10 +38,17 @@ max_weight = 1000
 """
 
 
-def _run(transport: str, tmp_path: Path, extra: str = ""):
+def _run(transport: str, tmp_path: Path, extra: str = "", *, app: bool = False):
     job = parse(job_text(rounds=ROUNDS, extra=extra))
     flower_clients = [LinearNumPyClient(i) for i in range(5)]
     trainers = [NumPyClientTrainer(c, names=["w", "b"]) for c in flower_clients]
+    if app:  # the same clients behind a Flower ClientApp, one node per partition
+        trainers = [
+            client_app_trainer(
+                numpy_client_app(), node_config={"partition-id": i}, names=["w", "b"]
+            )
+            for i in range(5)
+        ]
     store = Store(tmp_path / f"{transport}.db")
     weights = trainers[0].initial_weights()
     coordinator = Coordinator(
@@ -102,3 +109,10 @@ def test_numpy_clients_under_bulwark_secure_aggregation(tmp_path: Path) -> None:
     for got, want in zip(checkpoints, _independent(), strict=True):
         # quantization to the ring (clip 10, 32 bits) keeps the mean within ~1e-5 of FedAvg
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
+def test_a_flower_client_app_in_a_bulwark_job_gives_flowers_fedavg(tmp_path: Path) -> None:
+    done, _, checkpoints, _ = _run("inmemory", tmp_path, app=True)
+    assert done.status == "completed"
+    for got, want in zip(checkpoints, _independent(), strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
