@@ -18,8 +18,10 @@ threshold for the same cohort.
 Time per round: the median over the measured rounds of the wall time from the strategy's
 ``configure_fit`` to the end of its ``aggregate_fit`` (Flower), and of the coordinator's round time
 (Bulwark: sample, stages, aggregation, strategy, SQLite checkpoint); round 1 is a warm-up on both
-sides (Ray actors start, imports) and is not counted. Accuracy: the final global model on the full
-Fashion-MNIST test split (10,000 images), computed here, the same way for both.
+sides (Ray actors start, imports) and is not counted. Local training is the same numpy code
+with one BLAS thread per client on both sides (Ray's setting for a one-CPU client); Flower runs
+the clients in two Ray worker processes, Bulwark as threads of one process. Accuracy: the final
+global model on the full Fashion-MNIST test split (10,000 images), computed the same way for both.
 
     python benchmarks/vs_flower.py                  # 10 and 100 clients, 4 rounds (3 measured)
     python benchmarks/vs_flower.py --quick          # 10 clients, 3 rounds
@@ -46,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from fl_core.aggregators import create_aggregator
 from fl_core.client.runtime import Client, ClientOptions
@@ -219,6 +222,7 @@ def bulwark_grpc(split: Any, rounds: int, secagg: bool, tmp: Path) -> dict[str, 
 def _grpc_worker(port: int, job_file: Path) -> None:
     from fl_core.config import load_job
 
+    threadpool_limits(limits=1)  # one BLAS thread per client, as Ray gives each Flower client
     job = load_job(job_file)
     split, _, _ = load_split(job.data.num_clients)
     clients = _bulwark_clients(job, split)
@@ -235,7 +239,11 @@ def _grpc_worker(port: int, job_file: Path) -> None:
 def _bulwark_result(store: Store, job: JobConfig) -> dict[str, Any]:
     metrics = store.metrics(job.job.name)
     final = store.checkpoint(job.job.name, job.job.rounds)
-    out = {"round_s": _round_seconds(store, job), "final": final}
+    out = {
+        "round_s": _round_seconds(store, job),
+        "final": final,
+        "contributors": [int(m["num_clients"]) for m in metrics],
+    }
     if job.aggregation.kind == "secagg":
         out["degree"] = int(metrics[0]["secagg_degree"])
         out["threshold"] = int(metrics[0]["secagg_threshold"])
@@ -351,6 +359,9 @@ def main() -> None:
         args.clients, args.rounds = "10", 3
     if args.rounds < 2:
         parser.error("--rounds must be >= 2 (round 1 is a warm-up)")
+    # Ray runs each Flower client with OMP_NUM_THREADS = its num_cpus (1); Bulwark's simulated
+    # clients, threads of one process, get the same one BLAS thread each.
+    threadpool_limits(limits=1)
     logging.getLogger("flwr").setLevel(logging.WARNING)
     warnings.simplefilter("ignore")
     rows = []
@@ -392,6 +403,8 @@ def main() -> None:
                     "accuracy_bulwark_inmemory": accuracy(mem["final"], x_test, y_test),
                     "accuracy_bulwark_grpc": accuracy(rpc["final"], x_test, y_test),
                     "max_abs_param_diff": float(np.abs(flower["final"] - mem["final"]).max()),
+                    "bulwark_inmemory_contributors": mem["contributors"],
+                    "bulwark_grpc_contributors": rpc["contributors"],
                 }
                 if params is not None:
                     row["secagg_shares_flower"], row["secagg_threshold"] = params
