@@ -107,3 +107,15 @@ def test_importing_fl_core_flower_does_not_import_flwr() -> None:
     code = "import sys, fl_core.flower; print('flwr' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_fl_core_flower_all_is_exactly_its_public_names() -> None:
+    import fl_core.flower as package
+
+    public = {
+        n
+        for n, v in vars(package).items()
+        if not n.startswith("_") and not isinstance(v, type(sys)) and n != "annotations"
+    }
+    assert sorted(package.__all__) == sorted(public)
+    assert all(getattr(package, n) is not None for n in package.__all__)
