@@ -31,7 +31,10 @@ Secure aggregation with Bulwark's ``mpc`` through a Flower workflow is not part 
 :class:`fl_core.flower.NumPyClientTrainer`.
 
 Messages are Flower's legacy fit/evaluate records (``flwr.compat``), which ``ServerApp`` with a
-``Strategy`` and Flower's ``DefaultWorkflow`` send.
+``Strategy`` and Flower's ``DefaultWorkflow`` send; a message that is not one is refused. Placed
+before Flower's ``secaggplus_mod`` the mod therefore refuses SecAgg+'s stage messages; placed
+after it (``mods=[secaggplus_mod, OwnerMod(...)]``) it would see the fit that SecAgg+ masks, a
+combination that is not tested here.
 """
 
 from __future__ import annotations
@@ -110,7 +113,18 @@ class OwnerMod:
         self._ledger = ledger
         self._dataset = dataset or job.data.dataset
         self._rng = rng
+        # central mode's plan does not depend on the model's size (dim only matters for Skellam)
         self._plan: DPPlan | None = make_plan(job, dim=1) if job.dp.mode != "none" else None
+        self._privacy: dict[Path, OwnerPrivacy] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (Flower's simulation ships the app to its workers) without the ledger cache."""
+        state = dict(self.__dict__)
+        state["_privacy"] = {}  # ledger connections belong to the process that opened them
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     @property
     def plan(self) -> DPPlan | None:
@@ -147,8 +161,12 @@ class OwnerMod:
                 f"fit number {release}: the job agreed to {self.job.job.rounds} rounds"
             )
         self.policy.check_task(self.job, stage="fit", round=release)
-        fit_ins = compat.recorddict_to_fitins(msg.content, keep_input=True)
-        start = _floats(parameters_to_ndarrays(fit_ins.parameters), "the server's parameters")
+        try:
+            fit_ins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+            received = parameters_to_ndarrays(fit_ins.parameters)
+        except (KeyError, TypeError, ValueError) as exc:  # not a legacy fit instruction
+            raise ConfigError(f"the server's fit message cannot be read: {exc!r}") from exc
+        start = _floats(received, "the server's parameters")
         out_msg = call_next(msg, ctxt)
         if out_msg.has_error():
             return out_msg
@@ -181,10 +199,13 @@ class OwnerMod:
         flat_new = np.concatenate([a.reshape(-1) for a in new]).astype(np.float32)
         update = (flat_new.astype(np.float64) - flat_start).astype(np.float32)
         clipped, norm = clip_update(update, clip=plan.clip)
-        path = self._ledger(ctxt) if callable(self._ledger) else self._ledger
-        privacy = OwnerPrivacy(
-            job_id=self.job.job.name, plan=plan, ledger_path=path, dataset=self._dataset
-        )
+        path = Path(self._ledger(ctxt) if callable(self._ledger) else self._ledger or "")
+        privacy = self._privacy.get(path)
+        if privacy is None:  # one per ledger file: it keeps one connection per thread
+            privacy = OwnerPrivacy(
+                job_id=self.job.job.name, plan=plan, ledger_path=path, dataset=self._dataset
+            )
+            self._privacy[path] = privacy
         epsilon = privacy.charge(round=release, event=plan.owner_event())  # before it leaves
         noised = add_central_noise(
             clipped, clip=plan.clip, noise_multiplier=plan.noise_multiplier, rng=self._rng()

@@ -173,3 +173,22 @@ def test_unsupported_settings_are_refused_at_construction() -> None:
     extra = distributed + '[aggregation]\nkind = "secagg"\n[secagg]\nclip = 10.0\n'
     with pytest.raises(ConfigError, match="not supported by the Flower mod"):
         OwnerMod(job=_job(extra=extra))
+
+
+def test_a_train_message_that_is_no_fit_instruction_is_refused(tmp_path: Path) -> None:
+    from flwr.app import ConfigRecord
+
+    content = RecordDict({"secaggplus": ConfigRecord({"stage": "setup"})})  # SecAgg+'s first stage
+    msg = Message(content, dst_node_id=7, message_type=MessageType.TRAIN)
+    reply = OwnerMod(job=_job(), ledger=_ledger(tmp_path))(msg, _context(), numpy_client_app())
+    assert reply.has_error() and "fit message cannot be read" in reply.error.reason
+
+
+def test_the_mod_pickles_without_its_ledger_connections(tmp_path: Path) -> None:
+    import pickle
+
+    mod = OwnerMod(job=_job(), ledger=_ledger(tmp_path))
+    assert not mod(_fit_message(), _context(), numpy_client_app()).has_error()  # opens the ledger
+    copy = pickle.loads(pickle.dumps(mod))
+    assert copy.plan == mod.plan
+    assert not copy(_fit_message(), _context(), numpy_client_app()).has_error()
