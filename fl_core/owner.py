@@ -17,10 +17,11 @@ import torch
 
 from .client.policy import OwnerPolicy
 from .client.trainer import TorchTrainer
-from .config import JobConfig
-from .data import ClientData
+from .config import JobConfig, SchemaSection
+from .data import ClientData, load_table_data
 from .errors import ConfigError
 from .simulation import client_shares, job_dataset, model_factory, model_shape
+from .types import Trainer
 
 if TYPE_CHECKING:
     from .client.dp_trainer import DPSGDTrainer
@@ -28,11 +29,23 @@ if TYPE_CHECKING:
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-def load_owner_data(job: JobConfig, *, partition: int | None, data: Path | None) -> ClientData:
-    """The owner's arrays: share ``partition`` of the job's data set, or an ``.npz`` file.
+def load_owner_data(
+    job: JobConfig,
+    *,
+    partition: int | None,
+    data: Path | None,
+    schema: SchemaSection | None = None,
+) -> ClientData:
+    """The owner's arrays: share ``partition`` of the job's data set, or its own file.
+
+    With a schema (the job's ``[schema]``, or ``schema`` from a schema file when the job has
+    none) ``data`` is a table (CSV, Parquet or ``.npz`` with one array per column) read by
+    :func:`fl_core.data.load_table_data`; without one it is an ``.npz`` file with the four arrays
+    ``x_train``, ``y_train``, ``x_test``, ``y_test``.
 
     Raises:
-        ConfigError: a partition index out of range, or an ``.npz`` file without the four arrays.
+        ConfigError: a partition index out of range, a schema that contradicts the job's, or a
+            file that does not fit.
     """
     if partition is not None:
         if not 0 <= partition < job.data.num_clients:
@@ -40,6 +53,23 @@ def load_owner_data(job: JobConfig, *, partition: int | None, data: Path | None)
         return client_shares(job, job_dataset(job))[partition]
     if data is None:
         raise ConfigError("give --partition or --data")
+    if job.schema is not None and schema is not None and schema != job.schema:
+        raise ConfigError("the job has a [schema]; the owner's --schema file must not differ")
+    declared = job.schema or schema
+    if declared is not None:
+        if schema is not None and job.model.input_shape != (len(schema.features),):
+            raise ConfigError(
+                f"--schema has {len(schema.features)} features; the job's model.input_shape is "
+                f"{list(job.model.input_shape)}"
+            )
+        return load_table_data(
+            data, declared, num_classes=job.model.num_classes, seed=job.data.seed
+        )
+    if data.suffix != ".npz":
+        raise ConfigError(
+            f"{data}: a {data.suffix or 'suffix-less'} table needs a schema: a [schema] table in "
+            "the job, or --schema FILE"
+        )
     try:
         with np.load(data, allow_pickle=False) as npz:
             missing = [k for k in NPZ_KEYS if k not in npz]
@@ -56,8 +86,13 @@ def load_owner_data(job: JobConfig, *, partition: int | None, data: Path | None)
     )
 
 
-def owner_trainer(job: JobConfig, share: ClientData) -> TorchTrainer | DPSGDTrainer:
-    """A torch trainer for the owner's arrays and the job's model."""
+def owner_trainer(job: JobConfig, share: ClientData) -> Trainer:
+    """The owner's trainer for its arrays and the job's model (its own ``code.trainer``, if any).
+
+    The job's own code (``[code]``) is checked against its pin before anything is imported.
+    """
+    from .app import make_owner_trainer
+
     input_shape, num_classes = model_shape(job)
     if tuple(share.x_train.shape[1:]) != tuple(input_shape):
         raise ConfigError(
@@ -66,7 +101,9 @@ def owner_trainer(job: JobConfig, share: ClientData) -> TorchTrainer | DPSGDTrai
         )
     task = "regression" if num_classes == 1 else "classification"
     model_fn = model_factory(job, input_shape=input_shape, num_classes=num_classes)
-    base = TorchTrainer.from_client_data(model_fn, share, task=task, seed=job.model.init_seed)
+    base = make_owner_trainer(job, model_fn, share, task=task)
+    if not isinstance(base, TorchTrainer):
+        return base
     return with_dpsgd(job, base, model_fn)
 
 

@@ -47,7 +47,9 @@ from .data import ClientData, Dataset, PartitionConfig, load_dataset, split_for_
 from .errors import ConfigError
 from .federation import Roster, simulated_federation, simulated_roster
 from .models import create_model
+from .ray_backend import RayResources
 from .strategies import create_strategy
+from .supervise import supervise, supervise_processes
 from .transport.base import JobDone
 from .transport.grpc_server import serve
 from .transport.inmemory import InMemoryTransport
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("bulwark.simulation")
 
 TRANSPORTS = ("inmemory", "grpc")
+BACKENDS = ("local", "ray")
 
 
 # --- data and models, shared by the simulator and the deployment commands ---------------------
@@ -83,18 +86,24 @@ def client_shares(job: JobConfig, dataset: Dataset) -> list[ClientData]:
 def model_factory(
     job: JobConfig, *, input_shape: tuple[int, ...], num_classes: int
 ) -> Callable[[], torch.nn.Module]:
-    """A function that builds the job's model."""
+    """A function that builds the job's model: its own ``code.model`` (checked) or a registry's."""
+    from .app import job_model_factory
+
+    own = job_model_factory(job)
+    if own is not None:
+        return partial(own, input_shape=tuple(input_shape), num_classes=num_classes)
     return partial(create_model, job.model.name, input_shape=input_shape, num_classes=num_classes)
 
 
 def make_trainer(job: JobConfig, dataset: Dataset, share: ClientData) -> Trainer:
     """A torch trainer for one client's share of the data set (DP-SGD when the job says so)."""
+    from .app import make_owner_trainer
     from .owner import with_dpsgd
 
     model_fn = model_factory(job, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
-    base = TorchTrainer.from_client_data(
-        model_fn, share, task=dataset.task, seed=job.model.init_seed
-    )
+    base = make_owner_trainer(job, model_fn, share, task=dataset.task)
+    if not isinstance(base, TorchTrainer):
+        return base
     return with_dpsgd(job, base, model_fn)
 
 
@@ -194,8 +203,11 @@ def simulate(
     roundtrip: bool = False,
     threads: int | None = None,
     owner_policy: str | Path | None = None,
+    backend: str = "local",
+    ray_address: str | None = None,
+    ray_resources: RayResources | None = None,
 ) -> SimulationResult:
-    """Run ``job`` with all its data owners on this machine.
+    """Run ``job`` with all its data owners on this machine (or, with Ray, on a cluster).
 
     Args:
         job: the job.
@@ -207,12 +219,20 @@ def simulate(
         threads: torch threads per client (default: one per in-memory worker; one per process).
         owner_policy: a policy file every simulated owner applies (its budget caps the ledgers
             that DP jobs give each owner, in ``ledgers/`` of the output folder).
+        backend: ``"local"`` (``transport`` decides) or ``"ray"``: every owner a Ray task
+            talking gRPC to the coordinator in this process (:mod:`fl_core.ray_backend`).
+        ray_address: the Ray cluster to use (default: a local instance for the run).
+        ray_resources: what each owner's Ray task asks for (default one CPU).
 
     Raises:
         ConfigError: an unknown transport or a job that cannot run.
     """
     if transport not in TRANSPORTS:
         raise ConfigError(f"transport {transport!r} is not one of {list(TRANSPORTS)}")
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend {backend!r} is not one of {list(BACKENDS)}")
+    if backend == "ray" and job.aggregation.kind == "he":
+        raise ConfigError("--backend ray does not run HE jobs yet (the key holder is a process)")
     out = Path(output) if output is not None else None
     with tempfile.TemporaryDirectory(prefix="bulwark-sim-") as tmp:
         work = out or Path(tmp)
@@ -223,6 +243,18 @@ def simulate(
         names = [f"client-{i}" for i in range(job.data.num_clients)]
         ledgers = owner_ledgers(job, names, work / "ledgers", policy)
         try:
+            if backend == "ray":
+                return _simulate_ray(
+                    job,
+                    store,
+                    out,
+                    events,
+                    threads or 1,
+                    policy_path,
+                    ledgers,
+                    ray_address=ray_address,
+                    resources=ray_resources or RayResources(),
+                )
             if transport == "inmemory":
                 return _simulate_inmemory(
                     job, store, out, events, roundtrip, threads, policy, ledgers
@@ -235,6 +267,74 @@ def simulate(
             )
         finally:
             store.close()
+
+
+def _simulate_ray(
+    job: JobConfig,
+    store: Store,
+    out: Path | None,
+    events: Callable[[Event], None] | None,
+    threads: int,
+    policy_path: Path | None,
+    ledgers: dict[str, Path],
+    *,
+    ray_address: str | None,
+    resources: RayResources,
+) -> SimulationResult:
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+    )
+
+    from .ray_backend import OwnerSpec, collect, ray_session, submit_owners
+
+    input_shape, num_classes = model_shape(job)
+    weights = initial_weights(job, input_shape=input_shape, num_classes=num_classes)
+    evaluator = None
+    if job.dp.mode != "none":
+        dataset = job_dataset(job)
+        evaluator = central_evaluator(job, dataset, client_shares(job, dataset))
+    names = [f"client-{i}" for i in range(job.data.num_clients)]
+    federation = simulated_federation(names)
+    coordinator = _coordinator(
+        job, store, weights, events, evaluator, federation.roster, federation.keys["coordinator"]
+    )
+    specs = [
+        OwnerSpec(
+            name=name,
+            partition=i,
+            job_source=job.source,
+            identity_pem=federation.keys[name].private_bytes(
+                Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
+            ),
+            roster_json=federation.roster.to_json(federation.signature),
+            authority=federation.roster.authority,
+            ledger=str(ledgers[name]) if name in ledgers else None,
+            policy=str(policy_path) if policy_path is not None else None,
+            threads=threads,
+        )
+        for i, name in enumerate(names)
+    ]
+    started = time.perf_counter()
+    errors: dict[str, str] = {}
+    with ray_session(ray_address) as ray:
+        # A cluster's tasks dial this node; a local instance's tasks dial loopback.
+        listen = "127.0.0.1:0" if ray_address is None else "0.0.0.0:0"  # noqa: S104
+        host = "127.0.0.1" if ray_address is None else ray.util.get_node_ip_address()
+
+        async def main() -> JobDone:
+            handle = await serve(coordinator, address=listen, limits=job.limits)
+            refs = submit_owners(ray, specs, f"{host}:{handle.port}", resources)
+            try:
+                done = await coordinator.run()
+            finally:
+                errors.update(await collect(refs, names))
+                await handle.stop(grace=1.0)
+            return done
+
+        done = asyncio.run(main())
+    return _finish(job, coordinator, done, Layout.of(weights), started, "ray", out, errors)
 
 
 def _he_keys(job: JobConfig, names: list[str]) -> SimulatedKeys | None:
@@ -392,17 +492,31 @@ def _simulate_inmemory(
         transports = [
             InMemoryTransport(coordinator, roundtrip=roundtrip, limits=job.limits) for _ in clients
         ]
-        outcomes = await asyncio.gather(
-            coordinator.run(),
-            *(c.run(t) for c, t in zip(clients, transports, strict=True)),
-            return_exceptions=True,
-        )
-        for client, outcome in zip(clients, outcomes[1:], strict=True):
-            if isinstance(outcome, BaseException):
-                errors[client.name] = f"{type(outcome).__name__}: {outcome}"
-        if isinstance(outcomes[0], BaseException):
-            raise outcomes[0]
-        return outcomes[0]
+
+        async def member(client: Participant, transport: InMemoryTransport) -> str | None:
+            try:
+                await client.run(transport)
+            except Exception as exc:  # noqa: BLE001 - reported as this client's error
+                return f"{type(exc).__name__}: {exc}"
+            return None
+
+        members = {
+            c.name: asyncio.ensure_future(member(c, t))
+            for c, t in zip(clients, transports, strict=True)
+        }
+        try:
+            done = await supervise(
+                job, coordinator.run(), members, owners=set(names), errors=errors
+            )
+            await asyncio.wait(members.values(), timeout=30)  # they learn that the job ended
+        finally:
+            for task in members.values():
+                task.cancel()
+            await asyncio.gather(*members.values(), return_exceptions=True)
+        for name, task in members.items():
+            if not task.cancelled() and task.result():
+                errors.setdefault(name, str(task.result()))
+        return done
 
     try:
         done = asyncio.run(main())
@@ -497,21 +611,14 @@ def _simulate_grpc(
         ]
         if files is not None:
             procs.append(keyholder)
+
+        named = {(names[i] if i < len(names) else "keyholder"): p for i, p in enumerate(procs)}
         try:
-            done = await coordinator.run()
+            return await supervise_processes(
+                job, coordinator.run(), named, owners=set(names), errors=errors
+            )
         finally:
-            for i, proc in enumerate(procs):
-                try:
-                    _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
-                except TimeoutError:
-                    proc.kill()
-                    _, stderr = await proc.communicate()
-                if proc.returncode:
-                    tail = stderr.decode(errors="replace").strip().splitlines()[-3:]
-                    name = names[i] if i < len(names) else "keyholder"
-                    errors[name] = f"exit {proc.returncode}: " + " | ".join(tail)
             await handle.stop(grace=1.0)
-        return done
 
     done = asyncio.run(main())
     return _finish(job, coordinator, done, Layout.of(weights), started, "grpc", out, errors)

@@ -45,7 +45,8 @@ from .he_job import SignedContext, map_he_errors, owner_min_contributors, truste
 from .keyholder import SimulatedKeys
 from .payload import Payload
 from .strategies import create_strategy
-from .transport.base import JobDone, Task
+from .supervise import supervise, supervise_processes
+from .transport.base import ClientTransport, JobDone, Task
 
 Table = Mapping[str, npt.ArrayLike] | npt.ArrayLike
 """An owner's rows: column name -> values, or a 2-D array in the spec's column order."""
@@ -271,17 +272,24 @@ def compute_statistics(
 
         async def main() -> JobDone:
             transports = [InMemoryTransport(coordinator, limits=job.limits) for _ in participants]
-            outcomes = await asyncio.gather(
-                coordinator.run(),
-                *(p.run(t) for p, t in zip(participants, transports, strict=True)),
-                return_exceptions=True,
-            )
-            for p, outcome in zip(participants, outcomes[1:], strict=True):
-                if isinstance(outcome, BaseException):
-                    errors[p.name] = f"{type(outcome).__name__}: {outcome}"
-            if isinstance(outcomes[0], BaseException):
-                raise outcomes[0]
-            return outcomes[0]
+            members = {
+                p.name: asyncio.ensure_future(_member(p, t))
+                for p, t in zip(participants, transports, strict=True)
+            }
+            try:
+                done = await supervise(
+                    job, coordinator.run(), members, owners={o.name for o in owners},
+                    errors=errors,
+                )  # fmt: skip
+                await asyncio.wait(members.values(), timeout=30)
+            finally:
+                for task in members.values():
+                    task.cancel()
+                await asyncio.gather(*members.values(), return_exceptions=True)
+            for name, task in members.items():
+                if not task.cancelled() and task.result():
+                    errors.setdefault(name, str(task.result()))
+            return done
 
         try:
             done = asyncio.run(main())
@@ -297,6 +305,15 @@ def compute_statistics(
         transport="inmemory",
         participant_errors=errors,
     )
+
+
+async def _member(participant: Participant, transport: ClientTransport) -> str | None:
+    """Run one in-memory participant; its error text, or ``None`` when it ended normally."""
+    try:
+        await participant.run(transport)
+    except Exception as exc:  # noqa: BLE001 - reported as this participant's error
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def simulate_stats(
@@ -389,19 +406,11 @@ def _simulate_grpc(
             for name, command in commands.items()
         }
         try:
-            done = await coordinator.run()
+            return await supervise_processes(
+                job, coordinator.run(), procs, owners=set(names), errors=errors
+            )
         finally:
-            for name, proc in procs.items():
-                try:
-                    _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
-                except TimeoutError:
-                    proc.kill()
-                    _, stderr = await proc.communicate()
-                if proc.returncode:
-                    tail = stderr.decode(errors="replace").strip().splitlines()[-3:]
-                    errors[name] = f"exit {proc.returncode}: " + " | ".join(tail)
             await handle.stop(grace=1.0)
-        return done
 
     done = asyncio.run(main())
     metrics = store.metrics(job.job.name)

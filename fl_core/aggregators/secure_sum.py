@@ -1,9 +1,9 @@
 """Secure aggregation as an aggregator: the coordinator learns only the cohort's weighted sum.
 
 Stages (``secagg.<stage>``, Bonawitz et al. CCS 2017, Section 4; Bell et al. CCS 2020): advertise
-keys, share keys, masked input, unmask. The first task of a round carries the global model, so
-that its SHA-256 is bound into the session before any key is made; the client trains in the
-masked-input stage and sends
+keys, share keys, masked input, consistency check, unmask. The first task of a round carries the
+global model, so that its SHA-256 is bound into the session before any key is made; the client
+trains in the masked-input stage and sends
 
     y = Quantize([w * update, w]) + masks        (w = min(examples, max_weight) / max_weight)
 
@@ -12,8 +12,9 @@ so the unmasked, dequantized sum holds sum(w * update) and sum(w): the example-w
 protocol itself lives in :mod:`mpc` (state machines that never see the network); this module
 only maps its messages onto payload fields and cohort names onto participant indices.
 
-Threat model: an honest-but-curious coordinator and up to ``secagg.corrupt_rate`` colluding
-clients; the clients' checks (:class:`mpc.SecAggClient`) refuse the deviations listed there.
+Threat model: a coordinator that may lie about who dropped out (the consistency check stops it
+from telling clients different stories) and up to ``secagg.corrupt_rate`` colluding clients; the
+clients' checks (:class:`mpc.SecAggClient`) refuse the deviations listed there.
 """
 
 from __future__ import annotations
@@ -200,11 +201,15 @@ class SecureSumServerRound:
     def quorum(self, stage: str, sent: int) -> int:
         """At least the threshold (t survivors) and the job's quorum.
 
-        With distributed DP also at least the survivors the noise is calibrated for: fewer
-        shares of noise would spend more than the owners charged.
+        Up to the consistency check also its quorum (the owners refuse to unmask with fewer
+        signatures). With distributed DP also at least the survivors the noise is calibrated
+        for: fewer shares of noise would spend more than the owners charged.
         """
         floor = self._skellam.min_clients if self._skellam is not None else 1
-        return max(self.params.threshold, quorum_of(sent, self._quorum_fraction, floor))
+        protocol = self.params.threshold
+        if _stage(stage) is not mpc.Stage.UNMASK:
+            protocol = self.params.consistency_threshold
+        return max(protocol, quorum_of(sent, self._quorum_fraction, floor))
 
     def check(self, stage: str, client_id: str, payload: Payload) -> object:
         """Decode the client's response and let the protocol validate it."""
@@ -234,6 +239,8 @@ class SecureSumServerRound:
                 self._next = dict(self._server.share_keys(responses))  # type: ignore[arg-type]
             elif step is mpc.Stage.MASKED_INPUT:
                 self._next = dict(self._server.masked_input(responses))  # type: ignore[arg-type]
+            elif step is mpc.Stage.CONSISTENCY_CHECK:
+                self._next = dict(self._server.consistency_check(responses))  # type: ignore[arg-type]
             else:
                 self._result = self._server.unmask(responses)  # type: ignore[arg-type]
         except mpc.ProtocolAbort as exc:
@@ -363,6 +370,8 @@ class SecureSumClientRound:
                 response = self._client.share_keys(request)
             elif step is mpc.Stage.MASKED_INPUT:
                 response = self._masked_input(request)
+            elif step is mpc.Stage.CONSISTENCY_CHECK:
+                response = self._client.consistency_check(request)
             else:
                 response = self._client.unmask(request)
         except (mpc.ProtocolAbort, mpc.CoordinatorMisbehaviour, mpc.ParameterError) as exc:
@@ -512,6 +521,7 @@ def check_request(
         "degree": params.degree,
         "ring_bits": params.ring_bits,
         "vector_length": vector_length,
+        "consistency_threshold": params.consistency_threshold,
     }
     for name, want in expected.items():
         got = getattr(request, name)

@@ -9,7 +9,10 @@
 | `stats.py` | `bulwark stats`, `stats-coordinator`, `stats-owner` |
 | `budget.py` | `bulwark budget show` |
 | `keys.py` | `bulwark public-key` |
+| `code.py` | `bulwark code-hash` (the `[code]` pin of an installed model package) |
+| `certs.py` | `bulwark certs init`, `bulwark certs issue` (a federation CA and its certificates) |
 | `_common.py` | one-line errors, job loading, logging, TLS, identities, running a participant |
+| `_dial.py` | one health call before a participant joins: TLS failures end it at once |
 | `_progress.py` | the progress display and the summary table |
 
 Errors that a user can act on (a wrong job field, a missing data set, an unreachable coordinator)
@@ -18,6 +21,7 @@ are printed as one line of plain text naming what is wrong, with exit status 2; 
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
@@ -26,6 +30,10 @@ __all__ = ["main"]
 
 def main() -> None:
     """Entry point of the ``bulwark`` console script."""
+    # gRPC's C core logs every failed TLS handshake as raw INFO lines on stderr; the command
+    # reports the cause itself, in one line (cli/_dial.py). Set before grpc is first imported;
+    # an explicit GRPC_VERBOSITY (for debugging) wins.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     from ._app import build_app
     from ._common import console
 

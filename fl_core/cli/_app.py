@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from . import budget, client, coordinator, federation, keyholder, keys, simulate, stats
+from . import (
+    budget,
+    certs,
+    client,
+    code,
+    coordinator,
+    federation,
+    keyholder,
+    keys,
+    simulate,
+    stats,
+)
 
 
 def _version(value: bool) -> None:
@@ -48,6 +59,8 @@ def build_app() -> typer.Typer:
     app.command("stats-coordinator")(stats.stats_coordinator)
     app.command("stats-owner")(stats.stats_owner)
     app.command("public-key")(keys.public_key)
+    app.command("code-hash")(code.code_hash)
     app.add_typer(budget.budget_app, name="budget")
+    app.add_typer(certs.certs_app, name="certs")
     app.add_typer(federation.federation_app, name="federation")
     return app

@@ -29,7 +29,16 @@ if TYPE_CHECKING:
     from ..client.runtime import Participant
     from ..federation import Roster
 
-console = Console(stderr=True)
+console = Console(stderr=True, markup=False, highlight=False, emoji=False)
+"""Where every command prints its messages: plain text (no markup, no highlighting, no emoji
+codes), so that ``[train]`` or ``:key:`` in an error prints as it is."""
+
+
+class Backend(StrEnum):
+    """Where ``bulwark simulate`` runs the data owners."""
+
+    LOCAL = "local"
+    RAY = "ray"
 
 
 class Transport(StrEnum):
@@ -80,6 +89,13 @@ def load(job_file: Path) -> JobConfig:
         return load_job(job_file)
     except FlCoreError as exc:
         raise fail(f"{job_file}: {exc}") from None
+
+
+def check_timeout(connect_timeout: float) -> float:
+    """``connect_timeout`` if it is a positive number of seconds, else a one-line error."""
+    if not connect_timeout > 0:
+        raise fail(f"--connect-timeout {connect_timeout}: expected a number of seconds > 0")
+    return connect_timeout
 
 
 def check_address(address: str, option: str, *, listen: bool = False) -> str:
@@ -166,9 +182,29 @@ def channel_credentials(
     return None
 
 
-def participate(me: Participant, coordinator: str, job: JobConfig, credentials: Any) -> str:
-    """Run ``me`` against the coordinator over gRPC until the job ends; return a summary line."""
+def participate(
+    me: Participant,
+    coordinator: str,
+    job: JobConfig,
+    credentials: Any,
+    *,
+    connect_timeout: float = 30.0,
+) -> str:
+    """Run ``me`` against the coordinator over gRPC until the job ends; return a summary line.
+
+    The coordinator is dialled once first (:func:`fl_core.cli._dial.preflight`), so that a TLS
+    failure or an unreachable coordinator ends the command with one line within seconds.
+    """
     from ..transport.grpc_client import GrpcClientTransport
+    from ..transport.grpc_server import channel_options
+    from ._dial import preflight
+
+    preflight(
+        coordinator,
+        credentials,
+        connect_timeout=connect_timeout,
+        options=channel_options(job.limits),
+    )
 
     async def main() -> str:
         transport = GrpcClientTransport(coordinator, limits=job.limits, credentials=credentials)

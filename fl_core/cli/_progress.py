@@ -17,7 +17,7 @@ class ProgressView:
         self.progress = Progress(
             TextColumn("[bold]round {task.completed:.0f}/{task.total:.0f}"),
             BarColumn(),
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             TimeElapsedColumn(),
             console=console,
             disable=quiet,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 from typing import Annotated
@@ -14,9 +13,11 @@ from ._common import (
     LogFormat,
     channel_credentials,
     check_address,
+    check_timeout,
     fail,
     identity_key,
     load,
+    participate,
     roster,
     setup_logging,
 )
@@ -30,7 +31,14 @@ def client(
     ] = None,
     data: Annotated[
         Path | None,
-        typer.Option(help=".npz file with x_train, y_train, x_test, y_test (no pickle)."),
+        typer.Option(
+            help="The owner's table: .csv, .parquet or .npz read by the job's [schema] (or "
+            "--schema); without a schema an .npz with x_train, y_train, x_test, y_test."
+        ),
+    ] = None,
+    schema: Annotated[
+        Path | None,
+        typer.Option(help="A TOML file with a [schema] table, for a job that declares none."),
     ] = None,
     name: Annotated[str | None, typer.Option(help="Enrolled name (default client-I).")] = None,
     policy: Annotated[Path | None, typer.Option(help="Owner policy file (TOML).")] = None,
@@ -70,12 +78,10 @@ def client(
     """Take part in a job as a data owner: dial out to the coordinator, train, answer tasks."""
     from ..client.runtime import Client, ClientOptions
     from ..owner import load_owner_data, owner_trainer, prepare_ledger
-    from ..transport.grpc_client import GrpcClientTransport
 
     setup_logging(verbose, quiet, log_format)
     check_address(coordinator, "--coordinator")
-    if not connect_timeout > 0:
-        raise fail(f"--connect-timeout {connect_timeout}: expected a number of seconds > 0")
+    check_timeout(connect_timeout)
     if threads:
         import torch
 
@@ -101,7 +107,14 @@ def client(
                         f"the ledger {ledger} has no privacy cap for data set {data_name!r}: "
                         "set one with [policy] budget_epsilon in a --policy file"
                     )
-        trainer = owner_trainer(job, load_owner_data(job, partition=partition, data=data))
+        from ..app import verify_code
+        from ..config import load_schema
+
+        if job.code is not None:  # the job's own code: checked before anything is imported
+            verify_code(job.code)
+        declared = load_schema(schema) if schema is not None else None
+        share = load_owner_data(job, partition=partition, data=data, schema=declared)
+        trainer = owner_trainer(job, share)
         key = identity_key(identity)
         credentials = channel_credentials(coordinator, tls_ca, tls_cert=tls_cert, tls_key=tls_key)
         me = Client(
@@ -118,16 +131,6 @@ def client(
     except (FlCoreError, OSError) as exc:
         raise fail(str(exc)) from None
 
-    async def main() -> None:
-        transport = GrpcClientTransport(coordinator, limits=job.limits, credentials=credentials)
-        try:
-            done = await me.run(transport)
-        finally:
-            await transport.close()
-        if not quiet:
-            typer.echo(f"{me.name}: job {done.status} after {me.tasks_done} tasks")
-
-    try:
-        asyncio.run(main())
-    except FlCoreError as exc:
-        raise fail(str(exc)) from None
+    line = participate(me, coordinator, job, credentials, connect_timeout=connect_timeout)
+    if not quiet:
+        typer.echo(line)

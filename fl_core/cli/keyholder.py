@@ -10,6 +10,8 @@ import typer
 from ..errors import FlCoreError
 from ._common import (
     channel_credentials,
+    check_address,
+    check_timeout,
     console,
     fail,
     identity_key,
@@ -35,6 +37,14 @@ def keyholder(
         int | None, typer.Option(help="A k above the job's he.min_contributors.")
     ] = None,
     tls_ca: Annotated[Path | None, typer.Option(help="PEM CA of the coordinator (TLS).")] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM certificate of the key holder (mutual TLS).")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM key of --tls-cert.")] = None,
+    connect_timeout: Annotated[
+        float,
+        typer.Option(help="Give up when the coordinator stays unreachable this many seconds."),
+    ] = 30.0,
     federation: Annotated[
         Path | None,
         typer.Option(help="The federation's signed roster (JSON); needs --authority."),
@@ -51,8 +61,10 @@ def keyholder(
     from ..keyholder import KeyholderParticipant
 
     setup_logging(verbose, quiet)
+    check_address(coordinator, "--coordinator")
+    check_timeout(connect_timeout)
     job = load(job_file)
-    credentials = channel_credentials(coordinator, tls_ca)
+    credentials = channel_credentials(coordinator, tls_ca, tls_cert=tls_cert, tls_key=tls_key)
     try:
         key = identity_key(identity)
         me = KeyholderParticipant(
@@ -70,6 +82,6 @@ def keyholder(
             f"key holder {raw_public_key(key).hex()} (k = {me.min_contributors}), context "
             f"{me.public_context().fingerprint[:16]}..."
         )
-    line = participate(me, coordinator, job, credentials)
+    line = participate(me, coordinator, job, credentials, connect_timeout=connect_timeout)
     if not quiet:
         typer.echo(f"{line}; {len(me.decryption_log)} decryption(s)")

@@ -19,6 +19,8 @@ from ..errors import FlCoreError
 from ._common import (
     Transport,
     channel_credentials,
+    check_address,
+    check_timeout,
     console,
     fail,
     identity_key,
@@ -196,6 +198,14 @@ def stats_owner(
         Path | None, typer.Option(help="Ed25519 identity key (PEM); created if missing.")
     ] = None,
     tls_ca: Annotated[Path | None, typer.Option(help="PEM CA of the coordinator (TLS).")] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM client certificate (mutual TLS).")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM key of --tls-cert.")] = None,
+    connect_timeout: Annotated[
+        float,
+        typer.Option(help="Give up when the coordinator stays unreachable this many seconds."),
+    ] = 30.0,
     federation: Annotated[
         Path | None,
         typer.Option(help="The federation's signed roster (JSON); needs --authority."),
@@ -217,7 +227,9 @@ def stats_owner(
         raise fail("give exactly one of --partition and --data")
     if name is None and partition is None:
         raise fail("give --name (the name the key holder's enrolment lists)")
-    credentials = channel_credentials(coordinator, tls_ca)
+    check_address(coordinator, "--coordinator")
+    check_timeout(connect_timeout)
+    credentials = channel_credentials(coordinator, tls_ca, tls_cert=tls_cert, tls_key=tls_key)
     try:
         if partition is not None:
             tables = dataset_tables(job)
@@ -237,6 +249,6 @@ def stats_owner(
         )
     except (FlCoreError, OSError) as exc:
         raise fail(str(exc)) from None
-    line = participate(me, coordinator, job, credentials)
+    line = participate(me, coordinator, job, credentials, connect_timeout=connect_timeout)
     if not quiet:
         typer.echo(line)

@@ -18,13 +18,16 @@ from ._common import (
     PARTITIONS,
     STRATEGIES,
 )
+from ._diff import describe_differences, job_differences
 from ._loader import (
     JobConfig,
     dp_survivor_floor,
     expected_cohort,
     load_job,
+    load_schema,
     parse_job,
 )
+from .code import CodeSection, SchemaSection
 from .protection import (
     DP_MODES,
     HE_BFV_PRESETS,
@@ -49,10 +52,12 @@ from .training import (
 )
 
 __all__ = [
+    "describe_differences",
     "dp_survivor_floor",
     "expected_cohort",
     "AGGREGATIONS",
     "AggregationSection",
+    "CodeSection",
     "DEFAULT_CHUNK_BYTES",
     "DEFAULT_MAX_HEADER_BYTES",
     "DEFAULT_MAX_PAYLOAD_BYTES",
@@ -76,10 +81,13 @@ __all__ = [
     "RoundSection",
     "STRATEGIES",
     "SamplingSection",
+    "SchemaSection",
     "SecAggSection",
     "StatsSection",
     "StrategySection",
     "TrainSection",
+    "job_differences",
     "load_job",
+    "load_schema",
     "parse_job",
 ]

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ._common import _require
+from .code import CodeSection, SchemaSection
 from .protection import NO_MODEL, DPSection, HESection, SecAggSection, StatsSection
 from .training import (
     AggregationSection,
@@ -47,6 +48,8 @@ class JobConfig:
     he: HESection = field(default_factory=HESection)
     dp: DPSection = field(default_factory=DPSection)
     stats: StatsSection | None = None
+    code: CodeSection | None = None
+    schema: SchemaSection | None = None
     source: str = field(default="", repr=False, compare=False)
 
     @property
@@ -69,12 +72,19 @@ _SECTIONS: dict[str, type[Any]] = {
     "limits": Limits,
     "he": HESection,
     "dp": DPSection,
+    "code": CodeSection,
+    "schema": SchemaSection,
 }
 _REQUIRED = ("job", "data", "model")
 
 
 def _check_type(where: str, value: object, annotation: object) -> object:
     if typing.get_origin(annotation) is tuple:
+        item = typing.get_args(annotation)[0]
+        if item is str:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where} = {value!r} must be a list of strings")
+            return tuple(value)
         if not isinstance(value, list) or not all(
             isinstance(v, int) and not isinstance(v, bool) for v in value
         ):
@@ -156,7 +166,64 @@ def parse_job(text: str) -> JobConfig:
         built.setdefault("model", ModelSection(name=NO_MODEL))
     job = JobConfig(**built, source=text)
     _check_dp(job)
+    _check_code(job)
     return job
+
+
+def _check_code(job: JobConfig) -> None:
+    """Rules that span tables: a model named by code or by registry, and a table's shape."""
+    if job.job.kind == "stats":
+        return
+    code_model = job.code.model if job.code is not None else ""
+    if not job.model.name and not code_model:
+        raise ConfigError("model.name is required (or code.model, for the owners' own model)")
+    if job.model.name and code_model:
+        raise ConfigError(
+            f"model.name = {job.model.name!r} and code.model = {code_model!r}: give one of them"
+        )
+    if job.code is not None or job.schema is not None:
+        _require(
+            bool(job.model.input_shape) and job.model.num_classes > 0,
+            "model.input_shape",
+            "set, with model.num_classes, in a job with [code] or [schema] (the coordinator "
+            "builds the model without data)",
+            list(job.model.input_shape),
+        )
+    if job.schema is not None:
+        width = (len(job.schema.features),)
+        _require(
+            job.model.input_shape == width,
+            "model.input_shape",
+            f"[{width[0]}]: one value per schema.features column",
+            list(job.model.input_shape),
+        )
+        regression = job.model.num_classes == 1
+        expected = "float32" if regression else "int64"
+        _require(
+            job.schema.label_dtype == expected,
+            "schema.label_dtype",
+            f"{expected!r} for model.num_classes = {job.model.num_classes}",
+            job.schema.label_dtype,
+        )
+
+
+def load_schema(path: str | Path) -> SchemaSection:
+    """Read a schema file: a TOML file with one ``[schema]`` table (as in a job file).
+
+    Raises:
+        ConfigError: the file cannot be read, or its ``[schema]`` is missing or wrong.
+    """
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read schema file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"schema file {path} is not valid TOML: {exc}") from exc
+    extra = [k for k in raw if k != "schema"]
+    if "schema" not in raw or extra:
+        raise ConfigError(f"schema file {path} must hold exactly one [schema] table")
+    schema: SchemaSection = _build("schema", SchemaSection, raw["schema"])
+    return schema
 
 
 def expected_cohort(job: JobConfig) -> int:

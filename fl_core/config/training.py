@@ -89,19 +89,18 @@ class DataSection:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelSection:
-    """``[model]``: the architecture, by registry name.
+    """``[model]``: the architecture, by registry name (or by ``code.model``, see ``[code]``).
 
     ``input_shape`` and ``num_classes`` let a coordinator build the initial model without any
     data; when omitted they are read from the data set's description.
     """
 
-    name: str
+    name: str = ""
     init_seed: int = 0
     input_shape: tuple[int, ...] = ()
     num_classes: int = 0
 
     def __post_init__(self) -> None:
-        _require(bool(self.name), "model.name", "a model name", self.name)
         _require(
             all(1 <= d <= 1 << 20 for d in self.input_shape) and len(self.input_shape) <= 4,
             "model.input_shape",

@@ -24,6 +24,7 @@ import numpy.typing as npt
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from ..config import describe_differences
 from ..errors import ConfigError, StoreError
 
 SCHEMA_VERSION = 1
@@ -144,7 +145,7 @@ class Store:
         sha = hashlib.sha256(config.encode()).hexdigest()
         with self._tx() as db:
             row = db.execute(
-                "SELECT config_sha256, status FROM jobs WHERE job_id = ?", (job_id,)
+                "SELECT config_sha256, status, config FROM jobs WHERE job_id = ?", (job_id,)
             ).fetchone()
             if row is None:
                 db.execute(
@@ -156,7 +157,9 @@ class Store:
             elif row[0] != sha:
                 raise ConfigError(
                     f"the state file {self.path} holds job {job_id!r} with a different job file "
-                    f"(sha256 {row[0][:12]}..., this file {sha[:12]}...); use another state file"
+                    f"(sha256 {row[0][:12]}..., this file {sha[:12]}...): "
+                    f"{describe_differences(row[2], config)}; use another state file (or "
+                    "output folder), or the job file it was started with"
                 )
             db.execute(
                 "UPDATE attempts SET status = 'interrupted', finished = ?,"

@@ -25,6 +25,7 @@ from fl_core.data.partition import (
     partition,
     quantity_skew,
 )
+from fl_core.data.tables import TABLE_SUFFIXES, load_table_data
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -35,6 +36,7 @@ __all__ = [
     "DEFAULT_TEST_FRACTION",
     "FASHION_MNIST_DEBIAN_PACKAGE",
     "PARTITION_SCHEMES",
+    "TABLE_SUFFIXES",
     "TASKS",
     "ClientData",
     "Dataset",
@@ -44,6 +46,7 @@ __all__ = [
     "dirichlet",
     "iid",
     "load_dataset",
+    "load_table_data",
     "partition",
     "quantity_skew",
     "read_idx",

@@ -74,7 +74,7 @@ def test_a_deployment_coordinator_key_holder_and_owners_with_their_own_files(
                    header=",".join(COLUMNS), comments="")  # fmt: skip
         enrolment.append(f'h{i} = "{_pem(tmp_path / f"h{i}.pem").hex()}"')
     (tmp_path / "enrolment.toml").write_text("\n".join(enrolment) + "\n")
-    printed = bulwark("public-key", str(tmp_path / "kh.pem"))  # created with mode 0600
+    printed = bulwark("public-key", "--create", str(tmp_path / "kh.pem"))  # mode 0600
     assert printed.returncode == 0, printed.stderr
     assert stat.S_IMODE((tmp_path / "kh.pem").stat().st_mode) == 0o600
     keyholder_key = printed.stdout.strip()

@@ -39,7 +39,7 @@ def _federation(tmp_path: Path, owners: list[str]) -> Path:
     assert done.returncode == 0, done.stderr
     for name in [*owners, "coordinator"]:
         key = tmp_path / f"{name}.pem"
-        pub = bulwark("public-key", str(key))
+        pub = bulwark("public-key", "--create", str(key))
         assert pub.returncode == 0, pub.stderr
         role = "coordinator" if name == "coordinator" else "owner"
         added = bulwark(

@@ -1,0 +1,150 @@
+"""An owner's own table (CSV, Parquet or ``.npz``) read into arrays by a declared schema.
+
+The job's ``[schema]`` (or a schema file) names the feature columns, the label column and their
+dtypes. Only those columns are read; a missing column, a value that does not convert, a null, a
+non-finite feature or a label outside ``0 .. num_classes - 1`` is refused with a message naming
+the file, the column and the first bad row. CSV (with a header row) and Parquet are read with
+pyarrow; ``.npz`` with ``allow_pickle=False``, one 1-D array per column. Nothing is evaluated or
+unpickled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..config import SchemaSection
+from ..errors import ConfigError
+from .federated import ClientData
+
+TABLE_SUFFIXES = (".csv", ".parquet", ".npz")
+"""The file types :func:`load_table_data` reads, by suffix."""
+
+
+def _columns_pyarrow(path: Path, names: list[str]) -> dict[str, npt.NDArray[np.generic]]:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    try:
+        if path.suffix == ".csv":
+            table = pacsv.read_csv(path)
+        else:
+            schema = pq.read_schema(path)
+            present = [n for n in names if n in schema.names]
+            table = pq.read_table(path, columns=present)
+    except (OSError, pa.ArrowException) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    missing = [n for n in names if n not in table.column_names]
+    if missing:
+        raise ConfigError(
+            f"{path} lacks the schema's columns {missing}; it has {table.column_names[:20]}"
+        )
+    out: dict[str, npt.NDArray[np.generic]] = {}
+    for name in names:
+        column = table.column(name)
+        if column.null_count:
+            first = next(i for i, v in enumerate(column.is_null().to_pylist()) if v)
+            raise ConfigError(f"{path}: column {name!r} has an empty value in data row {first + 1}")
+        out[name] = column.to_numpy(zero_copy_only=False)
+    return out
+
+
+def _columns_npz(path: Path, names: list[str]) -> dict[str, npt.NDArray[np.generic]]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [n for n in names if n not in npz]
+            if missing:
+                raise ConfigError(
+                    f"{path} lacks the schema's columns {missing} (one 1-D array per column); "
+                    f"it has {sorted(npz.files)[:20]}"
+                )
+            out = {n: np.asarray(npz[n]) for n in names}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    for name, values in out.items():
+        if values.ndim != 1:
+            raise ConfigError(f"{path}: array {name!r} has shape {values.shape}, expected 1-D")
+    lengths = {len(v) for v in out.values()}
+    if len(lengths) != 1:
+        raise ConfigError(f"{path}: the schema's columns differ in length ({sorted(lengths)})")
+    return out
+
+
+def _convert(path: Path, name: str, values: npt.NDArray[Any], dtype: str) -> npt.NDArray[Any]:
+    if values.dtype.kind not in "iufb":
+        raise ConfigError(
+            f"{path}: column {name!r} is not numeric (dtype {values.dtype}); the schema reads it "
+            f"as {dtype}"
+        )
+    if dtype == "int64" and values.dtype.kind == "f":
+        whole = np.isfinite(values) & (values == np.round(values))
+        if not whole.all():
+            row = int(np.argmin(whole))
+            raise ConfigError(
+                f"{path}: label column {name!r} holds {values[row].item()!r} in data row "
+                f"{row + 1}, not a class number"
+            )
+    return values.astype(dtype)
+
+
+def load_table_data(
+    path: Path, schema: SchemaSection, *, num_classes: int, seed: int
+) -> ClientData:
+    """The owner's rows as training and test arrays, by ``schema``.
+
+    Args:
+        path: a ``.csv`` (header row), ``.parquet`` or ``.npz`` file.
+        schema: the columns and dtypes to read.
+        num_classes: the job's ``model.num_classes`` (1: regression); labels are checked
+            against it.
+        seed: shuffles the rows before ``schema.test_fraction`` of them are held out (the job's
+            ``data.seed``, so the split is reproducible).
+
+    Raises:
+        ConfigError: an unknown file type, a missing or non-numeric column, a null, a
+            non-finite feature or a label out of range; the message names the column and row.
+    """
+    if path.suffix not in TABLE_SUFFIXES:
+        raise ConfigError(f"{path}: --data reads {list(TABLE_SUFFIXES)} files, not {path.suffix!r}")
+    names = [*schema.features, schema.label]
+    columns = _columns_npz(path, names) if path.suffix == ".npz" else _columns_pyarrow(path, names)
+    x = np.column_stack(
+        [_convert(path, n, columns[n], schema.feature_dtype) for n in schema.features]
+    )
+    finite = np.isfinite(x)
+    if not finite.all():
+        row, col = (int(v) for v in np.argwhere(~finite)[0])
+        raise ConfigError(
+            f"{path}: feature {schema.features[col]!r} is {x[row, col].item()!r} in data row "
+            f"{row + 1}"
+        )
+    y = _convert(path, schema.label, columns[schema.label], schema.label_dtype)
+    if num_classes > 1:
+        bad = (y < 0) | (y >= num_classes)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise ConfigError(
+                f"{path}: label {schema.label!r} is {y[row].item()!r} in data row {row + 1}; the "
+                f"job's model has classes 0 .. {num_classes - 1}"
+            )
+    elif not np.isfinite(y).all():
+        row = int(np.argmin(np.isfinite(y)))
+        raise ConfigError(
+            f"{path}: label {schema.label!r} is {y[row].item()!r} in data row {row + 1}"
+        )
+    n = len(y)
+    n_test = int(round(schema.test_fraction * n))
+    if n - n_test < 1:
+        raise ConfigError(f"{path}: {n} rows leave none to train on")
+    order = np.random.default_rng(seed).permutation(n)
+    test, train = order[:n_test], order[n_test:]
+    return ClientData(
+        x_train=x[train].astype(np.float32),
+        y_train=y[train],
+        x_test=x[test].astype(np.float32),
+        y_test=y[test],
+    )
