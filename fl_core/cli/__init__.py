@@ -8,6 +8,7 @@
 | `keyholder.py` | `bulwark keyholder` |
 | `stats.py` | `bulwark stats`, `stats-coordinator`, `stats-owner` |
 | `budget.py` | `bulwark budget show` |
+| `audit.py` | `bulwark audit verify`, `bulwark audit export` |
 | `keys.py` | `bulwark public-key` |
 | `_common.py` | one-line errors, job loading, logging, TLS, identities, running a participant |
 | `_progress.py` | the progress display and the summary table |
