@@ -10,6 +10,8 @@ runs the coordinator with them:
 
 The coordinator's state lives in SQLite (``state.db`` in the output folder, or a temporary file);
 ``metrics.json`` and the final model (``model.safetensors``) are written to the output folder.
+Every party keeps its audit log in ``audit/`` (``coordinator.db``, ``client-<i>.db``,
+``keyholder.db``), and DP jobs give each owner a privacy ledger in ``ledgers/``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import torch
 from safetensors.numpy import save_file
 
 from .aggregators import create_aggregator
+from .audit import AuditLog
 from .client.policy import OwnerPolicy
 from .client.runtime import Client, ClientOptions, Participant
 from .client.trainer import TorchTrainer
@@ -223,13 +226,13 @@ def simulate(
         try:
             if transport == "inmemory":
                 return _simulate_inmemory(
-                    job, store, out, events, roundtrip, threads, policy, ledgers
+                    job, store, out, events, roundtrip, threads, policy, ledgers, work
                 )
             if job_path is None:
                 job_path = work / "job.toml"
                 Path(job_path).write_text(job.source)
             return _simulate_grpc(
-                job, store, out, events, Path(job_path), threads or 1, policy_path, ledgers
+                job, store, out, events, Path(job_path), threads or 1, policy_path, ledgers, work
             )
         finally:
             store.close()
@@ -283,12 +286,25 @@ def central_evaluator(
     return evaluate
 
 
+AUDIT_DIR = "audit"
+"""The folder of a run's output that holds every party's audit log."""
+
+COORDINATOR_NAME = "coordinator"
+KEYHOLDER_NAME = "keyholder"
+
+
+def audit_path(folder: Path, party: str) -> Path:
+    """The audit log of ``party`` in a run's output ``folder``."""
+    return folder / AUDIT_DIR / f"{party}.db"
+
+
 def _coordinator(
     job: JobConfig,
     store: Store,
     weights: Weights,
     events: Callable[[Event], None] | None,
     evaluator: Callable[[npt.NDArray[np.float32]], dict[str, object]] | None = None,
+    audit: AuditLog | None = None,
 ) -> Coordinator:
     layout = Layout.of(weights)
     return Coordinator(
@@ -299,6 +315,7 @@ def _coordinator(
         aggregator=create_aggregator(job),
         events=events,
         central_evaluator=evaluator,
+        audit=audit,
     )
 
 
@@ -345,13 +362,15 @@ def _simulate_inmemory(
     threads: int | None,
     policy: OwnerPolicy | None,
     ledgers: dict[str, Path],
+    work: Path,
 ) -> SimulationResult:
     dataset = job_dataset(job)
     shares = client_shares(job, dataset)
     trainers = [make_trainer(job, dataset, share) for share in shares]
     weights = trainers[0].initial_weights()
     evaluator = central_evaluator(job, dataset, shares)
-    coordinator = _coordinator(job, store, weights, events, evaluator)
+    audit = AuditLog(audit_path(work, COORDINATOR_NAME), party=COORDINATOR_NAME, role="coordinator")
+    coordinator = _coordinator(job, store, weights, events, evaluator, audit)
     names = [f"client-{i}" for i in range(len(trainers))]
     keys = _he_keys(job, names)
     clients: list[Participant] = [
@@ -363,11 +382,21 @@ def _simulate_inmemory(
             identity_key=None if keys is None else keys.owners[name],
             policy=policy if keys is None else keys.owner_policy(),
             ledger=ledgers.get(name),
+            audit=AuditLog(audit_path(work, name), party=name, role="owner"),
+            tls=False,
+            coordinator=COORDINATOR_NAME,
         )
         for name, t in zip(names, trainers, strict=True)
     ]
     if keys is not None:  # HE aggregation: the key holder takes part in process
-        clients.append(keys.keyholder_participant(job))
+        clients.append(
+            keys.keyholder_participant(
+                job,
+                audit=AuditLog(
+                    audit_path(work, KEYHOLDER_NAME), party=KEYHOLDER_NAME, role="keyholder"
+                ),
+            )
+        )
     workers = max(1, os.cpu_count() or 1)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads or max(1, previous_threads // workers))
@@ -396,6 +425,9 @@ def _simulate_inmemory(
         done = asyncio.run(main())
     finally:
         torch.set_num_threads(previous_threads)
+        for party in [audit, *(c.audit for c in clients)]:
+            if party is not None:
+                party.close()
     return _finish(job, coordinator, done, Layout.of(weights), started, "inmemory", out, errors)
 
 
@@ -408,6 +440,7 @@ def _simulate_grpc(
     threads: int,
     policy_path: Path | None,
     ledgers: dict[str, Path],
+    work: Path,
 ) -> SimulationResult:
     input_shape, num_classes = model_shape(job)
     weights = initial_weights(job, input_shape=input_shape, num_classes=num_classes)
@@ -415,7 +448,8 @@ def _simulate_grpc(
     if job.dp.mode != "none":
         dataset = job_dataset(job)
         evaluator = central_evaluator(job, dataset, client_shares(job, dataset))
-    coordinator = _coordinator(job, store, weights, events, evaluator)
+    audit = AuditLog(audit_path(work, COORDINATOR_NAME), party=COORDINATOR_NAME, role="coordinator")
+    coordinator = _coordinator(job, store, weights, events, evaluator, audit)
     started = time.perf_counter()
     errors: dict[str, str] = {}
 
@@ -424,7 +458,8 @@ def _simulate_grpc(
     files = None if keys is None else keys.write(Path(store.path).parent / "identities")
 
     def he_args(i: int) -> list[str]:
-        extra: list[str] = []
+        extra: list[str] = ["--audit", str(audit_path(work, names[i]))]
+        extra += ["--coordinator-name", COORDINATOR_NAME]
         if names[i] in ledgers:
             extra += ["--ledger", str(ledgers[names[i]])]
         if policy_path is not None and files is None:
@@ -445,6 +480,7 @@ def _simulate_grpc(
                 *(sys.executable, "-m", "fl_core.cli", "keyholder", "--quiet"),
                 *("--coordinator", f"127.0.0.1:{handle.port}", "--job", str(job_path)),
                 *("--enrolment", str(files.enrolment), "--identity", str(files.keyholder_identity)),
+                *("--audit", str(audit_path(work, KEYHOLDER_NAME))),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
@@ -487,5 +523,8 @@ def _simulate_grpc(
             await handle.stop(grace=1.0)
         return done
 
-    done = asyncio.run(main())
+    try:
+        done = asyncio.run(main())
+    finally:
+        audit.close()
     return _finish(job, coordinator, done, Layout.of(weights), started, "grpc", out, errors)

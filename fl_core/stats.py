@@ -32,6 +32,7 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .aggregators import create_aggregator
+from .audit import AuditLog
 from .client.policy import OwnerPolicy
 from .client.runtime import ClientOptions, Participant
 from .config import JobConfig
@@ -65,6 +66,7 @@ class StatsOwner(Participant):
         identity_key: its Ed25519 identity key (joins and signs receipts; fresh when omitted).
         policy: its rules (purpose, minimum cohort, trusted key holders).
         options: timing of retries and polls.
+        audit: the owner's audit log.
     """
 
     role = "owner"
@@ -78,8 +80,11 @@ class StatsOwner(Participant):
         identity_key: Ed25519PrivateKey | None = None,
         policy: OwnerPolicy | None = None,
         options: ClientOptions | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
-        super().__init__(name=name, job=job, identity_key=identity_key, options=options)
+        super().__init__(
+            name=name, job=job, identity_key=identity_key, options=options, audit=audit
+        )
         if job.stats is None:
             raise ConfigError("a statistics owner needs a job with job.kind = 'stats'")
         self.policy = policy or OwnerPolicy()

@@ -47,6 +47,16 @@ def client(
     dataset: Annotated[
         str | None, typer.Option(help="The ledger's name for this data (default: the job's).")
     ] = None,
+    audit: Annotated[
+        Path | None,
+        typer.Option(
+            help="The owner's audit log (SQLite; default: audit-NAME.db beside --ledger)."
+        ),
+    ] = None,
+    coordinator_name: Annotated[
+        str,
+        typer.Option(help="The coordinator's roster name (checked against the policy's list)."),
+    ] = "",
     threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
     connect_timeout: Annotated[
         float,
@@ -95,8 +105,14 @@ def client(
         trainer = owner_trainer(job, load_owner_data(job, partition=partition, data=data))
         key = identity_key(identity)
         credentials = channel_credentials(coordinator, tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+        me_name = name or f"client-{partition if partition is not None else os.getpid()}"
+        if audit is None and ledger is not None:
+            audit = ledger.parent / f"audit-{me_name}.db"
+        from ..audit import AuditLog
+
+        log = AuditLog(audit, party=me_name, role="owner") if audit is not None else None
         me = Client(
-            name=name or f"client-{partition if partition is not None else os.getpid()}",
+            name=me_name,
             job=job,
             trainer=trainer,
             identity_key=key,
@@ -104,6 +120,9 @@ def client(
             ledger=ledger,
             dataset=data_name,
             options=ClientOptions(give_up_after_s=connect_timeout),
+            audit=log,
+            tls=credentials is not None,
+            coordinator=coordinator_name,
         )
     except (FlCoreError, OSError) as exc:
         raise fail(str(exc)) from None
@@ -121,3 +140,6 @@ def client(
         asyncio.run(main())
     except FlCoreError as exc:
         raise fail(str(exc)) from None
+    finally:
+        if log is not None:
+            log.close()

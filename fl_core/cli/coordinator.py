@@ -29,6 +29,10 @@ def coordinator(
         "bulwark-state.db"
     ),
     output: Annotated[Path | None, typer.Option(help="Folder for results.")] = None,
+    audit: Annotated[
+        Path | None,
+        typer.Option(help="The coordinator's audit log (SQLite; default: STATE-audit.db)."),
+    ] = None,
     tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate chain.")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key.")] = None,
     tls_client_ca: Annotated[
@@ -110,6 +114,13 @@ def coordinator(
         input_shape, num_classes = model_shape(job)
         weights = initial_weights(job, input_shape=input_shape, num_classes=num_classes)
         store = Store(state)
+        from ..audit import AuditLog
+
+        log = AuditLog(
+            audit or state.with_name(f"{state.stem}-audit.db"),
+            party="coordinator",
+            role="coordinator",
+        )
         coord = Coordinator(
             job,
             store=store,
@@ -117,6 +128,7 @@ def coordinator(
             strategy=create_strategy(job.strategy),
             aggregator=create_aggregator(job),
             events=on_event,
+            audit=log,
         )
     except FlCoreError as exc:
         raise fail(str(exc)) from None
@@ -138,3 +150,5 @@ def coordinator(
         asyncio.run(main())
     except FlCoreError as exc:
         raise fail(str(exc)) from None
+    finally:
+        log.close()

@@ -34,6 +34,7 @@ def keyholder(
         int | None, typer.Option(help="A k above the job's he.min_contributors.")
     ] = None,
     tls_ca: Annotated[Path | None, typer.Option(help="PEM CA of the coordinator (TLS).")] = None,
+    audit: Annotated[Path | None, typer.Option(help="The key holder's audit log (SQLite).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -44,14 +45,19 @@ def keyholder(
     setup_logging(verbose, quiet)
     job = load(job_file)
     credentials = channel_credentials(coordinator, tls_ca)
+    from ..audit import AuditLog
+
     try:
         key = identity_key(identity)
+        log = AuditLog(audit, party=name, role="keyholder") if audit is not None else None
         me = KeyholderParticipant(
             job=job,
             enrolment=load_enrolment(enrolment),
             name=name,
             identity_key=key,
             min_contributors=min_contributors,
+            audit=log,
+            tls=credentials is not None,
         )
     except (FlCoreError, OSError) as exc:
         raise fail(str(exc)) from None
@@ -60,6 +66,10 @@ def keyholder(
             f"key holder {raw_public_key(key).hex()} (k = {me.min_contributors}), context "
             f"{me.public_context().fingerprint[:16]}..."
         )
-    line = participate(me, coordinator, job, credentials)
+    try:
+        line = participate(me, coordinator, job, credentials)
+    finally:
+        if log is not None:
+            log.close()
     if not quiet:
         typer.echo(f"{line}; {len(me.decryption_log)} decryption(s)")

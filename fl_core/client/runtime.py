@@ -14,7 +14,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..aggregators import ClientContext, create_client_round, handle_evaluate
 from ..aggregators.base import ClientRound
+from ..audit import MAX_TEXT, AuditLog, job_protections
 from ..config import JobConfig
 from ..dp.owner import OwnerPrivacy
 from ..dp.plan import make_plan
@@ -102,6 +103,10 @@ class Participant:
         job: the job file agreed to (its hash must match the coordinator's).
         identity_key: the long-term Ed25519 key (a fresh one when omitted).
         options: timing of retries and polls.
+        audit: the participant's audit log (what it received, sent and refused; none when
+            omitted).
+        tls: whether its connection to the coordinator is TLS (``None``: not stated).
+        coordinator: the roster name of the coordinator it takes part under (empty: not stated).
     """
 
     role = "owner"
@@ -113,11 +118,17 @@ class Participant:
         job: JobConfig,
         identity_key: Ed25519PrivateKey | None = None,
         options: ClientOptions | None = None,
+        audit: AuditLog | None = None,
+        tls: bool | None = None,
+        coordinator: str = "",
     ) -> None:
         self.name = name
         self.job = job
         self.identity_key = identity_key or Ed25519PrivateKey.generate()
         self.options = options or ClientOptions()
+        self.audit = audit
+        self.tls = tls
+        self.coordinator = coordinator
         self._client_id = ""
         self._token = ""
         self.tasks_done = 0
@@ -135,6 +146,90 @@ class Participant:
         """Answer one task (runs in a worker thread); raise to refuse it with a reason."""
         raise NotImplementedError
 
+    # --- the audit trail ---------------------------------------------------------------------
+
+    def protections(self) -> tuple[str, ...]:
+        """The protections in force for this participant's job, as audit labels."""
+        job = self.job
+        kind = "he" if job.job.kind == "stats" else job.aggregation.kind
+        return job_protections(
+            aggregation=kind,
+            dp_mode=job.dp.mode,
+            secagg_adversary=job.secagg.adversary if kind == "secagg" else "",
+            tls=self.tls,
+        )
+
+    def record(
+        self,
+        kind: str,
+        *,
+        direction: str,
+        round: int = 0,
+        stage: str = "",
+        epsilon: float | None = None,
+        reason: str = "",
+        detail: Mapping[str, object] | None = None,
+    ) -> None:
+        """Append an entry about this job, to or from the coordinator, to the audit log.
+
+        Nothing happens without a log. Arguments as :meth:`fl_core.audit.AuditLog.append`.
+        """
+        if self.audit is None:
+            return
+        self.audit.append(
+            kind,
+            direction=direction,
+            peer=self.coordinator or "coordinator",
+            job=self.job.job.name,
+            manifest=self.job.sha256,
+            round=round,
+            stage=stage,
+            protections=self.protections(),
+            epsilon=epsilon,
+            reason=reason[:MAX_TEXT],
+            detail=detail,
+        )
+
+    def last_charge(self) -> tuple[int, float] | None:
+        """(charges so far, this job's epsilon after the last), for the audit of a release."""
+        return None
+
+    def _handle_recorded(self, task: Task) -> Payload:
+        """:meth:`handle`, with the task, the release or the refusal in the audit log."""
+        header = task.header
+        round, stage = header.round, header.stage
+        self.record(
+            "task",
+            direction="received",
+            round=round,
+            stage=stage,
+            detail={"attempt": header.attempt, "bytes": task.payload.nbytes},
+        )
+        before = self.last_charge()
+        try:
+            payload = self.handle(task)
+        except Exception as exc:
+            refusal = refusal_for(exc)
+            self.record(
+                "refusal",
+                direction="refused",
+                round=round,
+                stage=stage,
+                reason=refusal.reason,
+                detail={"attempt": header.attempt, "code": refusal.code},
+            )
+            raise
+        after = self.last_charge()
+        self.record(
+            "release",
+            direction="sent",
+            round=round,
+            stage=stage,
+            epsilon=after[1] if after is not None and after != before else None,
+            detail={"attempt": header.attempt, "bytes": payload.nbytes, "fields": sorted(payload)},
+        )
+        return payload
+
     async def run(self, transport: ClientTransport) -> JobDone:
         """Take part in the job until it ends; return how it ended.
 
@@ -143,7 +238,12 @@ class Participant:
             TransportError: the coordinator stayed unreachable for ``give_up_after_s``.
             ConfigError: the coordinator runs a different job file.
         """
-        self.check_job()
+        try:
+            self.check_job()
+        except PolicyRefused as exc:
+            self.record("job_refused", direction="refused", reason=exc.reason)
+            raise
+        self.record("job_accepted", direction="local", detail={"rounds": self.job.job.rounds})
         await self._join(transport)
         while True:
             try:
@@ -156,6 +256,12 @@ class Participant:
                 await self._join(transport)
                 continue
             if isinstance(reply, JobDone):
+                self.record(
+                    "job_done",
+                    direction="received",
+                    reason=reply.reason,
+                    detail={"status": reply.status, "tasks": self.tasks_done},
+                )
                 try:
                     await transport.leave(self._client_id, self._token)
                 except FlCoreError as exc:
@@ -176,6 +282,7 @@ class Participant:
         )
         reply = await self._retrying(lambda: transport.join(request))
         self._client_id, self._token = reply.client_id, reply.session_token
+        self.record("joined", direction="sent", detail={"client_id": reply.client_id})
         log.info("%s joined job %s", self.name, reply.job_id)
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
@@ -235,7 +342,7 @@ class Participant:
     async def _answer(self, task: Task, transport: ClientTransport) -> None:
         header = task.header
         try:
-            payload: Payload | None = await asyncio.to_thread(self.handle, task)
+            payload: Payload | None = await asyncio.to_thread(self._handle_recorded, task)
             refusal = None
         except Exception as exc:  # noqa: BLE001 - every failure becomes a stated refusal
             payload, refusal = None, refusal_for(exc)
@@ -277,6 +384,10 @@ class Client(Participant):
         ledger: the owner's privacy-ledger file, needed when the job spends privacy budget.
         dataset: the ledger's name for the data this owner trains on (default: the job's).
         options: timing of retries and polls.
+        audit: the owner's audit log (see :class:`Participant`).
+        tls: whether the connection to the coordinator is TLS (``policy.require_tls`` needs
+            ``True``).
+        coordinator: the roster name of the coordinator (``policy.allowed_coordinators``).
     """
 
     role = "owner"
@@ -292,8 +403,19 @@ class Client(Participant):
         ledger: str | Path | None = None,
         dataset: str | None = None,
         options: ClientOptions | None = None,
+        audit: AuditLog | None = None,
+        tls: bool | None = None,
+        coordinator: str = "",
     ) -> None:
-        super().__init__(name=name, job=job, identity_key=identity_key, options=options)
+        super().__init__(
+            name=name,
+            job=job,
+            identity_key=identity_key,
+            options=options,
+            audit=audit,
+            tls=tls,
+            coordinator=coordinator,
+        )
         self.trainer = trainer
         self.policy = policy or OwnerPolicy()
         self.layout = Layout.of(trainer.initial_weights())
@@ -322,6 +444,11 @@ class Client(Participant):
     def check_job(self) -> None:
         """The owner's policy decides whether it takes part at all."""
         self.policy.check_job(self.job)
+
+    def last_charge(self) -> tuple[int, float] | None:
+        """(charges so far, this job's epsilon after the last), from the owner's own ledger."""
+        privacy = self.context.privacy
+        return None if privacy is None else privacy.last_charge
 
     def handle(self, task: Task) -> Payload:
         """Check the task against the policy, then answer it with the round's state machine."""

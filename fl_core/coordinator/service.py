@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..aggregators.base import Aggregator
+from ..audit import MAX_TEXT, AuditLog, job_protections
 from ..config import JobConfig
 from ..dp.plan import DPPlan, make_plan
 from ..errors import CodecError, ConfigError, DuplicateResult, FlCoreError, StaleResult
@@ -64,6 +65,9 @@ class Coordinator:
         events: receives progress events (optional).
         runner: the job loop (default: training rounds, :func:`fl_core.coordinator.rounds.run_job`).
         clock: wall clock (injectable for tests).
+        central_evaluator: DP simulations: scores a global model on pooled test data.
+        audit: the coordinator's audit log (tasks sent, results and refusals received, rounds
+            committed or aborted; none when omitted).
     """
 
     def __init__(
@@ -78,8 +82,10 @@ class Coordinator:
         runner: Callable[[Coordinator], Awaitable[JobDone]] | None = None,
         clock: Callable[[], float] = time.time,
         central_evaluator: Callable[[npt.NDArray[np.float32]], dict[str, object]] | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.job = job
+        self.audit = audit
         self.central_evaluator = central_evaluator
         self.job_id = job.job.name
         self.store = store
@@ -234,6 +240,15 @@ class Coordinator:
                 client=record.client_id,
                 detail=f"{header.stage}: {result.refusal.code}: {result.refusal.reason}",
             )
+            self.record(
+                "refusal",
+                direction="received",
+                peer=record.client_id,
+                round=header.round,
+                stage=header.stage,
+                reason=result.refusal.reason,
+                detail={"attempt": header.attempt, "code": result.refusal.code},
+            )
             return
         if result.payload is None:
             raise CodecError("a result must carry a payload or a refusal")
@@ -246,6 +261,15 @@ class Coordinator:
                 round=header.round,
                 client=record.client_id,
                 detail=f"{header.stage}: {type(exc).__name__}: {exc}",
+            )
+            self.record(
+                "rejected",
+                direction="received",
+                peer=record.client_id,
+                round=header.round,
+                stage=header.stage,
+                reason=f"{type(exc).__name__}: {exc}",
+                detail={"attempt": header.attempt},
             )
             raise
         record.answered.append(header.task_id)
@@ -263,6 +287,45 @@ class Coordinator:
     def emit(self, event: Event) -> None:
         """Send a progress event."""
         self._events(event)
+
+    def protections(self) -> tuple[str, ...]:
+        """The job's protections, as audit labels."""
+        job = self.job
+        kind = "he" if job.job.kind == "stats" else job.aggregation.kind
+        return job_protections(
+            aggregation=kind,
+            dp_mode=job.dp.mode,
+            secagg_adversary=job.secagg.adversary if kind == "secagg" else "",
+        )
+
+    def record(
+        self,
+        kind: str,
+        *,
+        direction: str,
+        peer: str = "",
+        round: int = 0,
+        stage: str = "",
+        epsilon: float | None = None,
+        reason: str = "",
+        detail: Mapping[str, object] | None = None,
+    ) -> None:
+        """Append an entry about this job to the coordinator's audit log (if it keeps one)."""
+        if self.audit is None:
+            return
+        self.audit.append(
+            kind,
+            direction=direction,
+            peer=peer,
+            job=self.job_id,
+            manifest=self.job.sha256,
+            round=round,
+            stage=stage,
+            protections=self.protections(),
+            epsilon=epsilon,
+            reason=reason[:MAX_TEXT],
+            detail=detail,
+        )
 
     async def wait_for_clients(
         self, count: int, timeout: float, *, role: str = "owner"

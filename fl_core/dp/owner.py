@@ -47,6 +47,8 @@ class OwnerPrivacy:
         self.ledger_path = Path(ledger_path) if ledger_path is not None else None
         self.dataset = dataset
         self._local = threading.local()
+        self.last_charge: tuple[int, float] | None = None
+        """(charges made by this process, this job's epsilon after the last): for audit entries."""
 
     def _ledger(self) -> PrivacyLedger:
         ledger = getattr(self._local, "ledger", None)
@@ -77,7 +79,10 @@ class OwnerPrivacy:
         )
         entries = self._ledger().entries(self.dataset)
         mine = [event_from_dict(e.parameters) for e in entries if e.job == self.job_id]
-        return float(compose(mine, delta=entry.delta).epsilon)
+        epsilon = float(compose(mine, delta=entry.delta).epsilon)
+        count = 1 + (self.last_charge[0] if self.last_charge is not None else 0)
+        self.last_charge = (count, epsilon)
+        return epsilon
 
     def release(
         self,
