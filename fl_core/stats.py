@@ -95,7 +95,12 @@ class StatsOwner(Participant):
         """The owner's policy decides whether it takes part (purpose, k, protections)."""
         if self.job.job.kind != "stats":
             raise PolicyRefused("not a statistics job")
-        self.policy.check_job(self.job)
+        self.policy.check_job(
+            self.job,
+            coordinator=self.coordinator,
+            tls=self.tls,
+            columns=tuple(self._spec.columns),
+        )
 
     def handle(self, task: Task) -> Payload:
         """Check the task and the key holder's context; return encrypted, signed statistics."""
@@ -104,6 +109,7 @@ class StatsOwner(Participant):
         header = task.header
         if header.job_id != self.job.job.name:
             raise PolicyRefused(f"task for job {header.job_id!r}, not {self.job.job.name!r}")
+        self.check_job()  # the whole job, against the policy, before any data is read
         self.policy.check_task(self.job, stage=header.stage, round=header.round)
         if header.stage != STAGE_CONTRIBUTE:
             raise CodecError(f"stage {header.stage!r} is not an owner's stage")

@@ -43,6 +43,7 @@ from ..errors import (
     TransportUnavailable,
     UnknownClient,
 )
+from ..federation import Roster
 from ..payload import Payload
 from ..transport.base import ClientTransport, JobDone, JoinRequest, Refusal, Result, Task, Wait
 from ..types import EvaluateResult, Layout, Trainer
@@ -194,8 +195,15 @@ class Participant:
         """(charges so far, this job's epsilon after the last), for the audit of a release."""
         return None
 
-    def _handle_recorded(self, task: Task) -> Payload:
-        """:meth:`handle`, with the task, the release or the refusal in the audit log."""
+    def answer(self, task: Task) -> Payload:
+        """Answer a task as the runtime does (in a worker thread), recorded in the audit log.
+
+        :meth:`handle` answers it; the task, then the release or the refusal with its reason,
+        are appended to the audit log.
+
+        Raises:
+            Exception: whatever :meth:`handle` raised to refuse the task (after recording it).
+        """
         header = task.header
         round, stage = header.round, header.stage
         self.record(
@@ -342,7 +350,7 @@ class Participant:
     async def _answer(self, task: Task, transport: ClientTransport) -> None:
         header = task.header
         try:
-            payload: Payload | None = await asyncio.to_thread(self._handle_recorded, task)
+            payload: Payload | None = await asyncio.to_thread(self.answer, task)
             refusal = None
         except Exception as exc:  # noqa: BLE001 - every failure becomes a stated refusal
             payload, refusal = None, refusal_for(exc)
@@ -388,6 +396,7 @@ class Client(Participant):
         tls: whether the connection to the coordinator is TLS (``policy.require_tls`` needs
             ``True``).
         coordinator: the roster name of the coordinator (``policy.allowed_coordinators``).
+        roster: the signed roster the owner pinned (resolves the policy's party names).
     """
 
     role = "owner"
@@ -406,6 +415,7 @@ class Client(Participant):
         audit: AuditLog | None = None,
         tls: bool | None = None,
         coordinator: str = "",
+        roster: Roster | None = None,
     ) -> None:
         super().__init__(
             name=name,
@@ -417,7 +427,10 @@ class Client(Participant):
             coordinator=coordinator,
         )
         self.trainer = trainer
-        self.policy = policy or OwnerPolicy()
+        self.roster = roster
+        self.policy = (policy or OwnerPolicy()).resolved(roster)
+        self._job_refusal: PolicyRefused | None = None
+        self._job_checked = False
         self.layout = Layout.of(trainer.initial_weights())
         plan = make_plan(job, dim=self.layout.total)
         privacy = None
@@ -427,6 +440,8 @@ class Client(Participant):
                 plan=plan,
                 ledger_path=ledger,
                 dataset=dataset or job.data.dataset,
+                max_epsilon=self.policy.max_epsilon,
+                max_round_epsilon=self.policy.max_round_epsilon,
             )
         self.context = ClientContext(
             client_id=name,
@@ -436,14 +451,31 @@ class Client(Participant):
             identity_key=self.identity_key,
             policy=self.policy,
             privacy=privacy,
-            releases=Releases(job),
+            releases=Releases(job, max_releases=self.policy.max_releases),
         )
         self._round_key: tuple[int, int] | None = None
         self._round: ClientRound | None = None
 
     def check_job(self) -> None:
-        """The owner's policy decides whether it takes part at all."""
-        self.policy.check_job(self.job)
+        """The owner's policy decides whether it takes part at all (checked once, then cached).
+
+        The noise floor is checked against the noise the owner computes itself: its DP plan's
+        (central DP) or its DP-SGD trainer's calibrated noise multiplier.
+        """
+        if not self._job_checked:
+            try:
+                self.policy.check_job(
+                    self.job, coordinator=self.coordinator, tls=self.tls, roster=self.roster
+                )
+                privacy = self.context.privacy
+                if self.policy.min_noise_multiplier and privacy is not None:
+                    noise = getattr(self.trainer, "noise_multiplier", privacy.plan.noise_multiplier)
+                    self.policy.check_noise(float(noise))
+            except PolicyRefused as exc:
+                self._job_refusal = exc
+            self._job_checked = True
+        if self._job_refusal is not None:
+            raise PolicyRefused(self._job_refusal.reason)
 
     def last_charge(self) -> tuple[int, float] | None:
         """(charges so far, this job's epsilon after the last), from the owner's own ledger."""
@@ -455,6 +487,7 @@ class Client(Participant):
         header = task.header
         if header.job_id != self.job.job.name:
             raise PolicyRefused(f"task for job {header.job_id!r}, not {self.job.job.name!r}")
+        self.check_job()  # the whole job, against the policy, before any data is read
         self.policy.check_task(self.job, stage=header.stage, round=header.round)
         self.context.releases.check_round(header.round)
         if header.stage == "evaluate":
@@ -463,6 +496,7 @@ class Client(Participant):
                     "this is a DP job: evaluation answers on the owner's data are not covered by "
                     "its privacy budget"
                 )
+            self.context.releases.evaluation(round=header.round)
             return handle_evaluate(task.payload, dim=self.layout.total, evaluate=self._evaluate)
         key = (header.round, header.attempt)
         if self._round_key != key or self._round is None:
