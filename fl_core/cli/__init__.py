@@ -9,6 +9,7 @@
 | `stats.py` | `bulwark stats`, `stats-coordinator`, `stats-owner` |
 | `budget.py` | `bulwark budget show` |
 | `audit.py` | `bulwark audit verify`, `bulwark audit export` |
+| `report.py` | `bulwark report` |
 | `keys.py` | `bulwark public-key` |
 | `_common.py` | one-line errors, job loading, logging, TLS, identities, running a participant |
 | `_progress.py` | the progress display and the summary table |

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from . import audit, budget, client, coordinator, keyholder, keys, simulate, stats
+from . import audit, budget, client, coordinator, keyholder, keys, report, simulate, stats
 
 
 def _version(value: bool) -> None:
@@ -48,6 +48,7 @@ def build_app() -> typer.Typer:
     app.command("stats-coordinator")(stats.stats_coordinator)
     app.command("stats-owner")(stats.stats_owner)
     app.command("public-key")(keys.public_key)
+    app.command()(report.report)
     app.add_typer(budget.budget_app, name="budget")
     app.add_typer(audit.audit_app, name="audit")
     return app

@@ -143,6 +143,12 @@ def coordinator(
             await handle.stop(grace=2.0)
         typer.echo(f"job {job.job.name}: {done.status} {done.reason}".rstrip())
         save(done)
+        if output is not None:
+            from ..report import write_report
+
+            log.close()  # every entry is committed; the report reads the file
+            html, _ = write_report(output, audit_logs=[log.path], job=job)
+            console.print(f"report: {html}")
         if done.status != "completed":
             raise fail(f"job failed: {done.reason}")
 

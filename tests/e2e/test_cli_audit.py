@@ -1,13 +1,20 @@
-"""``bulwark simulate`` keeps an audit log per party; ``bulwark audit verify`` and ``export``."""
+"""``bulwark simulate`` keeps an audit log per party and writes the report of the run.
+
+``bulwark audit verify`` / ``export`` on those logs, and ``bulwark report`` (HTML and JSON twin)
+checked against the run's metrics.json, ledgers and audit logs.
+"""
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from fl_core.audit import verify_audit
 from tests.e2e.test_cli import ROOT, bulwark
 
 pytestmark = pytest.mark.integration
@@ -34,10 +41,12 @@ def _export(log: Path) -> list[dict[str, object]]:
 def test_every_party_keeps_a_log_that_verifies(run_dir: Path) -> None:
     logs = sorted((run_dir / "audit").glob("*.db"))
     assert [p.stem for p in logs] == [*(f"client-{i}" for i in range(5)), "coordinator"]
-    for log in logs:
+    for log in logs[::5]:  # the CLI on an owner's and the coordinator's
         done = bulwark("audit", "verify", str(log))
         assert done.returncode == 0, done.stderr
         assert "entries verified" in done.stdout
+    for log in logs:
+        assert verify_audit(log).entries > 0
 
 
 def test_the_owner_log_says_what_it_released_and_the_epsilon_its_ledger_charged(
@@ -107,3 +116,103 @@ def test_export_to_a_file(run_dir: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     lines = out.read_text().splitlines()
     assert [json.loads(line)["seq"] for line in lines] == list(range(1, len(lines) + 1))
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+
+def _points(html: str, chart: str) -> dict[str, list[tuple[float, float]]]:
+    """The plotted points of the chart titled ``chart``, by series name, from the inline SVG."""
+    svg = re.search(rf"<svg[^>]*><title>{re.escape(chart)}</title>(.*?)</svg>", html, re.S)
+    assert svg is not None, f"no chart {chart!r}"
+    out: dict[str, list[tuple[float, float]]] = {}
+    for name, body in re.findall(r'<g class="series" data-name="([^"]*)">(.*?)</g>', svg.group(1)):
+        out[name] = [
+            (float(x), float(y)) for x, y in re.findall(r'data-x="([^"]*)" data-y="([^"]*)"', body)
+        ]
+    return out
+
+
+def test_simulate_writes_a_self_contained_report_with_its_json_twin(run_dir: Path) -> None:
+    html = (run_dir / "report.html").read_text()
+    facts = json.loads((run_dir / "report.json").read_text())
+    # self-contained: nothing is fetched
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", html, re.I)
+    assert "<script" not in html and "<link" not in html and "<img" not in html
+    # the JSON twin
+    assert set(facts) >= {
+        "job", "parties", "protections", "threat_model", "epsilon", "refusals", "utility",
+        "audit", "ledgers", "obligations", "withdrawn_records",
+    }  # fmt: skip
+    assert facts["job"]["purpose"] == "diagnostic-model-research"
+    assert facts["job"]["status"] == "completed" and facts["job"]["rounds_completed"] == 2
+    roles = {p["name"]: p["role"] for p in facts["parties"]}
+    assert roles["coordinator"] == "coordinator" and roles["client-4"] == "owner"
+    assert any(p["name"].startswith("differential privacy") for p in facts["protections"])
+    assert all(a["verified"] for a in facts["audit"]) and len(facts["audit"]) == 6
+    assert "not legal advice" in facts["obligations"]["disclaimer"]
+    rows = {o["key"]: o for o in facts["obligations"]["rows"]}
+    assert rows["dp"]["in_force"] and not rows["secagg"]["in_force"]
+    assert "Art. 35" in rows["report"]["gdpr"] and "Art. 55" in rows["report"]["pipl"]
+
+
+def test_the_report_figures_are_the_runs_own_numbers(run_dir: Path) -> None:
+    html = (run_dir / "report.html").read_text()
+    facts = json.loads((run_dir / "report.json").read_text())
+    rounds = json.loads((run_dir / "metrics.json").read_text())["rounds"]
+    with sqlite3.connect(run_dir / "ledgers" / "client-2.db") as db:
+        ledger = [r[0] for r in db.execute("SELECT epsilon_total FROM entries ORDER BY id")]
+    plotted = _points(html, "epsilon over rounds")
+    assert [y for _, y in plotted["client-2"]] == pytest.approx(ledger)
+    assert [y for _, y in plotted["job guarantee"]] == pytest.approx([r["epsilon"] for r in rounds])
+    assert [p["epsilon"] for p in facts["epsilon"]["owners"]["client-2"]] == pytest.approx(ledger)
+    accuracy = _points(html, "accuracy over rounds")["accuracy"]
+    assert accuracy == [(r["round"], pytest.approx(r["accuracy"])) for r in rounds]
+    assert [u["loss"] for u in facts["utility"]] == pytest.approx([r["loss"] for r in rounds])
+
+
+def test_a_tampered_audit_log_shows_as_failed_in_the_report(run_dir: Path, tmp_path: Path) -> None:
+    # Prepare: a copy of the run with one coordinator entry deleted
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    db = sqlite3.connect(copy / "audit" / "coordinator.db")
+    with db:
+        db.execute("DELETE FROM audit WHERE seq = 3")
+    db.close()
+    # Execute
+    done = bulwark("report", str(copy))
+    # Assert
+    assert done.returncode == 0, done.stderr
+    facts = json.loads((copy / "report.json").read_text())
+    audit = {a["party"]: a for a in facts["audit"]}
+    assert audit["coordinator"]["verified"] is False
+    assert "entry 3 is missing" in audit["coordinator"]["error"]
+    assert all(a["verified"] for name, a in audit.items() if name != "coordinator")
+    html = (copy / "report.html").read_text()
+    assert "An audit chain FAILED verification." in html and "entry 3 is missing" in html
+
+
+def test_a_refusal_is_in_the_report_with_its_reason(tmp_path: Path) -> None:
+    job = tmp_path / "job.toml"
+    job.write_text(DP_CENTRAL.read_text().replace("rounds = 10", "rounds = 1"))
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[policy]\nmax_round_epsilon = 0.05\n")
+    out = tmp_path / "run"
+    done = bulwark(
+        "simulate", str(job), "--output", str(out), "--owner-policy", str(policy), "--quiet"
+    )
+    assert done.returncode == 2 and "policy.max_round_epsilon" in done.stderr
+    facts = json.loads((out / "report.json").read_text())
+    assert facts["job"]["status"] == "failed"
+    owners = [r for r in facts["refusals"] if r["role"] == "owner"]
+    seen = [r for r in facts["refusals"] if r["role"] == "coordinator" and r["kind"] == "refusal"]
+    assert {r["party"] for r in owners} == {f"client-{i}" for i in range(5)}
+    assert {r["peer"] for r in seen} == {f"client-{i}" for i in range(5)}
+    assert all("policy.max_round_epsilon" in r["reason"] for r in owners + seen)
+    assert "policy.max_round_epsilon" in (out / "report.html").read_text()
+
+
+def test_a_folder_without_a_run_is_one_line(tmp_path: Path) -> None:
+    done = bulwark("report", str(tmp_path))
+    assert done.returncode == 2 and "metrics.json" in done.stderr
+    assert "Traceback" not in done.stderr
