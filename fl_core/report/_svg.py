@@ -20,8 +20,8 @@ PALETTE = (
 Series = Mapping[str, Sequence[tuple[float, float]]]
 
 
-def _ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """About ``count`` round tick values covering ``[lo, hi]``."""
+def _ticks(lo: float, hi: float, count: int = 5, *, integer: bool = False) -> list[float]:
+    """About ``count`` round tick values covering ``[lo, hi]`` (whole numbers if ``integer``)."""
     if hi <= lo:
         hi = lo + 1.0
     raw = (hi - lo) / count
@@ -30,11 +30,12 @@ def _ticks(lo: float, hi: float, count: int = 5) -> list[float]:
         if raw <= step * mult:
             step *= mult
             break
+    if integer:
+        step = max(1.0, math.ceil(step))
     first = math.floor(lo / step) * step
-    out, value = [], first
-    while value <= hi + step * 1e-9:
-        out.append(round(value, 10))
-        value += step
+    out = [round(first, 10)]
+    while out[-1] < hi - step * 1e-9:  # the last tick is at or above hi
+        out.append(round(first + len(out) * step, 10))
     return out
 
 
@@ -60,7 +61,8 @@ def line_chart(series: Series, *, title: str, x_label: str, y_label: str) -> str
         return f'<p class="empty">{escape(title)}: nothing was measured in this run.</p>'
     xs = [x for pts in clean.values() for x, _ in pts]
     ys = [y for pts in clean.values() for _, y in pts]
-    x_ticks = _ticks(min(xs), max(xs)) if max(xs) > min(xs) else [min(xs)]
+    whole = all(x == int(x) for x in xs)
+    x_ticks = _ticks(min(xs), max(xs), integer=whole) if max(xs) > min(xs) else [min(xs)]
     y_ticks = _ticks(min(0.0, min(ys)), max(ys) if max(ys) > 0 else 1.0)
     x0, x1 = x_ticks[0], x_ticks[-1] if len(x_ticks) > 1 else x_ticks[0] + 1
     y0, y1 = y_ticks[0], y_ticks[-1]
