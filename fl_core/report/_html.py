@@ -38,6 +38,11 @@ def _cell(value: object) -> str:
     return f"<td>{escape(str(value))}</td>"
 
 
+def _groups(digest: str) -> str | None:
+    """A hex digest in groups of 16, so that it wraps in a table cell and reads aloud."""
+    return " ".join(digest[i : i + 16] for i in range(0, len(digest), 16)) or None
+
+
 def _table(headers: Sequence[str], rows: Iterable[Sequence[object]], empty: str) -> str:
     body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)
     if not body:
@@ -148,7 +153,7 @@ def render(facts: dict[str, Any]) -> str:
                     a["role"],
                     a["verified"],
                     a["entries"],
-                    a.get("head") or None,
+                    _groups(a.get("head", "")),
                     a["error"] or None,
                 ]
                 for a in facts["audit"]

@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,84 @@ def test_a_folder_without_a_run_is_one_line(tmp_path: Path) -> None:
     done = bulwark("report", str(tmp_path))
     assert done.returncode == 2 and "metrics.json" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# --- the report in a real browser: Debian's headless chromium -------------------------------------
+
+CHROMIUM = shutil.which("chromium")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (scripts/setup installs it)"
+)
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--enable-logging=stderr", "--v=0",
+)  # fmt: skip
+
+
+def _chromium(page: Path, folder: Path, *action: str) -> tuple[str, str, list[tuple[str, str]]]:
+    """Open ``page`` in a fresh profile; return stdout, stderr and the page's own requests.
+
+    The requests come from Chromium's NetLog: every URL request the page started (the browser's
+    own background requests carry no initiator origin and are left out).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    netlog = folder / "net.json"
+    done = subprocess.run(
+        [
+            str(CHROMIUM),
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={folder / 'profile'}",
+            f"--log-net-log={netlog}",
+            *action,
+            page.resolve().as_uri(),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = json.loads(netlog.read_text())
+    names = {v: k for k, v in log["constants"]["logEventTypes"].items()}
+    requests = [
+        (str(e["params"].get("initiator")), str(e["params"]["url"]))
+        for e in log["events"]
+        if names.get(e["type"]) == "URL_REQUEST_START_JOB" and "url" in e.get("params", {})
+    ]
+    return done.stdout, done.stderr, [r for r in requests if r[0] != "not an origin"]
+
+
+@needs_chromium
+def test_the_network_check_sees_a_page_that_fetches(tmp_path: Path) -> None:
+    # the control: without it, "no requests" below could mean the check sees nothing
+    page = tmp_path / "fetches.html"
+    page.write_text('<html><body><img src="http://127.0.0.1:9/x.png"></body></html>')
+    _, _, requests = _chromium(page, tmp_path / "chromium", "--dump-dom")
+    assert [url for _, url in requests] == ["http://127.0.0.1:9/x.png"]
+
+
+@needs_chromium
+def test_the_report_renders_offline_in_headless_chromium(run_dir: Path, tmp_path: Path) -> None:
+    # Execute: the page's DOM as rendered, and a screenshot
+    dom, stderr, requests = _chromium(run_dir / "report.html", tmp_path / "dom", "--dump-dom")
+    shot = tmp_path / "report.png"
+    _, shot_err, shot_requests = _chromium(
+        run_dir / "report.html",
+        tmp_path / "shot",
+        "--window-size=1000,3200",
+        f"--screenshot={shot}",
+    )
+    # Assert: no network request, no console message, and the figures are the run's
+    assert requests == [] and shot_requests == []
+    assert ":CONSOLE" not in stderr and ":CONSOLE" not in shot_err
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+    assert "Data protection report: job breast-cancer-dp-central" in dom
+    assert "Every audit chain verified." in dom
+    rounds = json.loads((run_dir / "metrics.json").read_text())["rounds"]
+    assert _points(dom, "accuracy over rounds")["accuracy"] == [
+        (r["round"], pytest.approx(r["accuracy"])) for r in rounds
+    ]
+    for i in range(5):
+        plotted = [y for _, y in _points(dom, "epsilon over rounds")[f"client-{i}"]]
+        assert plotted == pytest.approx([r["owner_epsilon"][f"client-{i}"] for r in rounds])
