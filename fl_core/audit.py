@@ -325,10 +325,11 @@ class AuditInfo:
 
 
 def _open_ro(path: Path) -> sqlite3.Connection:
+    """A connection that only reads (a plain one: a read-only one would leave the WAL files)."""
     if not path.is_file():
         raise ConfigError(f"no audit log at {path}")
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = sqlite3.connect(path, timeout=30.0)
         db.execute("SELECT seq, body, prev_hash, hash FROM audit LIMIT 1").fetchall()
     except sqlite3.DatabaseError as exc:
         raise ConfigError(f"{path} is not an audit log: {exc}") from None

@@ -67,6 +67,7 @@ class StatsOwner(Participant):
         policy: its rules (purpose, minimum cohort, trusted key holders).
         options: timing of retries and polls.
         audit: the owner's audit log.
+        tls: whether its connection to the coordinator is TLS (``policy.require_tls``).
     """
 
     role = "owner"
@@ -81,9 +82,10 @@ class StatsOwner(Participant):
         policy: OwnerPolicy | None = None,
         options: ClientOptions | None = None,
         audit: AuditLog | None = None,
+        tls: bool | None = None,
     ) -> None:
         super().__init__(
-            name=name, job=job, identity_key=identity_key, options=options, audit=audit
+            name=name, job=job, identity_key=identity_key, options=options, audit=audit, tls=tls
         )
         if job.stats is None:
             raise ConfigError("a statistics owner needs a job with job.kind = 'stats'")
@@ -203,7 +205,11 @@ class StatsOutcome:
 
 
 def stats_coordinator(
-    job: JobConfig, store: Store, runner: StatsJob, events: Callable[[Event], None] | None = None
+    job: JobConfig,
+    store: Store,
+    runner: StatsJob,
+    events: Callable[[Event], None] | None = None,
+    audit: AuditLog | None = None,
 ) -> Coordinator:
     """A coordinator that runs ``job`` as a statistics job."""
     return Coordinator(
@@ -214,7 +220,15 @@ def stats_coordinator(
         aggregator=create_aggregator(job),
         events=events,
         runner=runner,
+        audit=audit,
     )
+
+
+def _audit(folder: Path | None, party: str, role: str) -> AuditLog | None:
+    """The audit log of ``party`` in ``folder/audit/`` (none without a folder)."""
+    if folder is None:
+        return None
+    return AuditLog(folder / "audit" / f"{party}.db", party=party, role=role)
 
 
 def compute_statistics(
@@ -225,6 +239,7 @@ def compute_statistics(
     min_contributors: int | None = None,
     store: Store | None = None,
     events: Callable[[Event], None] | None = None,
+    audit_dir: Path | None = None,
 ) -> StatsOutcome:
     """Run a statistics job with every party in this process (in-memory transport).
 
@@ -235,6 +250,7 @@ def compute_statistics(
         min_contributors: the key holder's k, if above the job's.
         store: the coordinator's store (default: a temporary SQLite file).
         events: receives the coordinator's progress events.
+        audit_dir: keep every party's audit log in ``audit_dir/audit/<party>.db``.
 
     Raises:
         ConfigError: not a statistics job, or a key holder that cannot start.
@@ -253,15 +269,20 @@ def compute_statistics(
             identity_key=keys.owners[name],
             policy=keys.owner_policy((policies or {}).get(name)),
             options=ClientOptions(long_poll_s=30.0),
+            audit=_audit(audit_dir, name, "owner"),
+            tls=False,
         )
         for name, table in named.items()
     ]
-    keyholder = keys.keyholder_participant(job, min_contributors=min_contributors)
+    keyholder = keys.keyholder_participant(
+        job, min_contributors=min_contributors, audit=_audit(audit_dir, "keyholder", "keyholder")
+    )
     runner = StatsJob()
     with tempfile.TemporaryDirectory(prefix="bulwark-stats-") as tmp:
         own = store is None
         db = store or Store(Path(tmp) / "state.db")
-        coordinator = stats_coordinator(job, db, runner, events)
+        log = _audit(audit_dir, "coordinator", "coordinator")
+        coordinator = stats_coordinator(job, db, runner, events, log)
         started = time.perf_counter()
         participants = [keyholder, *owners]
         errors: dict[str, str] = {}
@@ -286,6 +307,9 @@ def compute_statistics(
         finally:
             if own:
                 db.close()
+            for party in [log, *(p.audit for p in participants)]:
+                if party is not None:
+                    party.close()
     return StatsOutcome(
         done=done,
         statistics=runner.result,
@@ -324,7 +348,9 @@ def simulate_stats(
         try:
             if transport == "inmemory":
                 tables = dataset_tables(job)
-                outcome = compute_statistics(job, tables, store=store, events=events)
+                outcome = compute_statistics(
+                    job, tables, store=store, events=events, audit_dir=output
+                )
             else:
                 if job_path is None:
                     job_path = work / "job.toml"
@@ -357,10 +383,12 @@ def _simulate_grpc(
     names = [f"client-{i}" for i in range(job.data.num_clients)]
     files = SimulatedKeys.generate(names).write(work / "identities")
     runner = StatsJob()
-    coordinator = stats_coordinator(job, store, runner, events)
+    log = AuditLog(work / "audit" / "coordinator.db", party="coordinator", role="coordinator")
+    coordinator = stats_coordinator(job, store, runner, events, log)
     started = time.perf_counter()
     errors: dict[str, str] = {}
     cli = [sys.executable, "-m", "fl_core.cli"]
+    audit_dir = work / "audit"
 
     async def main() -> JobDone:
         handle = await serve(coordinator, address="127.0.0.1:0", limits=job.limits)
@@ -369,12 +397,14 @@ def _simulate_grpc(
             "keyholder": [
                 *cli, "keyholder", *common, "--enrolment", str(files.enrolment),
                 "--identity", str(files.keyholder_identity),
+                "--audit", str(audit_dir / "keyholder.db"),
             ],
             **{
                 name: [
                     *cli, "stats-owner", *common, "--partition", str(i), "--name", name,
                     "--identity", str(files.owner_identities[name]),
                     "--policy", str(files.owner_policy),
+                    "--audit", str(audit_dir / f"{name}.db"),
                 ]
                 for i, name in enumerate(names)
             },
@@ -400,7 +430,10 @@ def _simulate_grpc(
             await handle.stop(grace=1.0)
         return done
 
-    done = asyncio.run(main())
+    try:
+        done = asyncio.run(main())
+    finally:
+        log.close()
     metrics = store.metrics(job.job.name)
     return StatsOutcome(
         done=done,

@@ -43,7 +43,7 @@ THREAT_MODEL = (
 def _job_from(run_dir: Path, name: str) -> JobConfig:
     state = run_dir / "state.db"
     if state.is_file():
-        db = sqlite3.connect(f"file:{state}?mode=ro", uri=True)
+        db = sqlite3.connect(state, timeout=30.0)  # reads only (read-only mode leaves WAL files)
         try:
             row = db.execute("SELECT config FROM jobs WHERE job_id = ?", (name,)).fetchone()
         except sqlite3.DatabaseError:
@@ -195,12 +195,26 @@ def collect(
         ConfigError: the folder has no ``metrics.json``, or the job cannot be found.
     """
     metrics_file = run_dir / "metrics.json"
+    stats_file = run_dir / "statistics.json"
+    released: dict[str, Any] | None = None
+    if not metrics_file.is_file() and stats_file.is_file():  # a statistics job's one round
+        metrics_file = stats_file
     try:
         metrics = json.loads(metrics_file.read_text())
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"{metrics_file}: cannot read the run's metrics ({exc})") from None
+        raise ConfigError(
+            f"{run_dir / 'metrics.json'}: cannot read the run's metrics ({exc})"
+        ) from None
     job = job or _job_from(run_dir, str(metrics.get("job", "")))
     rounds: list[dict[str, Any]] = list(metrics.get("rounds", []))
+    if metrics_file == stats_file:
+        rounds = [metrics["round"]] if metrics.get("round") else []
+        result = metrics.get("statistics") or {}
+        released = {
+            "count": result.get("count"),
+            "contributors": list(result.get("contributors", [])),
+            "statistics": sorted(k for k in result if k not in ("count", "contributors")),
+        }
     log_paths = [*sorted((run_dir / "audit").glob("*.db")), *audit_logs]
     logs, entries = _audit_logs(list(dict.fromkeys(log_paths)))
     verified = {row["party"]: row["verified"] for row in logs}
@@ -315,6 +329,7 @@ def collect(
             "note": "record withdrawal (bulwark data withdraw) is not implemented in this version",
         },
         "utility": utility,
+        "statistics_released": released,
         "audit": logs,
         "ledgers": books,
         "obligations": {"disclaimer": DISCLAIMER, "rows": obligations},

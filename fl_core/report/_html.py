@@ -51,6 +51,23 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[object]], empty: str)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _released(released: dict[str, Any] | None) -> str:
+    """A statistics job's release: how many rows, from whom, which statistics (no values)."""
+    if released is None:
+        return ""
+    return "<h2 id='released'>Statistics released</h2>" + _table(
+        ["rows", "contributors", "statistics"],
+        [
+            [
+                released["count"],
+                ", ".join(released["contributors"]),
+                ", ".join(released["statistics"]),
+            ]
+        ],  # fmt: skip
+        "",
+    )
+
+
 def render(facts: dict[str, Any]) -> str:
     """The report page for ``facts`` (as :func:`fl_core.report.build_report` returns them)."""
     job = facts["job"]
@@ -138,6 +155,7 @@ def render(facts: dict[str, Any]) -> str:
         ),
         "<h2 id='withdrawn'>Withdrawn records</h2>",
         f"<p class='note'>{escape(facts['withdrawn_records']['note'])}.</p>",
+        _released(facts.get("statistics_released")),
         "<h2 id='utility'>Utility</h2>",
         line_chart(accuracy, title="accuracy over rounds", x_label="round", y_label="accuracy"),
         line_chart(loss, title="loss over rounds", x_label="round", y_label="loss"),

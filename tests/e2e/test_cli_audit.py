@@ -21,6 +21,7 @@ from tests.e2e.test_cli import ROOT, bulwark
 pytestmark = pytest.mark.integration
 
 DP_CENTRAL = ROOT / "examples" / "breast_cancer" / "dp_central.toml"
+HE_STATISTICS = ROOT / "examples" / "he_statistics" / "job.toml"
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,14 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     done = bulwark("simulate", str(job), "--output", str(folder / "run"), "--quiet")
     assert done.returncode == 0, done.stderr
     return folder / "run"
+
+
+@pytest.fixture(scope="module")
+def stats_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("stats-run") / "run"
+    done = bulwark("stats", str(HE_STATISTICS), "--output", str(folder), "--quiet")
+    assert done.returncode == 0, done.stderr
+    return folder
 
 
 def _export(log: Path) -> list[dict[str, object]]:
@@ -213,6 +222,24 @@ def test_a_refusal_is_in_the_report_with_its_reason(tmp_path: Path) -> None:
     assert "policy.max_round_epsilon" in (out / "report.html").read_text()
 
 
+def test_the_he_statistics_job_report_names_its_release_and_every_party(stats_dir: Path) -> None:
+    facts = json.loads((stats_dir / "report.json").read_text())
+    result = json.loads((stats_dir / "statistics.json").read_text())["statistics"]
+    assert facts["job"]["kind"] == "stats" and facts["job"]["status"] == "completed"
+    released = facts["statistics_released"]
+    assert released["count"] == result["count"] == 442
+    assert sorted(released["contributors"]) == sorted(result["contributors"])
+    audit = {a["party"]: a for a in facts["audit"]}
+    assert set(audit) == {*(f"client-{i}" for i in range(5)), "coordinator", "keyholder"}
+    assert all(a["verified"] for a in audit.values())
+    assert any(p["name"].startswith("homomorphic encryption") for p in facts["protections"])
+    decryptions = [
+        e for e in _export(stats_dir / "audit" / "keyholder.db") if e["kind"] == "decryption"
+    ]
+    assert len(decryptions) == 1
+    assert sorted(decryptions[0]["detail"]["contributors"]) == sorted(result["contributors"])  # type: ignore[index]
+
+
 def test_a_folder_without_a_run_is_one_line(tmp_path: Path) -> None:
     done = bulwark("report", str(tmp_path))
     assert done.returncode == 2 and "metrics.json" in done.stderr
@@ -298,3 +325,20 @@ def test_the_report_renders_offline_in_headless_chromium(run_dir: Path, tmp_path
     for i in range(5):
         plotted = [y for _, y in _points(dom, "epsilon over rounds")[f"client-{i}"]]
         assert plotted == pytest.approx([r["owner_epsilon"][f"client-{i}"] for r in rounds])
+
+
+@needs_chromium
+def test_the_statistics_report_renders_offline_in_headless_chromium(
+    stats_dir: Path, tmp_path: Path
+) -> None:
+    dom, stderr, requests = _chromium(stats_dir / "report.html", tmp_path / "dom", "--dump-dom")
+    shot = tmp_path / "stats.png"
+    _, shot_err, shot_requests = _chromium(
+        stats_dir / "report.html", tmp_path / "shot", f"--screenshot={shot}"
+    )
+    assert requests == [] and shot_requests == []
+    assert ":CONSOLE" not in stderr and ":CONSOLE" not in shot_err
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    count = json.loads((stats_dir / "statistics.json").read_text())["statistics"]["count"]
+    assert "Statistics released" in dom and f"<td>{count}</td>" in dom
+    assert "Every audit chain verified." in dom
