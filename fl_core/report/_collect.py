@@ -56,7 +56,8 @@ def _job_from(run_dir: Path, name: str) -> JobConfig:
     if job_file.is_file():
         return parse_job(job_file.read_text())
     raise ConfigError(
-        f"{run_dir}: neither state.db nor job.toml holds job {name!r}; the report needs the job"
+        f"{run_dir}: neither state.db nor job.toml holds job {name!r}; give the job file "
+        "(bulwark report --job)"
     )
 
 

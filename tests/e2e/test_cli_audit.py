@@ -11,6 +11,7 @@ import re
 import shutil
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -342,3 +343,94 @@ def test_the_statistics_report_renders_offline_in_headless_chromium(
     count = json.loads((stats_dir / "statistics.json").read_text())["statistics"]["count"]
     assert "Statistics released" in dom and f"<td>{count}</td>" in dom
     assert "Every audit chain verified." in dom
+
+
+def test_a_deployed_coordinator_writes_the_report_and_owners_keep_their_logs(
+    tmp_path: Path,
+) -> None:
+    # Prepare: a two-owner job served by `bulwark coordinator`, owners as `bulwark client`
+    job = tmp_path / "job.toml"
+    job.write_text(
+        (ROOT / "examples" / "breast_cancer" / "job.toml")
+        .read_text()
+        .replace("rounds = 10", "rounds = 1")
+        .replace("num_clients = 5", "num_clients = 2")
+        .replace("min_clients = 5", "min_clients = 2")
+    )
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out, state = tmp_path / "out", tmp_path / "state.db"
+    coordinator = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fl_core.cli",
+            "coordinator",
+            str(job),
+            "--state",
+            str(state),
+            "--address",
+            f"127.0.0.1:{port}",
+            "--output",
+            str(out),
+            "--quiet",
+        ],  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    owners = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fl_core.cli",
+                "client",
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--job",
+                str(job),
+                "--partition",
+                str(i),
+                "--quiet",
+                "--audit",
+                str(tmp_path / f"owner-{i}.db"),
+                "--coordinator-name",
+                "coordinator",
+            ],  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    # Execute
+    try:
+        _, err = coordinator.communicate(timeout=240)
+        for owner in owners:
+            owner.communicate(timeout=60)
+    finally:
+        for proc in (coordinator, *owners):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    # Assert: the coordinator's own report reads its log beside the state file
+    assert coordinator.returncode == 0, err
+    facts = json.loads((out / "report.json").read_text())
+    assert [(a["party"], a["verified"]) for a in facts["audit"]] == [("coordinator", True)]
+    assert facts["audit"][0]["path"] == str(tmp_path / "state-audit.db")
+    # and a privacy officer adds the owners' logs
+    logs = [tmp_path / "owner-0.db", tmp_path / "owner-1.db"]
+    done = bulwark(
+        "report", str(out), "--job", str(job), "--audit", str(tmp_path / "state-audit.db"),
+        *(a for log in logs for a in ("--audit", str(log))),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    facts = json.loads((out / "report.json").read_text())
+    assert {a["party"] for a in facts["audit"]} == {"coordinator", "client-0", "client-1"}
+    assert all(a["verified"] for a in facts["audit"])
+    releases = [e for e in _export(logs[0]) if e["kind"] == "release"]
+    assert [e["stage"] for e in releases] == ["fit", "evaluate"]

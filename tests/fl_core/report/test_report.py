@@ -90,5 +90,5 @@ def test_a_folder_without_metrics_or_job_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="metrics.json"):
         build_report(tmp_path)
     (tmp_path / "metrics.json").write_text(json.dumps({"job": "x", "rounds": []}))
-    with pytest.raises(ConfigError, match="the report needs the job"):
+    with pytest.raises(ConfigError, match="give the job file"):
         build_report(tmp_path)
