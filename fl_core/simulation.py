@@ -226,7 +226,7 @@ def simulate(
         try:
             if transport == "inmemory":
                 return _simulate_inmemory(
-                    job, store, out, events, roundtrip, threads, policy, ledgers, work
+                    job, store, out, events, roundtrip, threads, policy, ledgers
                 )
             if job_path is None:
                 job_path = work / "job.toml"
@@ -298,6 +298,15 @@ def audit_path(folder: Path, party: str) -> Path:
     return folder / AUDIT_DIR / f"{party}.db"
 
 
+def _audit_log(out: Path | None, party: str, role: str) -> AuditLog | None:
+    """The in-memory simulation's audit log of ``party``: kept only with an output folder.
+
+    Without one there is nowhere to keep it, and thousands of simulated owners would each pay
+    a synchronous write per entry for nothing.
+    """
+    return None if out is None else AuditLog(audit_path(out, party), party=party, role=role)
+
+
 def _coordinator(
     job: JobConfig,
     store: Store,
@@ -362,14 +371,13 @@ def _simulate_inmemory(
     threads: int | None,
     policy: OwnerPolicy | None,
     ledgers: dict[str, Path],
-    work: Path,
 ) -> SimulationResult:
     dataset = job_dataset(job)
     shares = client_shares(job, dataset)
     trainers = [make_trainer(job, dataset, share) for share in shares]
     weights = trainers[0].initial_weights()
     evaluator = central_evaluator(job, dataset, shares)
-    audit = AuditLog(audit_path(work, COORDINATOR_NAME), party=COORDINATOR_NAME, role="coordinator")
+    audit = _audit_log(out, COORDINATOR_NAME, "coordinator")
     coordinator = _coordinator(job, store, weights, events, evaluator, audit)
     names = [f"client-{i}" for i in range(len(trainers))]
     keys = _he_keys(job, names)
@@ -382,7 +390,7 @@ def _simulate_inmemory(
             identity_key=None if keys is None else keys.owners[name],
             policy=policy if keys is None else keys.owner_policy(),
             ledger=ledgers.get(name),
-            audit=AuditLog(audit_path(work, name), party=name, role="owner"),
+            audit=_audit_log(out, name, "owner"),
             tls=False,
             coordinator=COORDINATOR_NAME,
         )
@@ -392,9 +400,7 @@ def _simulate_inmemory(
         clients.append(
             keys.keyholder_participant(
                 job,
-                audit=AuditLog(
-                    audit_path(work, KEYHOLDER_NAME), party=KEYHOLDER_NAME, role="keyholder"
-                ),
+                audit=_audit_log(out, KEYHOLDER_NAME, "keyholder"),
             )
         )
     workers = max(1, os.cpu_count() or 1)
