@@ -41,6 +41,7 @@ from .client.policy import OwnerPolicy
 from .client.runtime import ClientOptions, Participant
 from .config import JobConfig
 from .errors import ConfigError, PolicyRefused
+from .federation import Roster
 from .he_job import (
     MAX_ENVELOPE_BYTES,
     SignedContext,
@@ -92,13 +93,20 @@ class KeyholderParticipant(Participant):
         identity_key: Ed25519PrivateKey | None = None,
         min_contributors: int | None = None,
         options: ClientOptions | None = None,
+        roster: Roster | None = None,
         audit: AuditLog | None = None,
         tls: bool | None = None,
     ) -> None:
         import he
 
         super().__init__(
-            name=name, job=job, identity_key=identity_key, options=options, audit=audit, tls=tls
+            name=name,
+            job=job,
+            identity_key=identity_key,
+            options=options,
+            roster=roster,
+            audit=audit,
+            tls=tls,
         )
         if not needs_keyholder(job):
             raise ConfigError(

@@ -41,6 +41,7 @@ from .coordinator.service import Coordinator
 from .coordinator.stats_job import NO_WEIGHTS, StatsJob, statistics_of
 from .coordinator.store import Store
 from .errors import CodecError, ConfigError, PolicyRefused
+from .federation import Roster
 from .he_job import SignedContext, map_he_errors, owner_min_contributors, trusted_keyholders
 from .keyholder import SimulatedKeys
 from .payload import Payload
@@ -81,11 +82,18 @@ class StatsOwner(Participant):
         identity_key: Ed25519PrivateKey | None = None,
         policy: OwnerPolicy | None = None,
         options: ClientOptions | None = None,
+        roster: Roster | None = None,
         audit: AuditLog | None = None,
         tls: bool | None = None,
     ) -> None:
         super().__init__(
-            name=name, job=job, identity_key=identity_key, options=options, audit=audit, tls=tls
+            name=name,
+            job=job,
+            identity_key=identity_key,
+            options=options,
+            roster=roster,
+            audit=audit,
+            tls=tls,
         )
         if job.stats is None:
             raise ConfigError("a statistics owner needs a job with job.kind = 'stats'")
@@ -101,6 +109,7 @@ class StatsOwner(Participant):
             self.job,
             coordinator=self.coordinator,
             tls=self.tls,
+            roster=self.roster,
             columns=tuple(self._spec.columns),
         )
 
@@ -209,9 +218,13 @@ def stats_coordinator(
     store: Store,
     runner: StatsJob,
     events: Callable[[Event], None] | None = None,
+    *,
+    roster: Roster | None = None,
+    identity_key: Ed25519PrivateKey | None = None,
+    name: str = "coordinator",
     audit: AuditLog | None = None,
 ) -> Coordinator:
-    """A coordinator that runs ``job`` as a statistics job."""
+    """A coordinator that runs ``job`` as a statistics job (with a roster: members only)."""
     return Coordinator(
         job,
         store=store,
@@ -220,6 +233,9 @@ def stats_coordinator(
         aggregator=create_aggregator(job),
         events=events,
         runner=runner,
+        roster=roster,
+        identity_key=identity_key,
+        name=name,
         audit=audit,
     )
 
@@ -282,7 +298,7 @@ def compute_statistics(
         own = store is None
         db = store or Store(Path(tmp) / "state.db")
         log = _audit(audit_dir, "coordinator", "coordinator")
-        coordinator = stats_coordinator(job, db, runner, events, log)
+        coordinator = stats_coordinator(job, db, runner, events, audit=log)
         started = time.perf_counter()
         participants = [keyholder, *owners]
         errors: dict[str, str] = {}
@@ -384,7 +400,7 @@ def _simulate_grpc(
     files = SimulatedKeys.generate(names).write(work / "identities")
     runner = StatsJob()
     log = AuditLog(work / "audit" / "coordinator.db", party="coordinator", role="coordinator")
-    coordinator = stats_coordinator(job, store, runner, events, log)
+    coordinator = stats_coordinator(job, store, runner, events, audit=log)
     started = time.perf_counter()
     errors: dict[str, str] = {}
     cli = [sys.executable, "-m", "fl_core.cli"]

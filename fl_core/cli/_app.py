@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from . import audit, budget, client, coordinator, keyholder, keys, report, simulate, stats
+from . import (
+    audit,
+    budget,
+    client,
+    coordinator,
+    federation,
+    keyholder,
+    keys,
+    report,
+    simulate,
+    stats,
+)
 
 
 def _version(value: bool) -> None:
@@ -50,5 +61,6 @@ def build_app() -> typer.Typer:
     app.command("public-key")(keys.public_key)
     app.command()(report.report)
     app.add_typer(budget.budget_app, name="budget")
+    app.add_typer(federation.federation_app, name="federation")
     app.add_typer(audit.audit_app, name="audit")
     return app

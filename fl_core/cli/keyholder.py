@@ -15,6 +15,7 @@ from ._common import (
     identity_key,
     load,
     participate,
+    roster,
     setup_logging,
 )
 
@@ -34,6 +35,14 @@ def keyholder(
         int | None, typer.Option(help="A k above the job's he.min_contributors.")
     ] = None,
     tls_ca: Annotated[Path | None, typer.Option(help="PEM CA of the coordinator (TLS).")] = None,
+    federation: Annotated[
+        Path | None,
+        typer.Option(help="The federation's signed roster (JSON); needs --authority."),
+    ] = None,
+    authority: Annotated[
+        Path | None,
+        typer.Option(help="The pinned federation authority public key (PEM)."),
+    ] = None,
     audit: Annotated[Path | None, typer.Option(help="The key holder's audit log (SQLite).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -56,6 +65,7 @@ def keyholder(
             name=name,
             identity_key=key,
             min_contributors=min_contributors,
+            roster=roster(federation, authority),
             audit=log,
             tls=credentials is not None,
         )

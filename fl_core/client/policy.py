@@ -183,16 +183,28 @@ class OwnerPolicy:
                 f"owner's minimum cohort of {self.min_cohort}"
             )
 
+    def check_coordinator(self, coordinator: str, roster: Roster | None) -> None:
+        """Refuse a coordinator not on ``allowed_coordinators`` (nor, with a roster, on it).
+
+        Raises:
+            PolicyRefused: naming the coordinator and the rule.
+        """
+        if not self.allowed_coordinators:
+            return
+        if coordinator not in self.allowed_coordinators:
+            who = repr(coordinator[:128]) if coordinator else "an unnamed coordinator"
+            raise PolicyRefused(
+                f"the job is run by {who}; the owner works only with coordinators "
+                f"{list(self.allowed_coordinators)} (policy.allowed_coordinators)"
+            )
+        if roster is not None:
+            roster.member(coordinator, "coordinator")
+
     def _check_parties(self, job: JobConfig, *, coordinator: str, roster: Roster | None) -> None:
-        if self.allowed_coordinators:
-            if coordinator not in self.allowed_coordinators:
-                who = repr(coordinator[:128]) if coordinator else "an unnamed coordinator"
-                raise PolicyRefused(
-                    f"the job is run by {who}; the owner works only with coordinators "
-                    f"{list(self.allowed_coordinators)} (policy.allowed_coordinators)"
-                )
-            if roster is not None:
-                roster.member(coordinator, "coordinator")
+        # With a roster and no configured name, the coordinator proves its name at join and
+        # is checked then (Participant.check_coordinator).
+        if coordinator or roster is None:
+            self.check_coordinator(coordinator, roster)
         if not self.allowed_keyholders or _protection(job) != "he":
             return
         if roster is None:

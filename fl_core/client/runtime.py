@@ -11,6 +11,7 @@ forgotten the session (it restarted), the client joins again.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -33,6 +34,7 @@ from ..dp.plan import make_plan
 from ..errors import (
     BudgetExceeded,
     CodecError,
+    ConfigError,
     DuplicateResult,
     FlCoreError,
     PolicyRefused,
@@ -43,9 +45,19 @@ from ..errors import (
     TransportUnavailable,
     UnknownClient,
 )
-from ..federation import Roster
+from ..federation import Roster, coordinator_message, join_message, verify
 from ..payload import Payload
-from ..transport.base import ClientTransport, JobDone, JoinRequest, Refusal, Result, Task, Wait
+from ..transport.base import (
+    CHALLENGE_BYTES,
+    ClientTransport,
+    JobDone,
+    JoinReply,
+    JoinRequest,
+    Refusal,
+    Result,
+    Task,
+    Wait,
+)
 from ..types import EvaluateResult, Layout, Trainer
 from .policy import OwnerPolicy
 from .release import Releases
@@ -104,10 +116,14 @@ class Participant:
         job: the job file agreed to (its hash must match the coordinator's).
         identity_key: the long-term Ed25519 key (a fresh one when omitted).
         options: timing of retries and polls.
+        roster: the federation's verified roster: the participant must be on it under its
+            key, joins only the roster's coordinator (checked by its signed challenge), and
+            takes only roster owners as secure-aggregation peers.
         audit: the participant's audit log (what it received, sent and refused; none when
             omitted).
         tls: whether its connection to the coordinator is TLS (``None``: not stated).
-        coordinator: the roster name of the coordinator it takes part under (empty: not stated).
+        coordinator: the name of the coordinator it takes part under, as the owner configured
+            it (empty: not stated); with a roster, the name the coordinator proves at join.
     """
 
     role = "owner"
@@ -119,6 +135,7 @@ class Participant:
         job: JobConfig,
         identity_key: Ed25519PrivateKey | None = None,
         options: ClientOptions | None = None,
+        roster: Roster | None = None,
         audit: AuditLog | None = None,
         tls: bool | None = None,
         coordinator: str = "",
@@ -126,6 +143,11 @@ class Participant:
         self.name = name
         self.job = job
         self.identity_key = identity_key or Ed25519PrivateKey.generate()
+        self.roster = roster
+        if roster is not None and roster.member(name, self.role).key != self.public_key:
+            raise ConfigError(
+                f"{name!r}'s identity key is not the key the roster lists for it as {self.role}"
+            )
         self.options = options or ClientOptions()
         self.audit = audit
         self.tls = tls
@@ -142,6 +164,9 @@ class Participant:
 
     def check_job(self) -> None:
         """Refuse the whole job before joining (raise PolicyRefused); accepts by default."""
+
+    def check_coordinator(self) -> None:
+        """Refuse the coordinator once it proved its roster name at join; accepts by default."""
 
     def handle(self, task: Task) -> Payload:
         """Answer one task (runs in a worker thread); raise to refuse it with a reason."""
@@ -282,16 +307,51 @@ class Participant:
             await self._do(reply, transport)
 
     async def _join(self, transport: ClientTransport) -> None:
+        reply = await self._retrying(lambda: self._join_once(transport))
+        self._client_id, self._token = reply.client_id, reply.session_token
+        self.record("joined", direction="sent", detail={"client_id": reply.client_id})
+        log.info("%s joined job %s", self.name, reply.job_id)
+
+    async def _join_once(self, transport: ClientTransport) -> JoinReply:
+        """Ask for a challenge, check who signed it (with a roster), answer it signed."""
         request = JoinRequest(
             client_name=self.name,
             identity_public_key=self.public_key,
             job_config_sha256=self.job.sha256,
             role=self.role,
         )
-        reply = await self._retrying(lambda: transport.join(request))
-        self._client_id, self._token = reply.client_id, reply.session_token
-        self.record("joined", direction="sent", detail={"client_id": reply.client_id})
-        log.info("%s joined job %s", self.name, reply.job_id)
+        offer = await transport.join(request)
+        if len(offer.challenge) != CHALLENGE_BYTES:
+            raise ProtocolError("the coordinator did not answer the join with a challenge")
+        if self.roster is not None:
+            coordinator = self.roster.member(offer.coordinator_name, "coordinator")
+            message = coordinator_message(
+                job_sha256=self.job.sha256,
+                coordinator=offer.coordinator_name,
+                client=self.name,
+                challenge=offer.challenge,
+            )
+            if not verify(coordinator.key, offer.coordinator_proof, message):
+                raise PolicyRefused(
+                    f"the coordinator did not prove it is {offer.coordinator_name!r} of the "
+                    f"roster (federation {self.roster.federation!r}); not joining"
+                )
+            self.coordinator = offer.coordinator_name  # proven: the name the policy checks
+            self.check_coordinator()
+        proof = self.identity_key.sign(
+            join_message(
+                job_sha256=self.job.sha256,
+                name=self.name,
+                role=self.role,
+                challenge=offer.challenge,
+            )
+        )
+        reply = await transport.join(
+            dataclasses.replace(request, challenge=offer.challenge, proof=proof)
+        )
+        if not reply.client_id or not reply.session_token:
+            raise ProtocolError("the coordinator accepted the join proof but sent no session")
+        return reply
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         delay = self.options.backoff_initial_s
@@ -392,11 +452,13 @@ class Client(Participant):
         ledger: the owner's privacy-ledger file, needed when the job spends privacy budget.
         dataset: the ledger's name for the data this owner trains on (default: the job's).
         options: timing of retries and polls.
+        roster: the federation's verified roster (see :class:`Participant`); it also resolves
+            the policy's party names.
         audit: the owner's audit log (see :class:`Participant`).
         tls: whether the connection to the coordinator is TLS (``policy.require_tls`` needs
             ``True``).
-        coordinator: the roster name of the coordinator (``policy.allowed_coordinators``).
-        roster: the signed roster the owner pinned (resolves the policy's party names).
+        coordinator: the coordinator's name (``policy.allowed_coordinators``; see
+            :class:`Participant`).
     """
 
     role = "owner"
@@ -412,22 +474,22 @@ class Client(Participant):
         ledger: str | Path | None = None,
         dataset: str | None = None,
         options: ClientOptions | None = None,
+        roster: Roster | None = None,
         audit: AuditLog | None = None,
         tls: bool | None = None,
         coordinator: str = "",
-        roster: Roster | None = None,
     ) -> None:
         super().__init__(
             name=name,
             job=job,
             identity_key=identity_key,
             options=options,
+            roster=roster,
             audit=audit,
             tls=tls,
             coordinator=coordinator,
         )
         self.trainer = trainer
-        self.roster = roster
         self.policy = (policy or OwnerPolicy()).resolved(roster)
         self._job_refusal: PolicyRefused | None = None
         self._job_checked = False
@@ -452,6 +514,7 @@ class Client(Participant):
             policy=self.policy,
             privacy=privacy,
             releases=Releases(job, max_releases=self.policy.max_releases),
+            roster=roster,
         )
         self._round_key: tuple[int, int] | None = None
         self._round: ClientRound | None = None
@@ -476,6 +539,19 @@ class Client(Participant):
             self._job_checked = True
         if self._job_refusal is not None:
             raise PolicyRefused(self._job_refusal.reason)
+
+    def check_coordinator(self) -> None:
+        """The owner's list of coordinators, against the name the coordinator proved at join.
+
+        Raises:
+            PolicyRefused: the proven name is not on ``policy.allowed_coordinators`` (recorded
+                in the audit log; the owner does not join).
+        """
+        try:
+            self.policy.check_coordinator(self.coordinator, self.roster)
+        except PolicyRefused as exc:
+            self.record("coordinator_refused", direction="refused", reason=exc.reason)
+            raise
 
     def last_charge(self) -> tuple[int, float] | None:
         """(charges so far, this job's epsilon after the last), from the owner's own ledger."""

@@ -140,15 +140,17 @@ def _roster(*members: tuple[str, str]) -> tuple[Roster, dict[str, Ed25519Private
 
 
 def test_an_allowed_name_that_is_no_coordinator_on_the_roster_is_refused(tmp_path: Path) -> None:
-    roster, _ = _roster(("coord-a", "owner"), ("client-0", "owner"))
+    roster, keys = _roster(("coord-a", "owner"), ("client-0", "owner"))
     job = mean_job()
     policy = OwnerPolicy(allowed_coordinators=("coord-a",))
-    client = owner(job, policy, tmp_path, coordinator="coord-a", roster=roster)
+    client = owner(
+        job, policy, tmp_path, coordinator="coord-a", roster=roster, identity_key=keys["client-0"]
+    )
     refused(client, job, "roster as coordinator")
 
 
 def test_an_allowed_coordinator_on_the_roster_runs(tmp_path: Path) -> None:
-    roster, _ = _roster(("coord-a", "coordinator"), ("client-0", "owner"))
+    roster, keys = _roster(("coord-a", "coordinator"), ("client-0", "owner"))
     job = mean_job()
     client = owner(
         job,
@@ -156,6 +158,7 @@ def test_an_allowed_coordinator_on_the_roster_runs(tmp_path: Path) -> None:
         tmp_path,
         coordinator="coord-a",
         roster=roster,
+        identity_key=keys["client-0"],
     )
     assert one_round(job, client) == {} and trained(client) == 1
 
@@ -164,11 +167,13 @@ HE = "[aggregation]\nkind = 'he'\n[he]\nclip = 2.0\n"
 
 
 def test_a_key_holder_not_on_the_owners_list_is_refused(tmp_path: Path) -> None:
-    roster, keys = _roster(("kh-good", "keyholder"), ("kh-evil", "keyholder"))
+    roster, keys = _roster(
+        ("kh-good", "keyholder"), ("kh-evil", "keyholder"), ("client-0", "owner")
+    )
     evil = raw_public(keys["kh-evil"].public_key()).hex()
     job = parse(job_text(clients=1, min_clients=1, extra=HE + f'keyholder_key = "{evil}"\n'))
     policy = OwnerPolicy(allowed_keyholders=("kh-good",))
-    client = owner(job, policy, tmp_path, roster=roster)
+    client = owner(job, policy, tmp_path, roster=roster, identity_key=keys["client-0"])
     with pytest.raises(PolicyRefused, match="policy.allowed_keyholders"):
         client.check_job()
     # the owner trusts exactly the listed key holder's roster key, not the job's
