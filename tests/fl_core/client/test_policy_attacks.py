@@ -19,11 +19,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from owner_harness import drive, server_round
 from support import LinearTrainer, job_text, parse
 
+from fl_core.aggregators import create_aggregator
 from fl_core.audit import AuditLog, read_audit
 from fl_core.client.ledger import PrivacyLedger
 from fl_core.client.policy import OwnerPolicy
 from fl_core.client.runtime import Client
 from fl_core.config import JobConfig
+from fl_core.coordinator.service import Coordinator
 from fl_core.errors import ConfigError, PolicyRefused
 from fl_core.federation import Member, Roster, raw_public
 from fl_core.transport.base import ClientTransport
@@ -350,3 +352,43 @@ def test_a_bad_policy_field_is_named(tmp_path: Path, line: str, match: str) -> N
     path.write_text(f"[policy]\n{line}\n")
     with pytest.raises(ConfigError, match=match):
         OwnerPolicy.from_toml(path)
+
+
+def test_a_roster_coordinator_not_on_the_owners_list_is_refused_at_join(tmp_path: Path) -> None:
+    """The coordinator proves its roster name at join; the owner checks that name, not a claim."""
+    from fl_core.coordinator.store import Store
+    from fl_core.federation import simulated_roster
+    from fl_core.strategies import create_strategy
+    from fl_core.transport.inmemory import InMemoryTransport
+    from fl_core.types import Layout
+
+    # Prepare: a real coordinator on the roster as 'coord-b'; the owner allows only 'coord-a'
+    roster, keys = simulated_roster(["client-0"], coordinator="coord-b")
+    job = mean_job()
+    trainer = LinearTrainer(0)
+    weights = trainer.initial_weights()
+    store = Store(tmp_path / "state.db")
+    coordinator = Coordinator(
+        job,
+        store=store,
+        initial_weights=Layout.of(weights).flatten(weights),
+        strategy=create_strategy(job.strategy),
+        aggregator=create_aggregator(job),
+        roster=roster,
+        identity_key=keys["coord-b"],
+        name="coord-b",
+    )
+    client = owner(
+        job,
+        OwnerPolicy(allowed_coordinators=("coord-a",)),
+        tmp_path,
+        roster=roster,
+        identity_key=keys["client-0"],
+    )
+    # Execute
+    with pytest.raises(PolicyRefused, match="run by 'coord-b'"):
+        asyncio.run(client.run(InMemoryTransport(coordinator)))
+    store.close()
+    # Assert: the proven name was checked and the refusal recorded; nothing was trained
+    assert client.coordinator == "coord-b" and trained(client) == 0
+    assert any("policy.allowed_coordinators" in r for r in audited_refusals(client))
