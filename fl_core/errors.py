@@ -15,6 +15,7 @@ The tree::
     │   └── UnknownClient                    a client id the coordinator does not know
     ├── StoreError                           the coordinator's SQLite state is inconsistent
     ├── LedgerTampered                       the owner's privacy ledger fails its hash-chain check
+    ├── AuditTampered                        an audit log fails its hash-chain check (names where)
     └── TransportError                       the network failed
         ├── TransportTimeout (TimeoutError)
         ├── TransportUnavailable (ConnectionError)
@@ -91,6 +92,10 @@ class StoreError(FlCoreError):
 
 class LedgerTampered(FlCoreError):
     """The owner's privacy ledger fails its hash-chain check; nothing is charged until fixed."""
+
+
+class AuditTampered(FlCoreError):
+    """An audit log's hash chain is broken; the message names the first entry out of place."""
 
 
 class TransportError(FlCoreError):

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from .audit import AuditLog
 from .client.policy import OwnerPolicy
 from .client.runtime import ClientOptions, Participant
 from .config import JobConfig
@@ -73,6 +74,8 @@ class KeyholderParticipant(Participant):
         identity_key: its Ed25519 identity key (signs the public context; fresh when omitted).
         min_contributors: a k above the job's (never below it).
         options: timing of retries and polls.
+        audit: the key holder's audit log (contexts published, aggregates decrypted, refusals).
+        tls: whether its connection to the coordinator is TLS (recorded in the audit log).
 
     Raises:
         ConfigError: the job needs no key holder, k would go down, or the enrolment or
@@ -91,11 +94,19 @@ class KeyholderParticipant(Participant):
         min_contributors: int | None = None,
         options: ClientOptions | None = None,
         roster: Roster | None = None,
+        audit: AuditLog | None = None,
+        tls: bool | None = None,
     ) -> None:
         import he
 
         super().__init__(
-            name=name, job=job, identity_key=identity_key, options=options, roster=roster
+            name=name,
+            job=job,
+            identity_key=identity_key,
+            options=options,
+            roster=roster,
+            audit=audit,
+            tls=tls,
         )
         if not needs_keyholder(job):
             raise ConfigError(
@@ -184,6 +195,13 @@ class KeyholderParticipant(Participant):
                 raise PolicyRefused(f"key holder refuses: {type(exc).__name__}: {exc}") from exc
             out = release.to_bytes()
             self._released[round] = (contributors, out)
+            self.record(
+                "decryption",
+                direction="local",
+                round=round,
+                stage=STAGE_DECRYPT,
+                detail={"contributors": list(contributors), "k": self.min_contributors},
+            )
         log.info("released round %d of job %s for %s", round, aggregate.job_id, contributors)
         return out
 
@@ -247,6 +265,7 @@ class SimulatedKeys:
         *,
         min_contributors: int | None = None,
         options: ClientOptions | None = None,
+        audit: AuditLog | None = None,
     ) -> KeyholderParticipant:
         """The in-process key holder of a simulation."""
         return KeyholderParticipant(
@@ -255,6 +274,7 @@ class SimulatedKeys:
             identity_key=self.keyholder,
             min_contributors=min_contributors,
             options=options,
+            audit=audit,
         )
 
     def write(self, folder: Path) -> SimulatedFiles:

@@ -10,6 +10,8 @@ runs the coordinator with them:
 
 The coordinator's state lives in SQLite (``state.db`` in the output folder, or a temporary file);
 ``metrics.json`` and the final model (``model.safetensors``) are written to the output folder.
+Every party keeps its audit log in ``audit/`` (``coordinator.db``, ``client-<i>.db``,
+``keyholder.db``), and DP jobs give each owner a privacy ledger in ``ledgers/``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from safetensors.numpy import save_file
 
 from .aggregators import create_aggregator
+from .audit import AuditLog
 from .client.policy import OwnerPolicy
 from .client.runtime import Client, ClientOptions, Participant
 from .client.trainer import TorchTrainer
@@ -263,7 +266,7 @@ def simulate(
                 job_path = work / "job.toml"
                 Path(job_path).write_text(job.source)
             return _simulate_grpc(
-                job, store, out, events, Path(job_path), threads or 1, policy_path, ledgers
+                job, store, out, events, Path(job_path), threads or 1, policy_path, ledgers, work
             )
         finally:
             store.close()
@@ -385,6 +388,27 @@ def central_evaluator(
     return evaluate
 
 
+AUDIT_DIR = "audit"
+"""The folder of a run's output that holds every party's audit log."""
+
+COORDINATOR_NAME = "coordinator"
+KEYHOLDER_NAME = "keyholder"
+
+
+def audit_path(folder: Path, party: str) -> Path:
+    """The audit log of ``party`` in a run's output ``folder``."""
+    return folder / AUDIT_DIR / f"{party}.db"
+
+
+def _audit_log(out: Path | None, party: str, role: str) -> AuditLog | None:
+    """The in-memory simulation's audit log of ``party``: kept only with an output folder.
+
+    Without one there is nowhere to keep it, and thousands of simulated owners would each pay
+    a synchronous write per entry for nothing.
+    """
+    return None if out is None else AuditLog(audit_path(out, party), party=party, role=role)
+
+
 def _coordinator(
     job: JobConfig,
     store: Store,
@@ -393,6 +417,7 @@ def _coordinator(
     evaluator: Callable[[npt.NDArray[np.float32]], dict[str, object]] | None = None,
     roster: Roster | None = None,
     identity_key: Ed25519PrivateKey | None = None,
+    audit: AuditLog | None = None,
 ) -> Coordinator:
     layout = Layout.of(weights)
     return Coordinator(
@@ -405,6 +430,7 @@ def _coordinator(
         central_evaluator=evaluator,
         roster=roster,
         identity_key=identity_key,
+        audit=audit,
     )
 
 
@@ -457,13 +483,14 @@ def _simulate_inmemory(
     trainers = [make_trainer(job, dataset, share) for share in shares]
     weights = trainers[0].initial_weights()
     evaluator = central_evaluator(job, dataset, shares)
+    audit = _audit_log(out, COORDINATOR_NAME, "coordinator")
     names = [f"client-{i}" for i in range(len(trainers))]
     keys = _he_keys(job, names)
     # A federation of its own: a roster signed by a throwaway authority, so joins prove key
     # possession against it and secure aggregation pins every peer to it, as in a deployment.
     roster, roster_keys = simulated_roster(names) if keys is None else (None, {})
     coordinator = _coordinator(
-        job, store, weights, events, evaluator, roster, roster_keys.get("coordinator")
+        job, store, weights, events, evaluator, roster, roster_keys.get("coordinator"), audit
     )
     clients: list[Participant] = [
         Client(
@@ -475,11 +502,19 @@ def _simulate_inmemory(
             policy=policy if keys is None else keys.owner_policy(),
             ledger=ledgers.get(name),
             roster=roster,
+            audit=_audit_log(out, name, "owner"),
+            tls=False,
+            coordinator=COORDINATOR_NAME,
         )
         for name, t in zip(names, trainers, strict=True)
     ]
     if keys is not None:  # HE aggregation: the key holder takes part in process
-        clients.append(keys.keyholder_participant(job))
+        clients.append(
+            keys.keyholder_participant(
+                job,
+                audit=_audit_log(out, KEYHOLDER_NAME, "keyholder"),
+            )
+        )
     workers = max(1, os.cpu_count() or 1)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads or max(1, previous_threads // workers))
@@ -522,6 +557,9 @@ def _simulate_inmemory(
         done = asyncio.run(main())
     finally:
         torch.set_num_threads(previous_threads)
+        for party in [audit, *(c.audit for c in clients)]:
+            if party is not None:
+                party.close()
     return _finish(job, coordinator, done, Layout.of(weights), started, "inmemory", out, errors)
 
 
@@ -534,6 +572,7 @@ def _simulate_grpc(
     threads: int,
     policy_path: Path | None,
     ledgers: dict[str, Path],
+    work: Path,
 ) -> SimulationResult:
     input_shape, num_classes = model_shape(job)
     weights = initial_weights(job, input_shape=input_shape, num_classes=num_classes)
@@ -541,6 +580,7 @@ def _simulate_grpc(
     if job.dp.mode != "none":
         dataset = job_dataset(job)
         evaluator = central_evaluator(job, dataset, client_shares(job, dataset))
+    audit = AuditLog(audit_path(work, COORDINATOR_NAME), party=COORDINATOR_NAME, role="coordinator")
     names = [f"client-{i}" for i in range(job.data.num_clients)]
     keys = _he_keys(job, names)
     identities = Path(store.path).parent / "identities"
@@ -556,12 +596,14 @@ def _simulate_grpc(
         evaluator,
         federation.roster if federation is not None else None,
         federation.keys["coordinator"] if federation is not None else None,
+        audit,
     )
     started = time.perf_counter()
     errors: dict[str, str] = {}
 
     def he_args(i: int) -> list[str]:
-        extra: list[str] = []
+        extra: list[str] = ["--audit", str(audit_path(work, names[i]))]
+        extra += ["--coordinator-name", COORDINATOR_NAME]
         if names[i] in ledgers:
             extra += ["--ledger", str(ledgers[names[i]])]
         if policy_path is not None and files is None:
@@ -585,6 +627,7 @@ def _simulate_grpc(
                 *(sys.executable, "-m", "fl_core.cli", "keyholder", "--quiet"),
                 *("--coordinator", f"127.0.0.1:{handle.port}", "--job", str(job_path)),
                 *("--enrolment", str(files.enrolment), "--identity", str(files.keyholder_identity)),
+                *("--audit", str(audit_path(work, KEYHOLDER_NAME))),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
@@ -620,5 +663,8 @@ def _simulate_grpc(
         finally:
             await handle.stop(grace=1.0)
 
-    done = asyncio.run(main())
+    try:
+        done = asyncio.run(main())
+    finally:
+        audit.close()
     return _finish(job, coordinator, done, Layout.of(weights), started, "grpc", out, errors)

@@ -32,6 +32,7 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .aggregators import create_aggregator
+from .audit import AuditLog
 from .client.policy import OwnerPolicy
 from .client.runtime import ClientOptions, Participant
 from .config import JobConfig
@@ -67,6 +68,8 @@ class StatsOwner(Participant):
         identity_key: its Ed25519 identity key (joins and signs receipts; fresh when omitted).
         policy: its rules (purpose, minimum cohort, trusted key holders).
         options: timing of retries and polls.
+        audit: the owner's audit log.
+        tls: whether its connection to the coordinator is TLS (``policy.require_tls``).
     """
 
     role = "owner"
@@ -81,9 +84,17 @@ class StatsOwner(Participant):
         policy: OwnerPolicy | None = None,
         options: ClientOptions | None = None,
         roster: Roster | None = None,
+        audit: AuditLog | None = None,
+        tls: bool | None = None,
     ) -> None:
         super().__init__(
-            name=name, job=job, identity_key=identity_key, options=options, roster=roster
+            name=name,
+            job=job,
+            identity_key=identity_key,
+            options=options,
+            roster=roster,
+            audit=audit,
+            tls=tls,
         )
         if job.stats is None:
             raise ConfigError("a statistics owner needs a job with job.kind = 'stats'")
@@ -95,7 +106,13 @@ class StatsOwner(Participant):
         """The owner's policy decides whether it takes part (purpose, k, protections)."""
         if self.job.job.kind != "stats":
             raise PolicyRefused("not a statistics job")
-        self.policy.check_job(self.job)
+        self.policy.check_job(
+            self.job,
+            coordinator=self.coordinator,
+            tls=self.tls,
+            roster=self.roster,
+            columns=tuple(self._spec.columns),
+        )
 
     def handle(self, task: Task) -> Payload:
         """Check the task and the key holder's context; return encrypted, signed statistics."""
@@ -104,6 +121,7 @@ class StatsOwner(Participant):
         header = task.header
         if header.job_id != self.job.job.name:
             raise PolicyRefused(f"task for job {header.job_id!r}, not {self.job.job.name!r}")
+        self.check_job()  # the whole job, against the policy, before any data is read
         self.policy.check_task(self.job, stage=header.stage, round=header.round)
         if header.stage != STAGE_CONTRIBUTE:
             raise CodecError(f"stage {header.stage!r} is not an owner's stage")
@@ -205,6 +223,7 @@ def stats_coordinator(
     roster: Roster | None = None,
     identity_key: Ed25519PrivateKey | None = None,
     name: str = "coordinator",
+    audit: AuditLog | None = None,
 ) -> Coordinator:
     """A coordinator that runs ``job`` as a statistics job (with a roster: members only)."""
     return Coordinator(
@@ -218,7 +237,15 @@ def stats_coordinator(
         roster=roster,
         identity_key=identity_key,
         name=name,
+        audit=audit,
     )
+
+
+def _audit(folder: Path | None, party: str, role: str) -> AuditLog | None:
+    """The audit log of ``party`` in ``folder/audit/`` (none without a folder)."""
+    if folder is None:
+        return None
+    return AuditLog(folder / "audit" / f"{party}.db", party=party, role=role)
 
 
 def compute_statistics(
@@ -229,6 +256,7 @@ def compute_statistics(
     min_contributors: int | None = None,
     store: Store | None = None,
     events: Callable[[Event], None] | None = None,
+    audit_dir: Path | None = None,
 ) -> StatsOutcome:
     """Run a statistics job with every party in this process (in-memory transport).
 
@@ -239,6 +267,7 @@ def compute_statistics(
         min_contributors: the key holder's k, if above the job's.
         store: the coordinator's store (default: a temporary SQLite file).
         events: receives the coordinator's progress events.
+        audit_dir: keep every party's audit log in ``audit_dir/audit/<party>.db``.
 
     Raises:
         ConfigError: not a statistics job, or a key holder that cannot start.
@@ -257,15 +286,20 @@ def compute_statistics(
             identity_key=keys.owners[name],
             policy=keys.owner_policy((policies or {}).get(name)),
             options=ClientOptions(long_poll_s=30.0),
+            audit=_audit(audit_dir, name, "owner"),
+            tls=False,
         )
         for name, table in named.items()
     ]
-    keyholder = keys.keyholder_participant(job, min_contributors=min_contributors)
+    keyholder = keys.keyholder_participant(
+        job, min_contributors=min_contributors, audit=_audit(audit_dir, "keyholder", "keyholder")
+    )
     runner = StatsJob()
     with tempfile.TemporaryDirectory(prefix="bulwark-stats-") as tmp:
         own = store is None
         db = store or Store(Path(tmp) / "state.db")
-        coordinator = stats_coordinator(job, db, runner, events)
+        log = _audit(audit_dir, "coordinator", "coordinator")
+        coordinator = stats_coordinator(job, db, runner, events, audit=log)
         started = time.perf_counter()
         participants = [keyholder, *owners]
         errors: dict[str, str] = {}
@@ -297,6 +331,9 @@ def compute_statistics(
         finally:
             if own:
                 db.close()
+            for party in [log, *(p.audit for p in participants)]:
+                if party is not None:
+                    party.close()
     return StatsOutcome(
         done=done,
         statistics=runner.result,
@@ -344,7 +381,9 @@ def simulate_stats(
         try:
             if transport == "inmemory":
                 tables = dataset_tables(job)
-                outcome = compute_statistics(job, tables, store=store, events=events)
+                outcome = compute_statistics(
+                    job, tables, store=store, events=events, audit_dir=output
+                )
             else:
                 if job_path is None:
                     job_path = work / "job.toml"
@@ -377,10 +416,12 @@ def _simulate_grpc(
     names = [f"client-{i}" for i in range(job.data.num_clients)]
     files = SimulatedKeys.generate(names).write(work / "identities")
     runner = StatsJob()
-    coordinator = stats_coordinator(job, store, runner, events)
+    log = AuditLog(work / "audit" / "coordinator.db", party="coordinator", role="coordinator")
+    coordinator = stats_coordinator(job, store, runner, events, audit=log)
     started = time.perf_counter()
     errors: dict[str, str] = {}
     cli = [sys.executable, "-m", "fl_core.cli"]
+    audit_dir = work / "audit"
 
     async def main() -> JobDone:
         handle = await serve(coordinator, address="127.0.0.1:0", limits=job.limits)
@@ -389,12 +430,14 @@ def _simulate_grpc(
             "keyholder": [
                 *cli, "keyholder", *common, "--enrolment", str(files.enrolment),
                 "--identity", str(files.keyholder_identity),
+                "--audit", str(audit_dir / "keyholder.db"),
             ],
             **{
                 name: [
                     *cli, "stats-owner", *common, "--partition", str(i), "--name", name,
                     "--identity", str(files.owner_identities[name]),
                     "--policy", str(files.owner_policy),
+                    "--audit", str(audit_dir / f"{name}.db"),
                 ]
                 for i, name in enumerate(names)
             },
@@ -412,7 +455,10 @@ def _simulate_grpc(
         finally:
             await handle.stop(grace=1.0)
 
-    done = asyncio.run(main())
+    try:
+        done = asyncio.run(main())
+    finally:
+        log.close()
     metrics = store.metrics(job.job.name)
     return StatsOutcome(
         done=done,

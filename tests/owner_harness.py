@@ -1,7 +1,8 @@
 """A hostile coordinator in process: real server-side round objects, tasks it may alter.
 
-It drives real :class:`fl_core.client.runtime.Client` objects through their public ``handle``
-(what the runtime calls for every task that arrives over gRPC), so a test can play a dishonest
+It drives real :class:`fl_core.client.runtime.Client` objects through their public ``answer``
+(what the runtime calls for every task that arrives over gRPC: ``handle``, recorded in the
+owner's audit log when it keeps one), so a test can play a dishonest
 coordinator: change any field of any task, retry rounds, pick cohorts, send evaluations.
 """
 
@@ -97,7 +98,7 @@ def drive(
         results: dict[str, object] = {}
         for name, payload in tasks.items():
             try:
-                answer = by_name[name].handle(
+                answer = by_name[name].answer(
                     task(job, stage, payload, round=round, attempt=attempt)
                 )
             except FlCoreError as exc:

@@ -8,6 +8,8 @@
 | `keyholder.py` | `bulwark keyholder` |
 | `stats.py` | `bulwark stats`, `stats-coordinator`, `stats-owner` |
 | `budget.py` | `bulwark budget show` |
+| `audit.py` | `bulwark audit verify`, `bulwark audit export` |
+| `report.py` | `bulwark report` |
 | `keys.py` | `bulwark public-key` |
 | `code.py` | `bulwark code-hash` (the `[code]` pin of an installed model package) |
 | `certs.py` | `bulwark certs init`, `bulwark certs issue` (a federation CA and its certificates) |

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from . import (
+    audit,
     budget,
     certs,
     client,
@@ -16,6 +17,7 @@ from . import (
     federation,
     keyholder,
     keys,
+    report,
     simulate,
     stats,
 )
@@ -60,7 +62,9 @@ def build_app() -> typer.Typer:
     app.command("stats-owner")(stats.stats_owner)
     app.command("public-key")(keys.public_key)
     app.command("code-hash")(code.code_hash)
+    app.command()(report.report)
     app.add_typer(budget.budget_app, name="budget")
     app.add_typer(certs.certs_app, name="certs")
     app.add_typer(federation.federation_app, name="federation")
+    app.add_typer(audit.audit_app, name="audit")
     return app

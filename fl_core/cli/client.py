@@ -56,6 +56,16 @@ def client(
     dataset: Annotated[
         str | None, typer.Option(help="The ledger's name for this data (default: the job's).")
     ] = None,
+    audit: Annotated[
+        Path | None,
+        typer.Option(
+            help="The owner's audit log (SQLite; default: audit-NAME.db beside --ledger)."
+        ),
+    ] = None,
+    coordinator_name: Annotated[
+        str,
+        typer.Option(help="The coordinator's roster name (checked against the policy's list)."),
+    ] = "",
     threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
     connect_timeout: Annotated[
         float,
@@ -117,8 +127,14 @@ def client(
         trainer = owner_trainer(job, share)
         key = identity_key(identity)
         credentials = channel_credentials(coordinator, tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+        me_name = name or f"client-{partition if partition is not None else os.getpid()}"
+        if audit is None and ledger is not None:
+            audit = ledger.parent / f"audit-{me_name}.db"
+        from ..audit import AuditLog
+
+        log = AuditLog(audit, party=me_name, role="owner") if audit is not None else None
         me = Client(
-            name=name or f"client-{partition if partition is not None else os.getpid()}",
+            name=me_name,
             job=job,
             trainer=trainer,
             identity_key=key,
@@ -127,10 +143,17 @@ def client(
             dataset=data_name,
             options=ClientOptions(give_up_after_s=connect_timeout),
             roster=roster(federation, authority),
+            audit=log,
+            tls=credentials is not None,
+            coordinator=coordinator_name,
         )
     except (FlCoreError, OSError) as exc:
         raise fail(str(exc)) from None
 
-    line = participate(me, coordinator, job, credentials, connect_timeout=connect_timeout)
+    try:
+        line = participate(me, coordinator, job, credentials, connect_timeout=connect_timeout)
+    finally:
+        if log is not None:
+            log.close()
     if not quiet:
         typer.echo(line)

@@ -31,6 +31,10 @@ def coordinator(
         "bulwark-state.db"
     ),
     output: Annotated[Path | None, typer.Option(help="Folder for results.")] = None,
+    audit: Annotated[
+        Path | None,
+        typer.Option(help="The coordinator's audit log (SQLite; default: STATE-audit.db)."),
+    ] = None,
     tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate chain.")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key.")] = None,
     tls_client_ca: Annotated[
@@ -127,6 +131,13 @@ def coordinator(
         input_shape, num_classes = model_shape(job)
         weights = initial_weights(job, input_shape=input_shape, num_classes=num_classes)
         store = Store(state)
+        from ..audit import AuditLog
+
+        log = AuditLog(
+            audit or state.with_name(f"{state.stem}-audit.db"),
+            party=name,
+            role="coordinator",
+        )
         coord = Coordinator(
             job,
             store=store,
@@ -137,6 +148,7 @@ def coordinator(
             roster=roster(federation, authority),
             identity_key=identity_key(identity) if identity is not None else None,
             name=name,
+            audit=log,
         )
     except FlCoreError as exc:
         raise fail(str(exc)) from None
@@ -151,6 +163,12 @@ def coordinator(
             await handle.stop(grace=2.0)
         typer.echo(f"job {job.job.name}: {done.status} {done.reason}".rstrip())
         save(done)
+        if output is not None:
+            from ..report import write_report
+
+            log.close()  # every entry is committed; the report reads the file
+            html, _ = write_report(output, audit_logs=[log.path], job=job)
+            console.print(f"report: {html}")
         if done.status != "completed":
             raise fail(f"job failed: {done.reason}")
 
@@ -158,3 +176,5 @@ def coordinator(
         asyncio.run(main())
     except FlCoreError as exc:
         raise fail(str(exc)) from None
+    finally:
+        log.close()

@@ -53,6 +53,7 @@ def keyholder(
         Path | None,
         typer.Option(help="The pinned federation authority public key (PEM)."),
     ] = None,
+    audit: Annotated[Path | None, typer.Option(help="The key holder's audit log (SQLite).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -65,8 +66,11 @@ def keyholder(
     check_timeout(connect_timeout)
     job = load(job_file)
     credentials = channel_credentials(coordinator, tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+    from ..audit import AuditLog
+
     try:
         key = identity_key(identity)
+        log = AuditLog(audit, party=name, role="keyholder") if audit is not None else None
         me = KeyholderParticipant(
             job=job,
             enrolment=load_enrolment(enrolment),
@@ -74,6 +78,8 @@ def keyholder(
             identity_key=key,
             min_contributors=min_contributors,
             roster=roster(federation, authority),
+            audit=log,
+            tls=credentials is not None,
         )
     except (FlCoreError, OSError) as exc:
         raise fail(str(exc)) from None
@@ -82,6 +88,10 @@ def keyholder(
             f"key holder {raw_public_key(key).hex()} (k = {me.min_contributors}), context "
             f"{me.public_context().fingerprint[:16]}..."
         )
-    line = participate(me, coordinator, job, credentials, connect_timeout=connect_timeout)
+    try:
+        line = participate(me, coordinator, job, credentials, connect_timeout=connect_timeout)
+    finally:
+        if log is not None:
+            log.close()
     if not quiet:
         typer.echo(f"{line}; {len(me.decryption_log)} decryption(s)")

@@ -72,6 +72,16 @@ def simulate(
             f"resumed from {output / 'state.db'} after round {view.resumed_after}: those rounds "
             "were not run again (use another --output folder to start over)"
         )
+    if output is not None:
+        from ..report import write_report
+
+        try:
+            html, _ = write_report(output, job=job)
+        except FlCoreError as exc:
+            warn("report", str(exc))
+        else:
+            if not quiet:
+                typer.echo(f"report: {html}")
     final = result.final
     line = f"job {job.job.name}: {result.done.status} in {result.seconds:.1f} s"
     if isinstance(final.get("accuracy"), float):

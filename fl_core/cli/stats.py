@@ -73,6 +73,16 @@ def stats(
         raise fail(str(exc)) from None
     for name, err in outcome.participant_errors.items():
         warn(name, err)
+    if output is not None:
+        from ..report import write_report
+
+        try:
+            html, _ = write_report(output, job=job)
+        except FlCoreError as exc:
+            warn("report", str(exc))
+        else:
+            if not quiet:
+                console.print(f"report: {html}")
     if outcome.done.status != "completed" or outcome.statistics is None:
         raise fail(f"job {job.job.name} failed: {outcome.done.reason}")
     if not quiet:
@@ -214,6 +224,7 @@ def stats_owner(
         Path | None,
         typer.Option(help="The pinned federation authority public key (PEM)."),
     ] = None,
+    audit: Annotated[Path | None, typer.Option(help="The owner's audit log (SQLite).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -239,16 +250,26 @@ def stats_owner(
         else:
             assert data is not None  # noqa: S101 - narrowing; checked above
             table = load_table(data)
+        from ..audit import AuditLog
+
+        me_name = name or f"client-{partition}"
+        log = AuditLog(audit, party=me_name, role="owner") if audit is not None else None
         me = StatsOwner(
-            name=name or f"client-{partition}",
+            name=me_name,
             job=job,
             table=table,
             identity_key=identity_key(identity),
             policy=OwnerPolicy.from_toml(policy) if policy else OwnerPolicy(),
             roster=roster(federation, authority),
+            audit=log,
+            tls=credentials is not None,
         )
     except (FlCoreError, OSError) as exc:
         raise fail(str(exc)) from None
-    line = participate(me, coordinator, job, credentials, connect_timeout=connect_timeout)
+    try:
+        line = participate(me, coordinator, job, credentials, connect_timeout=connect_timeout)
+    finally:
+        if log is not None:
+            log.close()
     if not quiet:
         typer.echo(line)

@@ -2,19 +2,34 @@
 
 The owner's policy is checked against the job when the client joins and against every task when
 it arrives; a violation raises :class:`~fl_core.errors.PolicyRefused` naming the rule, the client
-refuses the task with that reason, and nothing is sent. Privacy-budget caps live in the owner's
-ledger (:mod:`fl_core.client.ledger`) and are checked there.
+refuses the task with that reason (recorded in its audit log), and nothing is sent.
+Privacy-budget caps live in the owner's ledger (:mod:`fl_core.client.ledger`) and are checked
+there; the policy's per-job and per-round epsilon limits are checked against the owner's own
+accounting of each release before it is charged (:mod:`fl_core.dp.owner`).
+
+Rules (each empty or zero value means "no rule"):
+
+- purpose, protections: ``allowed_purposes``, ``required_aggregation``, ``min_cohort``;
+- parties, by roster name: ``allowed_coordinators``, ``allowed_keyholders`` (resolved to keys
+  through the signed roster the owner pinned, never through the coordinator);
+- a minimum of DP: ``max_epsilon`` (per job), ``max_round_epsilon``, ``min_noise_multiplier``;
+- transport: ``require_tls``;
+- data: ``allowed_datasets``, ``allowed_columns`` (every column the job reads must be listed);
+- volume: ``max_rounds``, ``max_releases``; ``allow_evaluation``.
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import AGGREGATIONS, JobConfig
-from ..errors import ConfigError, PolicyRefused
+from ..errors import ConfigError, FlCoreError, PolicyRefused
+
+if TYPE_CHECKING:
+    from ..federation import Roster
 
 PLAIN_STAGES = ("fit",)
 """Stages in which the owner's update leaves in the clear."""
@@ -39,6 +54,21 @@ class OwnerPolicy:
         budget_epsilon: the privacy-budget cap (epsilon) the owner sets on its data set in its
             ledger (0: leave the ledger's cap as it is).
         budget_delta: the delta of that cap (0: the job's delta).
+        allowed_coordinators: roster names of the coordinators the owner works with (empty:
+            any); the coordinator must name itself and be a coordinator on the roster.
+        allowed_keyholders: roster names of the HE key holders the owner encrypts for (empty:
+            see ``trusted_keyholders``); needs the owner's roster to resolve their keys.
+        max_epsilon: the most epsilon one job may spend on the owner's data (0: no limit); a
+            job without DP is refused when it is set.
+        max_round_epsilon: the most epsilon one round's release may spend (0: no limit).
+        min_noise_multiplier: the least Gaussian noise multiplier a DP-SGD or central-DP job
+            may use (0: no limit); a job without Gaussian noise is refused when it is set.
+        require_tls: refuse to take part over a connection that is not TLS.
+        allowed_datasets: data sets (the job's ``data.dataset``) a job may read (empty: any).
+        allowed_columns: columns a job may read (empty: any); a job that reads a column not
+            listed, or unnamed features (images), is refused.
+        max_releases: the most releases (training updates, masked or encrypted contributions,
+            evaluation answers) the owner makes in one job (0: no limit).
     """
 
     allowed_purposes: tuple[str, ...] = ()
@@ -49,8 +79,34 @@ class OwnerPolicy:
     budget_epsilon: float = 0.0
     budget_delta: float = 0.0
     trusted_keyholders: tuple[str, ...] = ()
+    allowed_coordinators: tuple[str, ...] = ()
+    allowed_keyholders: tuple[str, ...] = ()
+    max_epsilon: float = 0.0
+    max_round_epsilon: float = 0.0
+    min_noise_multiplier: float = 0.0
+    require_tls: bool = False
+    allowed_datasets: tuple[str, ...] = ()
+    allowed_columns: tuple[str, ...] = ()
+    max_releases: int = 0
 
     def __post_init__(self) -> None:
+        for name in _NAME_LISTS:
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or not all(isinstance(v, str) and v for v in value):
+                raise ConfigError(f"policy.{name} must be a list of non-empty strings")
+        for name in ("max_epsilon", "max_round_epsilon", "min_noise_multiplier"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ConfigError(f"policy.{name} = {value!r}; expected a number >= 0")
+        for name in ("require_tls", "allow_evaluation"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"policy.{name} must be true or false")
+        if isinstance(self.max_releases, bool) or not (
+            isinstance(self.max_releases, int) and self.max_releases >= 0
+        ):
+            raise ConfigError(
+                f"policy.max_releases = {self.max_releases!r}; expected an integer >= 0"
+            )
         for key in self.trusted_keyholders:
             if len(key) != 64 or any(ch not in "0123456789abcdef" for ch in key):
                 raise ConfigError(
@@ -71,8 +127,41 @@ class OwnerPolicy:
         if self.max_rounds < 0:
             raise ConfigError(f"policy.max_rounds = {self.max_rounds}; expected an integer >= 0")
 
-    def check_job(self, job: JobConfig) -> None:
-        """Refuse a job whose purpose or protections the owner does not accept."""
+    @property
+    def wants_dp(self) -> bool:
+        """Whether the policy requires DP (it sets an epsilon limit or a noise floor)."""
+        return bool(self.max_epsilon or self.max_round_epsilon or self.min_noise_multiplier)
+
+    def check_job(
+        self,
+        job: JobConfig,
+        *,
+        coordinator: str = "",
+        tls: bool | None = None,
+        roster: Roster | None = None,
+        columns: tuple[str, ...] | None = None,
+    ) -> None:
+        """Refuse a job whose purpose, parties, protections or data the owner does not accept.
+
+        Args:
+            job: the owner's pinned job file.
+            coordinator: the roster name the coordinator goes by (empty: it did not say).
+            tls: whether the owner's connection to it is TLS (``None``: not known: refused
+                when ``require_tls`` is set).
+            roster: the signed roster the owner pinned (resolves party names).
+            columns: the columns the job reads (``None``: computed from the job when
+                ``allowed_columns`` is set, see :func:`job_columns`).
+
+        Raises:
+            PolicyRefused: naming the rule and the value that breaks it.
+        """
+        self._check_parties(job, coordinator=coordinator, roster=roster)
+        if self.require_tls and tls is not True:
+            raise PolicyRefused(
+                "the owner requires TLS (policy.require_tls) and this connection is not TLS"
+            )
+        self._check_dp(job)
+        self._check_data(job, columns)
         if self.allowed_purposes and job.job.purpose not in self.allowed_purposes:
             raise PolicyRefused(
                 f"the job's purpose {job.job.purpose!r} is not one the owner allows "
@@ -93,6 +182,120 @@ class OwnerPolicy:
                 f"the job's k (he.min_contributors = {job.he.min_contributors}) is below the "
                 f"owner's minimum cohort of {self.min_cohort}"
             )
+
+    def check_coordinator(self, coordinator: str, roster: Roster | None) -> None:
+        """Refuse a coordinator not on ``allowed_coordinators`` (nor, with a roster, on it).
+
+        Raises:
+            PolicyRefused: naming the coordinator and the rule.
+        """
+        if not self.allowed_coordinators:
+            return
+        if coordinator not in self.allowed_coordinators:
+            who = repr(coordinator[:128]) if coordinator else "an unnamed coordinator"
+            raise PolicyRefused(
+                f"the job is run by {who}; the owner works only with coordinators "
+                f"{list(self.allowed_coordinators)} (policy.allowed_coordinators)"
+            )
+        if roster is not None:
+            roster.member(coordinator, "coordinator")
+
+    def _check_parties(self, job: JobConfig, *, coordinator: str, roster: Roster | None) -> None:
+        # With a roster and no configured name, the coordinator proves its name at join and
+        # is checked then (Participant.check_coordinator).
+        if coordinator or roster is None:
+            self.check_coordinator(coordinator, roster)
+        if not self.allowed_keyholders or _protection(job) != "he":
+            return
+        if roster is None:
+            raise PolicyRefused(
+                "policy.allowed_keyholders names roster members, and the owner has no signed "
+                "roster to find their keys"
+            )
+        allowed = {roster.member(n, "keyholder").key.hex() for n in self.allowed_keyholders}
+        if job.he.keyholder_key and job.he.keyholder_key not in allowed:
+            raise PolicyRefused(
+                f"the job names key holder {job.he.keyholder_key[:16]}..., which is not one of "
+                f"the owner's key holders {list(self.allowed_keyholders)} "
+                "(policy.allowed_keyholders)"
+            )
+
+    def _check_dp(self, job: JobConfig) -> None:
+        if not self.wants_dp:
+            return
+        if job.dp.mode == "none":
+            raise PolicyRefused(
+                "the job has no differential privacy (dp.mode = 'none'); the owner requires it "
+                "(policy.max_epsilon, max_round_epsilon or min_noise_multiplier)"
+            )
+        if self.max_epsilon and job.dp.epsilon > self.max_epsilon:
+            raise PolicyRefused(
+                f"the job targets epsilon {job.dp.epsilon:g}; the owner allows at most "
+                f"{self.max_epsilon:g} per job (policy.max_epsilon)"
+            )
+        if self.min_noise_multiplier and job.dp.mode not in GAUSSIAN_MODES:
+            raise PolicyRefused(
+                f"dp.mode {job.dp.mode!r} adds no Gaussian noise; the owner requires a noise "
+                f"multiplier of at least {self.min_noise_multiplier:g} "
+                "(policy.min_noise_multiplier)"
+            )
+        if job.dp.noise_multiplier and job.dp.noise_multiplier < self.min_noise_multiplier:
+            raise PolicyRefused(self.noise_refusal(job.dp.noise_multiplier))
+
+    def noise_refusal(self, noise_multiplier: float) -> str:
+        """The reason for refusing a noise multiplier below ``min_noise_multiplier``."""
+        return (
+            f"the job's noise multiplier {noise_multiplier:.4g} is below the owner's minimum "
+            f"{self.min_noise_multiplier:g} (policy.min_noise_multiplier)"
+        )
+
+    def check_noise(self, noise_multiplier: float) -> None:
+        """Refuse a noise multiplier (as the owner computed it) below the minimum."""
+        if self.min_noise_multiplier and noise_multiplier < self.min_noise_multiplier:
+            raise PolicyRefused(self.noise_refusal(noise_multiplier))
+
+    def _check_data(self, job: JobConfig, columns: tuple[str, ...] | None) -> None:
+        if self.allowed_datasets and job.data.dataset not in self.allowed_datasets:
+            raise PolicyRefused(
+                f"the job reads data set {job.data.dataset!r}; the owner allows only "
+                f"{list(self.allowed_datasets)} (policy.allowed_datasets)"
+            )
+        if not self.allowed_columns:
+            return
+        try:
+            read = job_columns(job) if columns is None else columns
+        except FlCoreError as exc:
+            raise PolicyRefused(
+                f"the owner cannot tell which columns the job reads ({exc}); it allows only "
+                f"columns {list(self.allowed_columns)[:20]} (policy.allowed_columns)"
+            ) from exc
+        if not read:
+            raise PolicyRefused(
+                f"the job reads unnamed features of data set {job.data.dataset!r}; the owner "
+                f"allows only columns {list(self.allowed_columns)} (policy.allowed_columns)"
+            )
+        extra = [c for c in read if c not in self.allowed_columns]
+        if extra:
+            raise PolicyRefused(
+                f"the job reads columns {extra[:20]} that the owner does not allow "
+                f"(policy.allowed_columns: {list(self.allowed_columns)[:20]})"
+            )
+
+    def resolved(self, roster: Roster | None) -> OwnerPolicy:
+        """This policy with ``allowed_keyholders`` turned into the keys the roster gives them.
+
+        The owner then trusts only those keys' signed contexts (``trusted_keyholders``); names it
+        cannot resolve stay unresolved, and :meth:`check_job` refuses the HE job.
+        """
+        if not self.allowed_keyholders or roster is None:
+            return self
+        keys = []
+        for name in self.allowed_keyholders:
+            try:
+                keys.append(roster.member(name, "keyholder").key.hex())
+            except PolicyRefused:
+                continue
+        return replace(self, trusted_keyholders=tuple(dict.fromkeys(keys)))
 
     def check_task(self, job: JobConfig, *, stage: str, round: int) -> None:
         """Refuse a task that the job or the policy does not allow."""
@@ -134,6 +337,32 @@ class OwnerPolicy:
             k: tuple(v) if isinstance(v, list) else v for k, v in table.items()
         }
         return cls(**kwargs)
+
+
+_NAME_LISTS = (
+    "allowed_purposes", "required_aggregation", "trusted_keyholders", "allowed_coordinators",
+    "allowed_keyholders", "allowed_datasets", "allowed_columns",
+)  # fmt: skip
+
+GAUSSIAN_MODES = ("dpsgd", "central")
+"""DP modes with a Gaussian noise multiplier (``min_noise_multiplier`` applies to these)."""
+
+
+def job_columns(job: JobConfig) -> tuple[str, ...]:
+    """The columns a job reads: a statistics job's spec columns, or the data set's features.
+
+    A training job reads every feature of its data set (and the label); a data set without
+    named features (images) gives ``()``.
+
+    Raises:
+        ConfigError: the data set is unavailable.
+    """
+    if job.stats is not None:
+        return tuple(job.stats.spec().columns)
+    from ..data import load_dataset
+
+    data = load_dataset(job.data.dataset, path=job.data.path or None)
+    return tuple(data.feature_names)
 
 
 def _protection(job: JobConfig) -> str:

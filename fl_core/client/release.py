@@ -9,7 +9,9 @@ its releases in this job (kept in memory for the life of the owner process):
 - behind secure aggregation or HE *without* DP an owner releases at most once per round, and
   at most once per global model (a "new" round that reuses an old model is a retry in
   disguise): a retry after that is refused. With DP every release is charged to the ledger
-  before it leaves, so a retry is allowed and paid for again.
+  before it leaves, so a retry is allowed and paid for again;
+- the owner's policy may cap the releases of a job (``policy.max_releases``): training
+  releases and evaluation answers both count.
 """
 
 from __future__ import annotations
@@ -26,9 +28,28 @@ class Releases:
     """The owner's count of its releases in one job (thread-safe: tasks run in worker threads)."""
 
     job: JobConfig
+    max_releases: int = 0
+    """The owner's ``policy.max_releases`` (0: no limit)."""
     attempts: dict[int, set[int]] = field(default_factory=dict)
     once: dict[int, bytes] = field(default_factory=dict)
+    total: int = 0
+    """Releases made so far in this job (training releases and evaluation answers)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def _count(self) -> None:
+        """Count one release, or refuse one beyond ``max_releases`` (hold the lock)."""
+        if self.max_releases and self.total >= self.max_releases:
+            raise PolicyRefused(
+                f"this owner already made {self.total} releases in this job; its policy allows "
+                f"at most {self.max_releases} (policy.max_releases)"
+            )
+        self.total += 1
+
+    def evaluation(self, *, round: int) -> None:
+        """Count one evaluation answer (it tells the coordinator about the owner's data too)."""
+        self.check_round(round)
+        with self._lock:
+            self._count()
 
     def check_round(self, round: int) -> None:
         """Refuse a task for a round the owner's job does not have."""
@@ -52,6 +73,8 @@ class Releases:
         self.check_round(round)
         cap = self.job.round.max_attempts
         with self._lock:
+            if self.max_releases and self.total >= self.max_releases:
+                self._count()  # raises, naming the limit
             seen = self.attempts.setdefault(round, set())
             if attempt not in seen and len(seen) >= cap:
                 raise PolicyRefused(
@@ -71,3 +94,4 @@ class Releases:
                     )
                 self.once[round] = model_hash
             seen.add(attempt)
+            self._count()

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..aggregators import ClientContext, create_client_round, handle_evaluate
 from ..aggregators.base import ClientRound
+from ..audit import MAX_TEXT, AuditLog, job_protections
 from ..config import JobConfig, field_digests
 from ..dp.owner import OwnerPrivacy
 from ..dp.plan import make_plan
@@ -118,6 +119,11 @@ class Participant:
         roster: the federation's verified roster: the participant must be on it under its
             key, joins only the roster's coordinator (checked by its signed challenge), and
             takes only roster owners as secure-aggregation peers.
+        audit: the participant's audit log (what it received, sent and refused; none when
+            omitted).
+        tls: whether its connection to the coordinator is TLS (``None``: not stated).
+        coordinator: the name of the coordinator it takes part under, as the owner configured
+            it (empty: not stated); with a roster, the name the coordinator proves at join.
     """
 
     role = "owner"
@@ -130,6 +136,9 @@ class Participant:
         identity_key: Ed25519PrivateKey | None = None,
         options: ClientOptions | None = None,
         roster: Roster | None = None,
+        audit: AuditLog | None = None,
+        tls: bool | None = None,
+        coordinator: str = "",
     ) -> None:
         self.name = name
         self.job = job
@@ -140,6 +149,9 @@ class Participant:
                 f"{name!r}'s identity key is not the key the roster lists for it as {self.role}"
             )
         self.options = options or ClientOptions()
+        self.audit = audit
+        self.tls = tls
+        self.coordinator = coordinator
         self._client_id = ""
         self._token = ""
         self.tasks_done = 0
@@ -153,9 +165,103 @@ class Participant:
     def check_job(self) -> None:
         """Refuse the whole job before joining (raise PolicyRefused); accepts by default."""
 
+    def check_coordinator(self) -> None:
+        """Refuse the coordinator once it proved its roster name at join; accepts by default."""
+
     def handle(self, task: Task) -> Payload:
         """Answer one task (runs in a worker thread); raise to refuse it with a reason."""
         raise NotImplementedError
+
+    # --- the audit trail ---------------------------------------------------------------------
+
+    def protections(self) -> tuple[str, ...]:
+        """The protections in force for this participant's job, as audit labels."""
+        job = self.job
+        kind = "he" if job.job.kind == "stats" else job.aggregation.kind
+        return job_protections(
+            aggregation=kind,
+            dp_mode=job.dp.mode,
+            secagg_adversary=job.secagg.adversary if kind == "secagg" else "",
+            tls=self.tls,
+        )
+
+    def record(
+        self,
+        kind: str,
+        *,
+        direction: str,
+        round: int = 0,
+        stage: str = "",
+        epsilon: float | None = None,
+        reason: str = "",
+        detail: Mapping[str, object] | None = None,
+    ) -> None:
+        """Append an entry about this job, to or from the coordinator, to the audit log.
+
+        Nothing happens without a log. Arguments as :meth:`fl_core.audit.AuditLog.append`.
+        """
+        if self.audit is None:
+            return
+        self.audit.append(
+            kind,
+            direction=direction,
+            peer=self.coordinator or "coordinator",
+            job=self.job.job.name,
+            manifest=self.job.sha256,
+            round=round,
+            stage=stage,
+            protections=self.protections(),
+            epsilon=epsilon,
+            reason=reason[:MAX_TEXT],
+            detail=detail,
+        )
+
+    def last_charge(self) -> tuple[int, float] | None:
+        """(charges so far, this job's epsilon after the last), for the audit of a release."""
+        return None
+
+    def answer(self, task: Task) -> Payload:
+        """Answer a task as the runtime does (in a worker thread), recorded in the audit log.
+
+        :meth:`handle` answers it; the task, then the release or the refusal with its reason,
+        are appended to the audit log.
+
+        Raises:
+            Exception: whatever :meth:`handle` raised to refuse the task (after recording it).
+        """
+        header = task.header
+        round, stage = header.round, header.stage
+        self.record(
+            "task",
+            direction="received",
+            round=round,
+            stage=stage,
+            detail={"attempt": header.attempt, "bytes": task.payload.nbytes},
+        )
+        before = self.last_charge()
+        try:
+            payload = self.handle(task)
+        except Exception as exc:
+            refusal = refusal_for(exc)
+            self.record(
+                "refusal",
+                direction="refused",
+                round=round,
+                stage=stage,
+                reason=refusal.reason,
+                detail={"attempt": header.attempt, "code": refusal.code},
+            )
+            raise
+        after = self.last_charge()
+        self.record(
+            "release",
+            direction="sent",
+            round=round,
+            stage=stage,
+            epsilon=after[1] if after is not None and after != before else None,
+            detail={"attempt": header.attempt, "bytes": payload.nbytes, "fields": sorted(payload)},
+        )
+        return payload
 
     async def run(self, transport: ClientTransport) -> JobDone:
         """Take part in the job until it ends; return how it ended.
@@ -165,7 +271,12 @@ class Participant:
             TransportError: the coordinator stayed unreachable for ``give_up_after_s``.
             ConfigError: the coordinator runs a different job file.
         """
-        self.check_job()
+        try:
+            self.check_job()
+        except PolicyRefused as exc:
+            self.record("job_refused", direction="refused", reason=exc.reason)
+            raise
+        self.record("job_accepted", direction="local", detail={"rounds": self.job.job.rounds})
         await self._join(transport)
         while True:
             try:
@@ -178,6 +289,12 @@ class Participant:
                 await self._join(transport)
                 continue
             if isinstance(reply, JobDone):
+                self.record(
+                    "job_done",
+                    direction="received",
+                    reason=reply.reason,
+                    detail={"status": reply.status, "tasks": self.tasks_done},
+                )
                 try:
                     await transport.leave(self._client_id, self._token)
                 except FlCoreError as exc:
@@ -192,6 +309,7 @@ class Participant:
     async def _join(self, transport: ClientTransport) -> None:
         reply = await self._retrying(lambda: self._join_once(transport))
         self._client_id, self._token = reply.client_id, reply.session_token
+        self.record("joined", direction="sent", detail={"client_id": reply.client_id})
         log.info("%s joined job %s", self.name, reply.job_id)
 
     async def _join_once(self, transport: ClientTransport) -> JoinReply:
@@ -219,6 +337,8 @@ class Participant:
                     f"the coordinator did not prove it is {offer.coordinator_name!r} of the "
                     f"roster (federation {self.roster.federation!r}); not joining"
                 )
+            self.coordinator = offer.coordinator_name  # proven: the name the policy checks
+            self.check_coordinator()
         proof = self.identity_key.sign(
             join_message(
                 job_sha256=self.job.sha256,
@@ -291,7 +411,7 @@ class Participant:
     async def _answer(self, task: Task, transport: ClientTransport) -> None:
         header = task.header
         try:
-            payload: Payload | None = await asyncio.to_thread(self.handle, task)
+            payload: Payload | None = await asyncio.to_thread(self.answer, task)
             refusal = None
         except Exception as exc:  # noqa: BLE001 - every failure becomes a stated refusal
             payload, refusal = None, refusal_for(exc)
@@ -333,7 +453,13 @@ class Client(Participant):
         ledger: the owner's privacy-ledger file, needed when the job spends privacy budget.
         dataset: the ledger's name for the data this owner trains on (default: the job's).
         options: timing of retries and polls.
-        roster: the federation's verified roster (see :class:`Participant`).
+        roster: the federation's verified roster (see :class:`Participant`); it also resolves
+            the policy's party names.
+        audit: the owner's audit log (see :class:`Participant`).
+        tls: whether the connection to the coordinator is TLS (``policy.require_tls`` needs
+            ``True``).
+        coordinator: the coordinator's name (``policy.allowed_coordinators``; see
+            :class:`Participant`).
     """
 
     role = "owner"
@@ -350,12 +476,24 @@ class Client(Participant):
         dataset: str | None = None,
         options: ClientOptions | None = None,
         roster: Roster | None = None,
+        audit: AuditLog | None = None,
+        tls: bool | None = None,
+        coordinator: str = "",
     ) -> None:
         super().__init__(
-            name=name, job=job, identity_key=identity_key, options=options, roster=roster
+            name=name,
+            job=job,
+            identity_key=identity_key,
+            options=options,
+            roster=roster,
+            audit=audit,
+            tls=tls,
+            coordinator=coordinator,
         )
         self.trainer = trainer
-        self.policy = policy or OwnerPolicy()
+        self.policy = (policy or OwnerPolicy()).resolved(roster)
+        self._job_refusal: PolicyRefused | None = None
+        self._job_checked = False
         self.layout = Layout.of(trainer.initial_weights())
         plan = make_plan(job, dim=self.layout.total)
         privacy = None
@@ -365,6 +503,8 @@ class Client(Participant):
                 plan=plan,
                 ledger_path=ledger,
                 dataset=dataset or job.data.dataset,
+                max_epsilon=self.policy.max_epsilon,
+                max_round_epsilon=self.policy.max_round_epsilon,
             )
         self.context = ClientContext(
             client_id=name,
@@ -374,23 +514,59 @@ class Client(Participant):
             identity_key=self.identity_key,
             policy=self.policy,
             privacy=privacy,
-            releases=Releases(job),
+            releases=Releases(job, max_releases=self.policy.max_releases),
             roster=roster,
         )
         self._round_key: tuple[int, int] | None = None
         self._round: ClientRound | None = None
 
     def check_job(self) -> None:
-        """Refuse before joining what is certain to be refused: by policy, or by budget."""
-        self.policy.check_job(self.job)
-        if self.context.privacy is not None:
+        """The owner's policy decides whether it takes part at all (checked once, then cached).
+
+        The noise floor is checked against the noise the owner computes itself: its DP plan's
+        (central DP) or its DP-SGD trainer's calibrated noise multiplier.
+        """
+        if not self._job_checked:
+            try:
+                self.policy.check_job(
+                    self.job, coordinator=self.coordinator, tls=self.tls, roster=self.roster
+                )
+                privacy = self.context.privacy
+                if self.policy.min_noise_multiplier and privacy is not None:
+                    noise = getattr(self.trainer, "noise_multiplier", privacy.plan.noise_multiplier)
+                    self.policy.check_noise(float(noise))
+            except PolicyRefused as exc:
+                self._job_refusal = exc
+            self._job_checked = True
+        if self._job_refusal is not None:
+            raise PolicyRefused(self._job_refusal.reason)
+        if self.context.privacy is not None:  # certain before joining: no release can fit
             self.context.privacy.check_first_round()
+
+    def check_coordinator(self) -> None:
+        """The owner's list of coordinators, against the name the coordinator proved at join.
+
+        Raises:
+            PolicyRefused: the proven name is not on ``policy.allowed_coordinators`` (recorded
+                in the audit log; the owner does not join).
+        """
+        try:
+            self.policy.check_coordinator(self.coordinator, self.roster)
+        except PolicyRefused as exc:
+            self.record("coordinator_refused", direction="refused", reason=exc.reason)
+            raise
+
+    def last_charge(self) -> tuple[int, float] | None:
+        """(charges so far, this job's epsilon after the last), from the owner's own ledger."""
+        privacy = self.context.privacy
+        return None if privacy is None else privacy.last_charge
 
     def handle(self, task: Task) -> Payload:
         """Check the task against the policy, then answer it with the round's state machine."""
         header = task.header
         if header.job_id != self.job.job.name:
             raise PolicyRefused(f"task for job {header.job_id!r}, not {self.job.job.name!r}")
+        self.check_job()  # the whole job, against the policy, before any data is read
         self.policy.check_task(self.job, stage=header.stage, round=header.round)
         self.context.releases.check_round(header.round)
         if header.stage == "evaluate":
@@ -399,6 +575,7 @@ class Client(Participant):
                     "this is a DP job: evaluation answers on the owner's data are not covered by "
                     "its privacy budget"
                 )
+            self.context.releases.evaluation(round=header.round)
             return handle_evaluate(task.payload, dim=self.layout.total, evaluate=self._evaluate)
         key = (header.round, header.attempt)
         if self._round_key != key or self._round is None:

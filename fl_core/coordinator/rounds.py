@@ -70,6 +70,13 @@ async def run_job(c: Coordinator) -> JobDone:
         log.error("job %s failed: %s", c.job_id, exc)
         done = JobDone("failed", str(exc))
     c.store.finish_job(c.job_id, status=done.status, reason=done.reason)
+    c.record(
+        "job_done",
+        direction="local",
+        round=c.completed_round,
+        reason=done.reason,
+        detail={"status": done.status, "rounds": c.completed_round},
+    )
     c.finish(done)
     c.emit(Event("job_done", c.completed_round, {"status": done.status, "reason": done.reason}))
     await c.wait_clients_notified(DONE_GRACE_S)
@@ -89,6 +96,14 @@ async def _run_round(c: Coordinator, rnd: int) -> None:
             log.warning("round %d attempt %d aborted: %s", rnd, attempt, exc)
             c.store.abort_attempt(c.job_id, rnd, attempt, stage=exc.stage, reason=exc.reason)
             c.store.log_event(c.job_id, kind="round_aborted", round=rnd, detail=str(exc))
+            c.record(
+                "round_aborted",
+                direction="local",
+                round=rnd,
+                stage=exc.stage,
+                reason=exc.reason,
+                detail={"attempt": attempt},
+            )
             c.emit(Event("round_aborted", rnd, {"attempt": attempt, "reason": str(exc)}))
     raise FlCoreError(
         f"round {rnd} aborted {c.job.round.max_attempts} times in a row; last: {last}"
@@ -115,6 +130,9 @@ def start_attempt(c: Coordinator, rnd: int, attempt: int, live: list[str]) -> li
     if not cohort:
         raise RoundAborted(stage="sampling", reason="Poisson sampling chose no client")
     c.emit(Event("round_started", rnd, {"attempt": attempt, "cohort": len(cohort)}))
+    c.record(
+        "round_started", direction="local", round=rnd, detail={"attempt": attempt, "cohort": cohort}
+    )
     return cohort
 
 
@@ -153,6 +171,13 @@ async def _run_attempt(c: Coordinator, rnd: int, attempt: int) -> None:
 
     for stage in server.stages:
         tasks = server.tasks(stage, alive)
+        c.record(
+            "tasks",
+            direction="sent",
+            round=rnd,
+            stage=stage,
+            detail={"attempt": attempt, "to": sorted(tasks)},
+        )
         outcome = await c.driver.run_stage(
             job_id=c.job_id,
             round=rnd,
@@ -163,6 +188,17 @@ async def _run_attempt(c: Coordinator, rnd: int, attempt: int) -> None:
             quorum=server.quorum(stage, len(tasks)),
             timeout=job.round.stage_timeout_s,
             progress=progress,
+        )
+        c.record(
+            "results",
+            direction="received",
+            round=rnd,
+            stage=stage,
+            detail={
+                "attempt": attempt,
+                "from": sorted(outcome.results),
+                "dropped": list(outcome.dropped),
+            },
         )
         server.collect(stage, outcome.results, outcome.dropped)
         c.store.stage_done(
@@ -209,12 +245,26 @@ async def _run_attempt(c: Coordinator, rnd: int, attempt: int) -> None:
         strategy_state=c.strategy.state(),
         metrics=metrics,
     )
+    epsilon = metrics.get("epsilon")
+    c.record(
+        "round_committed",
+        direction="local",
+        round=rnd,
+        epsilon=float(epsilon) if isinstance(epsilon, int | float) else None,
+        detail={
+            "attempt": attempt,
+            "contributors": list(aggregate.contributors),
+            **{k: v for k, v in metrics.items() if k in _AUDITED and isinstance(v, int | float)},
+        },
+    )
     c.global_weights = new_weights
     c.completed_round = rnd
     c.emit(Event("round_completed", rnd, metrics))
 
 
 _PER_OWNER = ("epsilon", "dpsgd_epsilon")
+_AUDITED = ("accuracy", "loss", "delta", "num_clients", "cohort")
+"""Round metrics copied into the coordinator's audit entry of a committed round."""
 
 
 def _privacy_metrics(c: Coordinator, aggregate: AggregateUpdate) -> dict[str, object]:

@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -24,6 +24,7 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..aggregators.base import Aggregator
+from ..audit import MAX_TEXT, AuditLog, job_protections
 from ..config import JobConfig, describe_digest_differences
 from ..dp.plan import DPPlan, make_plan
 from ..errors import (
@@ -90,6 +91,8 @@ class Coordinator:
         identity_key: the coordinator's Ed25519 key; it signs every join challenge, so owners
             with a roster can check that they talk to the roster's coordinator.
         name: the coordinator's roster name.
+        audit: the coordinator's audit log (tasks sent, results and refusals received, rounds
+            committed or aborted; none when omitted).
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class Coordinator:
         roster: Roster | None = None,
         identity_key: Ed25519PrivateKey | None = None,
         name: str = "coordinator",
+        audit: AuditLog | None = None,
     ) -> None:
         if roster is not None and identity_key is not None:
             listed = roster.member(name, "coordinator").key
@@ -119,6 +123,7 @@ class Coordinator:
         self.name = name
         self._challenges: OrderedDict[tuple[str, str, bytes], tuple[bytes, float]] = OrderedDict()
         self.job = job
+        self.audit = audit
         self.central_evaluator = central_evaluator
         self.job_id = job.job.name
         self.store = store
@@ -373,6 +378,15 @@ class Coordinator:
                 client=record.client_id,
                 detail=f"{header.stage}: {result.refusal.code}: {result.refusal.reason}",
             )
+            self.record(
+                "refusal",
+                direction="received",
+                peer=record.client_id,
+                round=header.round,
+                stage=header.stage,
+                reason=result.refusal.reason,
+                detail={"attempt": header.attempt, "code": result.refusal.code},
+            )
             return
         if result.payload is None:
             raise CodecError("a result must carry a payload or a refusal")
@@ -385,6 +399,15 @@ class Coordinator:
                 round=header.round,
                 client=record.client_id,
                 detail=f"{header.stage}: {type(exc).__name__}: {exc}",
+            )
+            self.record(
+                "rejected",
+                direction="received",
+                peer=record.client_id,
+                round=header.round,
+                stage=header.stage,
+                reason=f"{type(exc).__name__}: {exc}",
+                detail={"attempt": header.attempt},
             )
             raise
         record.answered.append(header.task_id)
@@ -402,6 +425,45 @@ class Coordinator:
     def emit(self, event: Event) -> None:
         """Send a progress event."""
         self._events(event)
+
+    def protections(self) -> tuple[str, ...]:
+        """The job's protections, as audit labels."""
+        job = self.job
+        kind = "he" if job.job.kind == "stats" else job.aggregation.kind
+        return job_protections(
+            aggregation=kind,
+            dp_mode=job.dp.mode,
+            secagg_adversary=job.secagg.adversary if kind == "secagg" else "",
+        )
+
+    def record(
+        self,
+        kind: str,
+        *,
+        direction: str,
+        peer: str = "",
+        round: int = 0,
+        stage: str = "",
+        epsilon: float | None = None,
+        reason: str = "",
+        detail: Mapping[str, object] | None = None,
+    ) -> None:
+        """Append an entry about this job to the coordinator's audit log (if it keeps one)."""
+        if self.audit is None:
+            return
+        self.audit.append(
+            kind,
+            direction=direction,
+            peer=peer,
+            job=self.job_id,
+            manifest=self.job.sha256,
+            round=round,
+            stage=stage,
+            protections=self.protections(),
+            epsilon=epsilon,
+            reason=reason[:MAX_TEXT],
+            detail=detail,
+        )
 
     async def wait_for_clients(
         self, count: int, timeout: float, *, role: str = "owner"

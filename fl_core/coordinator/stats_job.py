@@ -76,6 +76,13 @@ class StatsJob:
                 log.error("job %s failed: %s", c.job_id, exc)
                 done = JobDone("failed", str(exc))
         c.store.finish_job(c.job_id, status=done.status, reason=done.reason)
+        c.record(
+            "job_done",
+            direction="local",
+            round=c.completed_round,
+            reason=done.reason,
+            detail={"status": done.status, "rounds": c.completed_round},
+        )
         c.finish(done)
         c.emit(Event("job_done", c.completed_round, {"status": done.status, "reason": done.reason}))
         await c.wait_clients_notified(DONE_GRACE_S)
@@ -94,6 +101,14 @@ class StatsJob:
                 log.warning("statistics attempt %d aborted: %s", attempt, exc)
                 c.store.abort_attempt(c.job_id, ROUND, attempt, stage=exc.stage, reason=exc.reason)
                 c.store.log_event(c.job_id, kind="round_aborted", round=ROUND, detail=str(exc))
+                c.record(
+                    "round_aborted",
+                    direction="local",
+                    round=ROUND,
+                    stage=exc.stage,
+                    reason=exc.reason,
+                    detail={"attempt": attempt},
+                )
                 c.emit(Event("round_aborted", ROUND, {"attempt": attempt, "reason": str(exc)}))
         raise FlCoreError(
             f"the statistics round aborted {c.job.round.max_attempts} time(s); last: {last}"
@@ -196,6 +211,17 @@ class StatsJob:
         c.store.commit_round(
             c.job_id, ROUND, attempt, weights=NO_WEIGHTS, strategy_state={}, metrics=metrics
         )
+        c.record(
+            "round_committed",
+            direction="local",
+            round=ROUND,
+            detail={
+                "attempt": attempt,
+                "contributors": sorted(release.contributors),
+                "num_clients": len(release.contributors),
+                "flood_bits": release.flood_bits,
+            },
+        )
         self.result = result
         c.completed_round = ROUND
         c.emit(Event("round_completed", ROUND, metrics))
@@ -219,6 +245,13 @@ class _Stages:
     ) -> StageOutcome:
 
         c = self.c
+        c.record(
+            "tasks",
+            direction="sent",
+            round=ROUND,
+            stage=stage,
+            detail={"attempt": self.attempt, "to": sorted(tasks)},
+        )
 
         def progress(name: str, answered: int, sent: int) -> None:
             c.emit(
@@ -235,6 +268,17 @@ class _Stages:
             quorum=1,
             timeout=c.job.round.stage_timeout_s,
             progress=progress,
+        )
+        c.record(
+            "results",
+            direction="received",
+            round=ROUND,
+            stage=stage,
+            detail={
+                "attempt": self.attempt,
+                "from": sorted(outcome.results),
+                "dropped": list(outcome.dropped),
+            },
         )
         c.store.stage_done(
             c.job_id,

@@ -37,16 +37,29 @@ class OwnerPrivacy:
         ledger_path: the owner's ledger file (``None``: the owner keeps no ledger and refuses
             every release that spends privacy budget).
         dataset: the name of the data set in the ledger (its cap applies).
+        max_epsilon: the owner's policy limit on this job's epsilon (0: none).
+        max_round_epsilon: the owner's policy limit on one release's epsilon (0: none).
     """
 
     def __init__(
-        self, *, job_id: str, plan: DPPlan, ledger_path: str | Path | None, dataset: str
+        self,
+        *,
+        job_id: str,
+        plan: DPPlan,
+        ledger_path: str | Path | None,
+        dataset: str,
+        max_epsilon: float = 0.0,
+        max_round_epsilon: float = 0.0,
     ) -> None:
         self.job_id = job_id
+        self.max_epsilon = max_epsilon
+        self.max_round_epsilon = max_round_epsilon
         self.plan = plan
         self.ledger_path = Path(ledger_path) if ledger_path is not None else None
         self.dataset = dataset
         self._local = threading.local()
+        self.last_charge: tuple[int, float] | None = None
+        """(charges made by this process, this job's epsilon after the last): for audit entries."""
 
     def _ledger(self) -> PrivacyLedger:
         ledger = getattr(self._local, "ledger", None)
@@ -91,8 +104,12 @@ class OwnerPrivacy:
         what it has spent on them, are none of the coordinator's business.
 
         Raises:
-            BudgetExceeded: the cap would be exceeded, there is no cap, or no ledger.
+            BudgetExceeded: the cap would be exceeded, there is no cap, or no ledger; or the
+                release would break the policy's ``max_round_epsilon`` or ``max_epsilon``
+                (computed by the owner from its own plan, nothing is charged then).
         """
+        if self.max_epsilon or self.max_round_epsilon:
+            self._check_limits(round, event)
         entry = self._ledger().charge(
             job=self.job_id,
             round=round,
@@ -102,7 +119,35 @@ class OwnerPrivacy:
         )
         entries = self._ledger().entries(self.dataset)
         mine = [event_from_dict(e.parameters) for e in entries if e.job == self.job_id]
-        return float(compose(mine, delta=entry.delta).epsilon)
+        epsilon = float(compose(mine, delta=entry.delta).epsilon)
+        count = 1 + (self.last_charge[0] if self.last_charge is not None else 0)
+        self.last_charge = (count, epsilon)
+        return epsilon
+
+    def _check_limits(self, round: int, event: PrivacyEvent) -> None:
+        ledger = self._ledger()
+        cap = ledger.cap(self.dataset)
+        if cap is None:
+            return  # the ledger's charge refuses it, naming the missing cap
+        alone = float(compose([event], delta=cap.delta).epsilon)
+        if self.max_round_epsilon and alone > self.max_round_epsilon:
+            raise BudgetExceeded(
+                f"round {round}'s release would spend epsilon {alone:.4g} at delta "
+                f"{cap.delta:g}; the owner allows at most {self.max_round_epsilon:g} per round "
+                "(policy.max_round_epsilon)"
+            )
+        mine = [
+            event_from_dict(e.parameters)
+            for e in ledger.entries(self.dataset)
+            if e.job == self.job_id
+        ]
+        total = float(compose([*mine, event], delta=cap.delta).epsilon)
+        if self.max_epsilon and total > self.max_epsilon:
+            raise BudgetExceeded(
+                f"round {round}'s release would bring this job to epsilon {total:.4g} at delta "
+                f"{cap.delta:g}; the owner allows at most {self.max_epsilon:g} per job "
+                "(policy.max_epsilon)"
+            )
 
     def release(
         self,
