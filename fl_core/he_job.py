@@ -39,7 +39,7 @@ from .errors import ConfigError, PolicyRefused, ProtocolError
 from .payload import Payload
 
 if TYPE_CHECKING:
-    from he import HEParams, PublicContext, VectorSpec
+    from he import Aggregator, DecryptionRequest, HEParams, PublicContext, Release, VectorSpec
 
     from .client.policy import OwnerPolicy
 
@@ -257,3 +257,27 @@ def reject_he_errors(what: str) -> Iterator[None]:
         yield
     except HeError as exc:
         raise CodecError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+def check_release_against(
+    release: Release, request: DecryptionRequest | None, aggregator: Aggregator | None
+) -> None:
+    """Check a key holder's release against the request the coordinator relayed to it.
+
+    The key holder may leave out a contribution it refuses (its reason is in its refusals), so
+    the release's contributors are a subset of the relayed ones, never anyone else.
+
+    Raises:
+        CodecError: another job, round or statistic, or contributors that were not relayed.
+    """
+    from .errors import CodecError
+
+    if request is None or aggregator is None:
+        raise CodecError("no decryption request was sent this round")
+    if (release.job_id, release.round) != (request.job_id, request.round):
+        raise CodecError("the release is not for this round's decryption request")
+    if release.spec.digest != request.spec.digest:
+        raise CodecError("the release holds another statistic than the request's")
+    names = list(release.contributors)
+    if len(set(names)) != len(names) or not set(names) <= set(aggregator.contributors):
+        raise CodecError("the release names contributors the coordinator did not relay")

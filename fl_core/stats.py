@@ -116,6 +116,7 @@ class StatsOwner(Participant):
                 owner_id=self.name,
                 signing_key=self.identity_key,
                 min_contributors=k,
+                attempt=header.attempt,
             )
         return Payload({"he.contribution": blob})
 

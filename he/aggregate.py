@@ -1,11 +1,14 @@
-"""Coordinator side: add ciphertexts under one context fingerprint and count contributors.
+"""Coordinator side: check contributions, keep them for the key holder, and add ciphertexts.
 
-Threat model: the coordinator is honest-but-curious. It holds only the `PublicContext` (no secret
-key: it cannot decrypt, see `he.context`), checks every contribution's receipt and ciphertexts
-(`he.envelope`, `he.encoding`) before adding, and hands the key holder an AGGREGATE envelope with
-all receipts. It refuses a second contribution from the same owner, more than ``max_owners``
-contributions, and it refuses to produce an aggregate below the largest k any contributor asked
-for (the key holder enforces its own k again).
+The coordinator holds only the `PublicContext` (no secret key: it cannot decrypt, see
+`he.context`). It checks every contribution's receipt and ciphertexts (`he.envelope`,
+`he.encoding`) as it arrives, so a bad one is refused at once with its reason, and keeps the
+accepted envelopes byte for byte: `Aggregator.request` is what goes to the key holder, which
+checks them all again and adds them itself (it never decrypts a sum the coordinator built;
+see `he.request`). It refuses a second contribution from the same owner, more than
+``max_owners`` contributions, and a request below the largest k any contributor asked for (the
+key holder enforces its own k again). `Aggregator.result` (the coordinator's own encrypted sum)
+stays for callers that want it; the key holder refuses it.
 
 Steps of `Aggregator.add`:
     1. parse the envelope, bounded by the sizes the spec implies;
@@ -39,6 +42,7 @@ from he.envelope import (
 )
 from he.errors import BelowMinimumCohort, BindingError
 from he.params import Scheme
+from he.request import DecryptionRequest
 from he.spec import Spec, vector_lengths
 
 
@@ -65,6 +69,7 @@ class Aggregator:
         job_id: str,
         round: int,
         enrolment: Mapping[str, bytes],
+        attempt: int | None = None,
     ) -> None:
         """Prepare to sum contributions.
 
@@ -74,6 +79,8 @@ class Aggregator:
             job_id: the job every contribution must name.
             round: the round every contribution must name.
             enrolment: owner id -> raw Ed25519 public key of every owner of the job.
+            attempt: the attempt every contribution must name (None: any; then `request`
+                needs it).
 
         Raises:
             SpecError: the spec's sums could overflow these parameters.
@@ -84,7 +91,9 @@ class Aggregator:
         self._spec = spec
         self._job_id = check_id(job_id, "job_id")
         self._round = check_round(round)
+        self._attempt = attempt
         self._keys = load_enrolment(enrolment)
+        self._envelopes: list[bytes] = []
         self._n_int, self._n_real = vector_lengths(spec)
         self._receipts: list[Receipt] = []
         self._sums: dict[Scheme, list[Any] | None] = {Scheme.BFV: None, Scheme.CKKS: None}
@@ -138,6 +147,7 @@ class Aggregator:
         for scheme, vectors in loaded.items():
             self._sums[scheme] = add_into(self._sums[scheme], vectors)
         self._receipts.append(receipt)
+        self._envelopes.append(bytes(contribution))
         return receipt
 
     def _check_and_load(
@@ -150,6 +160,7 @@ class Aggregator:
             round=self._round,
             fingerprint=self._public.fingerprint,
             spec=self._spec,
+            attempt=self._attempt,
         )
         if receipt.owner_id in self.contributors:
             raise BindingError(f"owner {receipt.owner_id!r} already contributed to this round")
@@ -174,15 +185,40 @@ class Aggregator:
             )
         return loaded
 
+    def request(self, attempt: int | None = None) -> DecryptionRequest:
+        """The accepted contributions, unchanged, for the key holder to assemble and decrypt.
+
+        Args:
+            attempt: the attempt the contributions name (default: the one given at creation).
+
+        Raises:
+            BelowMinimumCohort: fewer contributors than the largest k any of them asked for.
+            BindingError: no attempt is known.
+        """
+        self._check_k()
+        chosen = self._attempt if attempt is None else attempt
+        if chosen is None:
+            raise BindingError("a decryption request needs the attempt its contributions name")
+        return DecryptionRequest(
+            job_id=self._job_id,
+            round=self._round,
+            attempt=chosen,
+            spec=self._spec,
+            contributions=tuple(self._envelopes),
+        )
+
+    def _check_k(self) -> None:
+        required = max([2, *(r.min_contributors for r in self._receipts)])
+        if len(self._receipts) < required:
+            raise BelowMinimumCohort(contributors=len(self._receipts), required=required)
+
     def result(self) -> EncryptedAggregate:
         """The encrypted sum with every receipt, for the key holder.
 
         Raises:
             BelowMinimumCohort: fewer contributors than the largest k any of them asked for.
         """
-        required = max([2, *(r.min_contributors for r in self._receipts)])
-        if len(self._receipts) < required:
-            raise BelowMinimumCohort(contributors=len(self._receipts), required=required)
+        self._check_k()
         return EncryptedAggregate(
             job_id=self._job_id,
             round=self._round,

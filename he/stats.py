@@ -29,6 +29,7 @@ from he import _wire, encoding
 from he._finalize import Histogram, OLSResult, finalize
 from he.context import PublicContext
 from he.envelope import (
+    check_attempt,
     check_id,
     check_min_contributors,
     check_round,
@@ -129,6 +130,7 @@ def encrypt_statistics(
     owner_id: str,
     signing_key: Ed25519PrivateKey,
     min_contributors: int = 2,
+    attempt: int = 1,
 ) -> bytes:
     """Encrypt one owner's sufficient statistics into a signed contribution.
 
@@ -141,6 +143,7 @@ def encrypt_statistics(
         owner_id: this owner's enrolled id.
         signing_key: this owner's Ed25519 key (its public half is in the enrolment).
         min_contributors: the smallest cohort this owner's policy accepts (raises k).
+        attempt: the attempt of the round (signed, so the key holder never mixes attempts).
 
     Returns:
         CONTRIBUTION envelope bytes for the coordinator.
@@ -164,6 +167,7 @@ def encrypt_statistics(
         signing_key,
         job_id=check_id(job_id, "job_id"),
         round=check_round(round),
+        attempt=check_attempt(attempt),
         fingerprint=public.fingerprint,
         spec_digest=spec.digest,
         payload="statistics",

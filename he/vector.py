@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from he import _wire, encoding
 from he.context import PublicContext
 from he.envelope import (
+    check_attempt,
     check_id,
     check_min_contributors,
     check_round,
@@ -38,6 +39,7 @@ def encrypt_vector(
     owner_id: str,
     signing_key: Ed25519PrivateKey,
     min_contributors: int = 2,
+    attempt: int = 1,
 ) -> bytes:
     """Encrypt one owner's update (float32 or float64) into a signed contribution.
 
@@ -50,6 +52,7 @@ def encrypt_vector(
         owner_id: this owner's enrolled id.
         signing_key: this owner's Ed25519 key.
         min_contributors: the smallest cohort this owner's policy accepts (raises k).
+        attempt: the attempt of the round (signed, so the key holder never mixes attempts).
 
     Returns:
         CONTRIBUTION envelope bytes for the coordinator.
@@ -77,6 +80,7 @@ def encrypt_vector(
         signing_key,
         job_id=check_id(job_id, "job_id"),
         round=check_round(round),
+        attempt=check_attempt(attempt),
         fingerprint=public.fingerprint,
         spec_digest=spec.digest,
         payload="vector",

@@ -8,14 +8,18 @@ Stages (``he.<stage>``):
    (:meth:`fl_core.he_job.SignedContext.open`), trains, clips every coordinate to ``he.clip`` and
    sends ``he.encrypt_vector([w * update, w])`` (w = min(examples, he.max_weight): FedAvg's
    weighting with examples capped), signed with its identity key;
-3. the coordinator checks each contribution's receipt and ciphertexts and adds them
-   (:class:`he.Aggregator`, public key only);
-4. ``he.decrypt`` (to the key holder): the aggregate in, a flooded, rounded release of the sums
-   out, only if at least k enrolled owners contributed; the mean update is sum / sum of w.
+3. the coordinator checks each contribution's receipt and ciphertexts as it arrives
+   (:class:`he.Aggregator`, public key only) and keeps the accepted envelopes unchanged;
+4. ``he.decrypt`` (to the key holder): the owners' contributions in (``he.request``, a
+   :class:`he.DecryptionRequest`), which the key holder checks again, adds itself and decrypts
+   only if at least k enrolled owners' contributions verify; a flooded, rounded release of the
+   sums out; the mean update is sum / sum of w.
 
-Threat model: an honest-but-curious coordinator that never holds the secret key, and a key holder
-that is not the coordinator and sees only sums of at least k owners (``he/README.md``). Unlike
-secure aggregation, a dropped owner costs nothing: there are no masks to remove.
+Threat model: a malicious coordinator that never holds the secret key and whose own ciphertexts
+are never decrypted, and a key holder that is not the coordinator and decrypts only sums it
+assembled from at least k signed contributions, once per round (``he/README.md`` says who must
+not collude with whom). Unlike secure aggregation, a dropped owner costs nothing: there are no
+masks to remove.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from ..errors import CodecError, RoundAborted
 from ..he_job import (
     MAX_ENVELOPE_BYTES,
     SignedContext,
+    check_release_against,
     map_he_errors,
     owner_min_contributors,
     reject_he_errors,
@@ -69,8 +74,9 @@ class HESumServerRound:
         self._cohort = tuple(sorted(ctx.cohort))
         self._signed: SignedContext | None = None
         self._aggregator: he.Aggregator | None = None
-        self._aggregate: he.EncryptedAggregate | None = None
+        self._request: he.DecryptionRequest | None = None
         self._release: he.Release | None = None
+        self._fingerprint = ""
 
     def tasks(self, stage: str, alive: Sequence[str]) -> dict[str, Payload]:
         """The key holder's task, or one per owner still in the round.
@@ -90,9 +96,9 @@ class HESumServerRound:
                 }
             )
             return {client: task for client in self._cohort}
-        if self._aggregate is None:
-            raise RoundAborted(stage=stage, reason="no aggregate to decrypt")
-        return {self._keyholder: Payload({"he.aggregate": self._aggregate.to_bytes()})}
+        if self._request is None:
+            raise RoundAborted(stage=stage, reason="no contributions to decrypt")
+        return {self._keyholder: Payload({"he.request": self._request.to_bytes()})}
 
     def quorum(self, stage: str, sent: int) -> int:
         """One key holder; the job's quorum of the cohort, at least two owners."""
@@ -127,11 +133,7 @@ class HESumServerRound:
         data = payload.get_bytes("he.release", max_size=MAX_ENVELOPE_BYTES)
         with reject_he_errors("release"):
             release = he.Release.from_bytes(data)
-        agg = self._aggregate
-        if agg is None or (release.job_id, release.round) != (agg.job_id, agg.round):
-            raise CodecError("the release is not for this round's aggregate")
-        if sorted(release.contributors) != sorted(agg.contributors):
-            raise CodecError("the release names other contributors than the aggregate")
+        check_release_against(release, self._request, self._aggregator)
         if not isinstance(release.spec, he.VectorSpec) or release.spec != self._spec:
             raise CodecError("the release holds another spec than this round's")
         return release
@@ -143,6 +145,7 @@ class HESumServerRound:
         if stage == STAGE_CONTEXT:
             value: tuple[SignedContext, he.PublicContext] = results[self._keyholder]  # type: ignore[assignment]
             self._signed, public = value
+            self._fingerprint = public.fingerprint
             identities = {c: self._ctx.identities.get(c, b"") for c in self._cohort}
             with _aborting(stage):
                 self._aggregator = he.Aggregator(
@@ -151,13 +154,14 @@ class HESumServerRound:
                     job_id=self._ctx.job_id,
                     round=self._ctx.round,
                     enrolment=identities,
+                    attempt=self._ctx.attempt,
                 )
         elif stage == STAGE_CONTRIBUTE:
             self._cohort = tuple(sorted(results))
             if self._aggregator is None:
                 raise RoundAborted(stage=stage, reason="no aggregator")
             with _aborting(stage):
-                self._aggregate = self._aggregator.result()
+                self._request = self._aggregator.request()
         else:
             self._release = results[self._keyholder]  # type: ignore[assignment]
 
@@ -177,7 +181,7 @@ class HESumServerRound:
             details={
                 "he_tolerance": tolerance,
                 "he_flood_bits": self._release.flood_bits,
-                "he_fingerprint": self._aggregate.fingerprint if self._aggregate else "",
+                "he_fingerprint": self._fingerprint,
             },
         )
 
@@ -252,5 +256,6 @@ class HESumClientRound:
                 owner_id=ctx.client_id,
                 signing_key=ctx.identity_key,
                 min_contributors=k,
+                attempt=self._attempt,
             )
         return Payload({"he.contribution": blob})

@@ -69,5 +69,5 @@ def test_the_key_holder_participant_releases_nothing_a_coordinator_forged(attack
 
     # Assert: refused with its reason, recorded, and nothing decrypted.
     assert "key holder refuses" in refusal
-    assert holder.refusals and holder.refusals[-1].reason in refusal
+    assert holder.decryption_refusals and holder.decryption_refusals[-1].reason in refusal
     assert holder.decryption_log == ()

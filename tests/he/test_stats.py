@@ -23,10 +23,11 @@ def run_job(contribute, public, enrolment, keyholder, tables, spec, *, round=0):
         contribute(owner, table, spec, round=round)
         for owner, table in zip(OWNERS, tables, strict=False)
     ]
-    aggregate = he.add_ciphertexts(
-        public, contributions, spec=spec, job_id="job-1", round=round, enrolment=enrolment
-    )
-    release = he.Release.from_bytes(keyholder.decrypt(aggregate.to_bytes()).to_bytes())
+    aggregator = he.Aggregator(public, spec=spec, job_id="job-1", round=round, enrolment=enrolment)
+    for data in contributions:
+        aggregator.add(data)
+    request = aggregator.request(attempt=1)
+    release = he.Release.from_bytes(keyholder.decrypt(request.to_bytes()).to_bytes())
     return he.finalize_statistics(release), release
 
 

@@ -122,4 +122,4 @@ def test_a_hostile_coordinator_gets_nothing_from_the_key_holder_over_grpc(
         error = float(np.abs(released[:4096] - vectors[NAMES[0]][:4096]).max())
         pytest.fail(f"{attack} over gRPC: {NAMES[0]}'s contribution came out, error {error:.1e}")
     assert "key holder refuses" in seen["aborted"]
-    assert holder.refusals and holder.decryption_log == ()
+    assert holder.decryption_refusals and holder.decryption_log == ()
