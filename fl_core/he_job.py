@@ -63,10 +63,17 @@ def raw_public_key(key: Ed25519PrivateKey) -> bytes:
 
 
 def job_params(job: JobConfig) -> tuple[HEParams, ...]:
-    """The HE parameters the job's ``[he]`` presets name (CKKS, plus BFV for statistics)."""
+    """The HE parameters the job's ``[he]`` presets name.
+
+    With ``he.reals = "bfv"`` (the default) only the BFV preset: real values are exact fixed
+    point in its plaintext ring (:mod:`he.fixed`). With ``"ckks"``: CKKS for reals, plus BFV for
+    the counts of a statistics job.
+    """
     import he
 
     presets = {"ckks_8192": he.CKKS_8192, "bfv_4096": he.BFV_4096, "bfv_8192": he.BFV_8192}
+    if job.he.reals == "bfv":
+        return (presets[job.he.bfv],)
     if job.job.kind == "stats":
         return (presets[job.he.ckks], presets[job.he.bfv])
     return (presets[job.he.ckks],)
@@ -173,7 +180,7 @@ class SignedContext:
         if by_scheme != {p.scheme: p for p in job_params(job)}:
             raise ProtocolError(
                 "the public context's parameters differ from the job's [he] presets "
-                f"({job.he.ckks}, {job.he.bfv})"
+                f"(reals {job.he.reals}: {job.he.ckks}, {job.he.bfv})"
             )
         return public
 

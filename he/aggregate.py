@@ -30,7 +30,7 @@ from typing import Any
 
 from he._wire import digest_section
 from he.context import PublicContext
-from he.encoding import add_into, load_ciphertexts, max_ciphertext_bytes, serialize
+from he.encoding import add_into, load_sections, max_ciphertext_bytes, max_sections, serialize
 from he.envelope import (
     EncryptedAggregate,
     Receipt,
@@ -41,7 +41,6 @@ from he.envelope import (
     load_enrolment,
 )
 from he.errors import BelowMinimumCohort, BindingError
-from he.params import Scheme
 from he.request import DecryptionRequest
 from he.spec import Spec, vector_lengths
 
@@ -96,7 +95,7 @@ class Aggregator:
         self._envelopes: list[bytes] = []
         self._n_int, self._n_real = vector_lengths(spec)
         self._receipts: list[Receipt] = []
-        self._sums: dict[Scheme, list[Any] | None] = {Scheme.BFV: None, Scheme.CKKS: None}
+        self._sums: dict[str, list[Any] | None] = {"integers": None, "reals": None}
 
     @property
     def contributors(self) -> tuple[str, ...]:
@@ -107,12 +106,7 @@ class Aggregator:
         return max(max_ciphertext_bytes(p) for p in self._public.params)
 
     def _max_blobs(self) -> int:
-        count = 0
-        for scheme, length in ((Scheme.BFV, self._n_int), (Scheme.CKKS, self._n_real)):
-            if length:
-                slots = self._public.params_for(scheme).slot_count
-                count += -(-length // slots)
-        return count
+        return max_sections(self._public.params, self._spec, self._n_int, self._n_real)
 
     def add(self, contribution: bytes) -> Receipt:
         """Check one owner's contribution and add it to the sums.
@@ -144,15 +138,16 @@ class Aggregator:
             raise
         if digest.result() != receipt.ciphertext_digest:
             raise digest_mismatch(receipt)
-        for scheme, vectors in loaded.items():
-            self._sums[scheme] = add_into(self._sums[scheme], vectors)
+        for part, vectors in loaded.items():
+            if vectors:
+                self._sums[part] = add_into(self._sums[part], vectors)
         self._receipts.append(receipt)
         self._envelopes.append(bytes(contribution))
         return receipt
 
     def _check_and_load(
         self, receipt: Receipt, bfv: tuple[bytes, ...], ckks: tuple[bytes, ...]
-    ) -> dict[Scheme, list[Any]]:
+    ) -> dict[str, list[Any]]:
         """Steps 2 to 4: binding and signature, duplicates, then every ciphertext."""
         receipt.verify(
             self._keys,
@@ -166,23 +161,15 @@ class Aggregator:
             raise BindingError(f"owner {receipt.owner_id!r} already contributed to this round")
         if len(self._receipts) >= self._spec.max_owners:
             raise BindingError(f"max_owners={self._spec.max_owners} contributions already added")
-        loaded = {}
-        for scheme, blobs, length in (
-            (Scheme.BFV, bfv, self._n_int),
-            (Scheme.CKKS, ckks, self._n_real),
-        ):
-            params = self._public.params_for(scheme) if length or blobs else None
-            loaded[scheme] = (
-                load_ciphertexts(
-                    self._public.tenseal(scheme),
-                    params,
-                    blobs,
-                    length=length,
-                    what=f"contribution of {receipt.owner_id!r}",
-                )
-                if params is not None
-                else []
-            )
+        loaded = load_sections(
+            self._public.tenseal,
+            self._public.params,
+            self._spec,
+            bfv,
+            ckks,
+            lengths=(self._n_int, self._n_real),
+            what=f"contribution of {receipt.owner_id!r}",
+        )
         return loaded
 
     def request(self, attempt: int | None = None) -> DecryptionRequest:
@@ -225,8 +212,8 @@ class Aggregator:
             fingerprint=self._public.fingerprint,
             spec=self._spec,
             receipts=tuple(self._receipts),
-            bfv=tuple(serialize(self._sums[Scheme.BFV] or [])),
-            ckks=tuple(serialize(self._sums[Scheme.CKKS] or [])),
+            bfv=tuple(serialize(self._sums["integers"] or [])),
+            ckks=tuple(serialize(self._sums["reals"] or [])),
         )
 
 

@@ -45,7 +45,7 @@ import numpy.typing as npt
 
 from he import _wire
 from he.context import PublicContext, SecretContext
-from he.encoding import add_into, decrypt, load_ciphertexts, max_ciphertext_bytes
+from he.encoding import add_into, decrypt, load_sections, max_ciphertext_bytes, max_sections
 from he.envelope import Receipt, decode_contribution, load_enrolment
 from he.errors import (
     BelowMinimumCohort,
@@ -54,9 +54,11 @@ from he.errors import (
     HeError,
     ParameterError,
 )
+from he.fixed import decode_fixed, fixed_tolerance
 from he.params import DEFAULT_STATS_PARAMS, HEParams, Scheme
 from he.release import (
     DEFAULT_FLOOD_BITS,
+    FP_RELATIVE_ERROR,
     MAX_FLOOD_BITS,
     MIN_FLOOD_BITS,
     TOTAL_DISTANCE_BITS,
@@ -68,7 +70,7 @@ from he.release import (
     statistical_distance,
 )
 from he.request import DecryptionRequest
-from he.spec import Spec, StatsSpec, real_scales, vector_lengths
+from he.spec import Spec, StatsSpec, real_encoding, real_limit, real_scales, vector_lengths
 
 DEFAULT_MAX_DECRYPTIONS = 128
 MIN_CONTRIBUTORS_FLOOR = 2
@@ -274,7 +276,7 @@ class KeyHolder:
         spec = req.spec
         spec.check_params(self._public.params)
         n_int, n_real = vector_lengths(spec)
-        accepted: dict[str, tuple[Receipt, dict[Scheme, list[Any]]]] = {}
+        accepted: dict[str, tuple[Receipt, dict[str, list[Any]]]] = {}
         digests: set[tuple[str, str]] = set()
         for index, blob in enumerate(req.contributions):
             try:
@@ -324,26 +326,39 @@ class KeyHolder:
             )
         if len(self._log) >= self._max_decryptions:
             raise DecryptionError(f"decryption budget of {self._max_decryptions} is spent")
-        sums: dict[Scheme, list[Any] | None] = {Scheme.BFV: None, Scheme.CKKS: None}
+        sums: dict[str, list[Any] | None] = {"integers": None, "reals": None}
         for _, loaded in accepted.values():
-            for scheme, vectors in loaded.items():
+            for part, vectors in loaded.items():
                 if vectors:
-                    sums[scheme] = add_into(sums[scheme], vectors)
-        integers = self._decrypt(Scheme.BFV, sums[Scheme.BFV], n_int).astype(np.int64)
-        reals = self._decrypt(Scheme.CKKS, sums[Scheme.CKKS], n_real).astype(np.float64)
+                    sums[part] = add_into(sums[part], vectors)
+        bfv = self._public.params_for(Scheme.BFV) if n_int else None
+        real, bits = real_encoding(spec, self._public.params) if n_real else (None, None)
+        integers = self._decrypt(bfv, sums["integers"], n_int).astype(np.int64)
+        reals = self._decrypt(real, sums["reals"], n_real)
+        if bits is not None:  # BFV fixed point: exact, no key-dependent noise to flood
+            reals = decode_fixed(reals.astype(np.int64), bits=bits)
+        reals = reals.astype(np.float64)
         _check_ranges(spec, integers, reals, contributors=len(accepted))
         contributors = tuple(accepted)
         grid = tolerance = 0.0
-        flood_bits = self._flood_bits
+        flood_bits = 0
         distance = 0.0
-        if n_real:
+        if n_real and bits is not None:
+            grid, tolerance = 2.0**-bits, fixed_tolerance(owners=len(accepted), bits=bits)
+            reals = reals * real_scales(spec)
+        elif n_real:
             flood_bits = self.flood_bits_for(n_real)
             distance = statistical_distance(values=n_real, flood_bits=flood_bits)
             if self._distance + distance > 2.0**-TOTAL_DISTANCE_BITS:
                 raise DecryptionError(
                     "the release would take the key's total statistical distance above 2^-64"
                 )
-            bound = len(accepted) * fresh_noise_bound(self._public.params_for(Scheme.CKKS))
+            ckks = self._public.params_for(Scheme.CKKS)
+            # the deviation to hide: encryption noise of the sum, and SEAL's double-precision
+            # decoding error (relative to the largest slot the spec allows; data-independent)
+            bound = len(accepted) * fresh_noise_bound(ckks) + 2 * real_limit(spec) * (
+                FP_RELATIVE_ERROR
+            )
             reals, grid, tolerance = flood_and_round(
                 reals, noise_bound=bound, flood_bits=flood_bits
             )
@@ -384,10 +399,12 @@ class KeyHolder:
 
     def _check_contribution(
         self, req: DecryptionRequest, blob: bytes, n_int: int, n_real: int
-    ) -> tuple[Receipt, dict[Scheme, list[Any]]]:
+    ) -> tuple[Receipt, dict[str, list[Any]]]:
         """Step 3 for one contribution: digest, binding, signature, then every ciphertext."""
         receipt, bfv, ckks, _ = decode_contribution(
-            blob, max_blobs=self._max_blobs(n_int, n_real), max_blob_bytes=self._max_blob_bytes()
+            blob,
+            max_blobs=self._max_blobs(req.spec, n_int, n_real),
+            max_blob_bytes=self._max_blob_bytes(),
         )
         receipt.verify(
             self._keys,
@@ -397,34 +414,29 @@ class KeyHolder:
             fingerprint=self._public.fingerprint,
             spec=req.spec,
         )
-        loaded: dict[Scheme, list[Any]] = {}
-        for scheme, blobs, length in ((Scheme.BFV, bfv, n_int), (Scheme.CKKS, ckks, n_real)):
-            if not length and not blobs:
-                loaded[scheme] = []
-                continue
-            loaded[scheme] = load_ciphertexts(
-                self._secret.tenseal(scheme),
-                self._public.params_for(scheme),
-                blobs,
-                length=length,
-                what=f"contribution of {receipt.owner_id!r}",
-            )
+        loaded = load_sections(
+            self._secret.tenseal,
+            self._public.params,
+            req.spec,
+            bfv,
+            ckks,
+            lengths=(n_int, n_real),
+            what=f"contribution of {receipt.owner_id!r}",
+        )
         return receipt, loaded
 
     def _max_blob_bytes(self) -> int:
         return max(max_ciphertext_bytes(p) for p in self._public.params)
 
-    def _max_blobs(self, n_int: int, n_real: int) -> int:
-        count = 0
-        for scheme, length in ((Scheme.BFV, n_int), (Scheme.CKKS, n_real)):
-            if length:
-                count += -(-length // self._public.params_for(scheme).slot_count)
-        return max(count, 1)
+    def _max_blobs(self, spec: Spec, n_int: int, n_real: int) -> int:
+        return max_sections(self._public.params, spec, n_int, n_real)
 
-    def _decrypt(self, scheme: Scheme, vectors: list[Any] | None, length: int) -> npt.NDArray[Any]:
-        if not length or vectors is None:
+    def _decrypt(
+        self, params: HEParams | None, vectors: list[Any] | None, length: int
+    ) -> npt.NDArray[Any]:
+        if not length or vectors is None or params is None:
             return np.zeros(0)
-        return decrypt(self._secret.tenseal(scheme), self._public.params_for(scheme), vectors)
+        return decrypt(self._secret.tenseal(params.scheme), params, vectors)
 
 
 def _owner_of(blob: bytes) -> str | None:

@@ -158,11 +158,9 @@ def encrypt_statistics(
     integers, reals = sufficient_statistics(table, spec)
     bfv_params = public.params_for(Scheme.BFV)
     bfv = encoding.encrypt(public.tenseal(Scheme.BFV), bfv_params, integers)
-    ckks: list[bytes] = []
+    ckks: list[bytes] = []  # the reals section: CKKS, or BFV fixed point without CKKS
     if reals.size:
-        ckks_params = public.params_for(Scheme.CKKS)
-        scaled = reals / real_scales(spec)
-        ckks = encoding.encrypt(public.tenseal(Scheme.CKKS), ckks_params, scaled)
+        ckks = encoding.encrypt_reals(public, spec, reals / real_scales(spec))
     receipt = sign_receipt(
         signing_key,
         job_id=check_id(job_id, "job_id"),

@@ -25,7 +25,6 @@ from he.envelope import (
     sign_receipt,
 )
 from he.errors import DataError, SpecError
-from he.params import Scheme
 from he.spec import VectorSpec
 
 
@@ -74,8 +73,7 @@ def encrypt_vector(
         raise DataError("vector holds NaN or infinite values")
     if np.any(np.abs(values) > spec.max_abs):
         raise DataError(f"vector has values beyond max_abs={spec.max_abs}; clip it first")
-    params = public.params_for(Scheme.CKKS)
-    ckks = encoding.encrypt(public.tenseal(Scheme.CKKS), params, values)
+    ckks = encoding.encrypt_reals(public, spec, values)  # CKKS, or BFV fixed point
     receipt = sign_receipt(
         signing_key,
         job_id=check_id(job_id, "job_id"),

@@ -21,7 +21,10 @@ from fl_core.payload import Payload
 from fl_core.transport.base import Task, TaskHeader
 
 NAMES = ["client-0", "client-1", "client-2"]
-EXTRA = "[aggregation]\nkind = 'he'\n[he]\nclip = 10.0\nmax_weight = 1000\nmin_contributors = 3\n"
+EXTRA = (  # CKKS reals: the parameters the crafted ciphertexts are written for
+    "[aggregation]\nkind = 'he'\n[he]\nreals = 'ckks'\nclip = 10.0\nmax_weight = 1000\n"
+    "min_contributors = 3\n"
+)
 
 
 def task(stage: str, payload: Payload) -> Task:

@@ -35,7 +35,10 @@ from fl_core.types import Layout
 pytestmark = pytest.mark.integration
 
 NAMES = ["client-0", "client-1", "client-2"]
-EXTRA = "[aggregation]\nkind = 'he'\n[he]\nclip = 10.0\nmax_weight = 1000\nmin_contributors = 3\n"
+EXTRA = (  # CKKS reals: the parameters the crafted ciphertexts are written for
+    "[aggregation]\nkind = 'he'\n[he]\nreals = 'ckks'\nclip = 10.0\nmax_weight = 1000\n"
+    "min_contributors = 3\n"
+)
 OPTIONS = ClientOptions(long_poll_s=5.0, backoff_initial_s=0.05)
 
 
