@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import he
 from he import _wire, encoding
@@ -304,3 +307,64 @@ def test_more_contributors_than_max_owners_is_refused(enrolment, owner_keys, tab
     # Execute / Assert
     with pytest.raises(he.BindingError, match="at most 2"):
         holder.decrypt(request_of(contributions, spec))
+
+
+_ROUNDS = itertools.count(100)
+
+
+@pytest.fixture(scope="module")
+def bfv_holder(enrolment) -> he.KeyHolder:
+    return he.KeyHolder.generate(
+        he.BFV_8192, min_contributors=3, enrolment=enrolment, max_decryptions=10_000
+    )
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 25), min_size=2, max_size=5),
+    dropped=st.sets(st.integers(0, 4), max_size=3),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_random_cohorts_and_dropouts_equal_numpy_or_abort_below_k(
+    bfv_holder, owner_keys, sizes, dropped, seed
+):
+    # Prepare: a cohort of owners with random tables; some drop before they contribute.
+    spec = he.spec_from_dict(
+        {
+            "columns": ["a", "b"],
+            "statistics": ["count", "mean", "variance"],
+            "moment_columns": ["a", "b"],
+            "clip": {"a": [-10, 10], "b": [0, 100]},
+            "max_rows_per_owner": 50,
+            "max_owners": 5,
+        }
+    )
+    rng = np.random.default_rng(seed)
+    tables = [np.column_stack([rng.uniform(-10, 10, n), rng.uniform(0, 100, n)]) for n in sizes]
+    survivors = [i for i in range(len(tables)) if i not in dropped]
+    round = next(_ROUNDS)
+    data = [
+        he.encrypt_statistics(
+            bfv_holder.public_context(), tables[i], spec=spec, job_id="job-1", round=round,
+            owner_id=OWNERS[i], signing_key=owner_keys[OWNERS[i]],
+        )
+        for i in survivors
+    ]  # fmt: skip
+
+    # Execute / Assert
+    request = request_of(data, spec, round=round)
+    if len(survivors) < 3:
+        with pytest.raises(he.BelowMinimumCohort):
+            bfv_holder.decrypt(request)
+        return
+    release = bfv_holder.decrypt(request)
+    pooled = np.concatenate([tables[i] for i in survivors])
+    plain = sum(he.sufficient_statistics(tables[i], spec)[1] for i in survivors)
+    assert int(release.integers[0]) == len(pooled)
+    assert np.all(np.abs(release.reals - plain) <= release.tolerances())
+    result = he.finalize_statistics(release)
+    if len(pooled):
+        for j, column in enumerate(("a", "b")):
+            assert (
+                abs(result.mean[column] - pooled[:, j].mean()) <= result.tolerance["mean"][column]
+            )

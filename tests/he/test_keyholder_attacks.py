@@ -144,3 +144,44 @@ def test_one_owners_ciphertext_with_three_receipts_is_not_released(setup, how: s
             f"{owner_leak_error(s, released, OWNERS[0]):.1e}) as a sum of three owners"
         )
     assert s.keyholder.refusals
+
+
+def _with_ciphertexts(contribution: bytes, ckks: tuple[bytes, ...]) -> bytes:
+    """An owner's genuine receipt around ciphertexts of the coordinator's choosing."""
+    from he import _wire
+
+    env = _wire.decode(contribution, max_bytes=2**30, max_blobs=8, max_blob_bytes=2**30, what="c")
+    return _wire.encode(_wire.Kind.CONTRIBUTION, env.header, list(ckks))
+
+
+@pytest.mark.parametrize("attack", ["key-probe", "one-owner-plus-zeros"])
+def test_relayed_contributions_with_other_ciphertexts_are_refused(setup, attack: str) -> None:  # type: ignore[no-untyped-def]
+    # Prepare: the new channel. The coordinator relays the three genuine receipts, but around
+    # the key probe (in hospital-0's envelope) or around encryptions of zero (in the others').
+    s = setup
+    ctx = s.public.tenseal(Scheme.CKKS)
+    zeros = tuple(ts.ckks_vector(ctx, [0.0] * 4096).serialize() for _ in range(2))
+    relayed = dict(s.contributions)
+    if attack == "key-probe":
+        relayed[OWNERS[0]] = _with_ciphertexts(relayed[OWNERS[0]], crafted_key_probe(s.public))
+    else:
+        for owner in OWNERS[1:]:
+            relayed[owner] = _with_ciphertexts(relayed[owner], zeros)
+    request = he.DecryptionRequest(
+        job_id=JOB, round=ROUND, attempt=1, spec=SPEC, contributions=tuple(relayed.values())
+    )
+
+    # Execute
+    try:
+        release = s.keyholder.decrypt(request.to_bytes())
+    except he.BelowMinimumCohort:
+        release = None
+
+    # Assert: the forged envelopes are left out for their digest; what remains is below k.
+    if release is not None:
+        key = recover_secret_key(release.vector())
+        first = decrypt_with_recovered_key(key, ckks_blobs(s.contributions[OWNERS[1]])[0], s.public)
+        pytest.fail(f"released; recovery error {np.abs(first - s.vectors[OWNERS[1]][:4096]).max()}")
+    left_out = [r for r in s.keyholder.refusals if r.owner is not None]
+    assert left_out and all("do not match its receipt" in r.reason for r in left_out)
+    assert s.keyholder.decryption_log == ()
