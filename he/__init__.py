@@ -26,6 +26,7 @@ from he.errors import (
     SpecError,
 )
 from he.keyholder import DecryptionRecord, KeyHolder, Refusal
+from he.masking import Cohort, MaskAdvertisement, Masking, MaskingKey
 from he.params import BFV_4096, BFV_8192, CKKS_8192, DEFAULT_STATS_PARAMS, HEParams, Scheme
 from he.release import DPNoise, Release, flood_bits_for
 from he.request import DecryptionRequest
@@ -55,6 +56,7 @@ __all__ = [
     "Aggregator",
     "BelowMinimumCohort",
     "BindingError",
+    "Cohort",
     "ColumnRange",
     "ContextMismatch",
     "DPNoise",
@@ -71,6 +73,9 @@ __all__ = [
     "HistogramSpec",
     "InsecureParameters",
     "KeyHolder",
+    "MaskAdvertisement",
+    "Masking",
+    "MaskingKey",
     "MissingSecretKey",
     "NotAnAggregate",
     "OLSResult",

@@ -41,6 +41,7 @@ from he.envelope import (
     load_enrolment,
 )
 from he.errors import BelowMinimumCohort, BindingError
+from he.masking import Cohort
 from he.request import DecryptionRequest
 from he.spec import Spec, vector_lengths
 
@@ -172,11 +173,14 @@ class Aggregator:
         )
         return loaded
 
-    def request(self, attempt: int | None = None) -> DecryptionRequest:
+    def request(
+        self, attempt: int | None = None, *, cohort: Cohort | None = None
+    ) -> DecryptionRequest:
         """The accepted contributions, unchanged, for the key holder to assemble and decrypt.
 
         Args:
             attempt: the attempt the contributions name (default: the one given at creation).
+            cohort: the attempt's masking cohort, relayed as the owners advertised it.
 
         Raises:
             BelowMinimumCohort: fewer contributors than the largest k any of them asked for.
@@ -192,6 +196,7 @@ class Aggregator:
             attempt=chosen,
             spec=self._spec,
             contributions=tuple(self._envelopes),
+            cohort=cohort,
         )
 
     def _check_k(self) -> None:

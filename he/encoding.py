@@ -23,8 +23,9 @@ import numpy.typing as npt
 import tenseal as ts
 
 from he.context import PublicContext, map_tenseal_errors
-from he.errors import DecodeError, DecryptionError, MissingSecretKey
+from he.errors import DecodeError, DecryptionError, MissingSecretKey, SpecError
 from he.fixed import encode_fixed
+from he.masking import Masking, apply_mask
 from he.params import HEParams, Scheme
 from he.spec import Spec, real_encoding
 
@@ -68,6 +69,32 @@ def encrypt_reals(
     params, bits = real_encoding(spec, public.params)
     data = values if bits is None else encode_fixed(values, bits=bits)
     return encrypt(public.tenseal(params.scheme), params, data)
+
+
+def encrypt_masked(
+    public: PublicContext,
+    spec: Spec,
+    integers: npt.NDArray[np.int64],
+    reals: npt.NDArray[np.float64],
+    masking: Masking,
+) -> tuple[list[bytes], list[bytes]]:
+    """Encrypt both sections with the owner's pairwise masks added in Z_t (`he.masking`).
+
+    Raises:
+        SpecError: the reals are not BFV fixed point (masks need BFV's exact ring).
+    """
+    params, bits = real_encoding(spec, public.params) if reals.size else (None, 0)
+    if bits is None or (params is not None and params.scheme is not Scheme.BFV):
+        raise SpecError("masking needs real values in BFV fixed point (no CKKS in the context)")
+    bfv = public.params_for(Scheme.BFV)
+    t = bfv.plain_modulus or 0
+    fixed = encode_fixed(reals, bits=bits) if reals.size else np.zeros(0, dtype=np.int64)
+    values = np.concatenate([integers.astype(np.int64), fixed])
+    masked = apply_mask(values, masking.mask(values.size, modulus=t), modulus=t)
+    ctx = public.tenseal(Scheme.BFV)
+    ints = encrypt(ctx, bfv, masked[: integers.size]) if integers.size else []
+    rest = encrypt(ctx, bfv, masked[integers.size :]) if reals.size else []
+    return ints, rest
 
 
 def load_sections(

@@ -99,6 +99,8 @@ class Receipt:
     ciphertext_digest: str
     ciphertext_bytes: int
     signature: bytes
+    cohort: str = ""
+    """SHA-256 of the masking cohort the plaintexts are masked for ("" when not masked)."""
 
     def fields(self) -> dict[str, Any]:
         """The signed fields."""
@@ -113,6 +115,7 @@ class Receipt:
             "min_contributors": self.min_contributors,
             "ciphertext_digest": self.ciphertext_digest,
             "ciphertext_bytes": self.ciphertext_bytes,
+            "cohort": self.cohort,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -143,6 +146,7 @@ class Receipt:
             ciphertext_digest=_wire.get_str(f, "ciphertext_digest", what=what, max_len=64),
             ciphertext_bytes=_wire.get_int(f, "ciphertext_bytes", what=what, low=0, high=2**62),
             signature=signature,
+            cohort=_cohort_field(f),
         )
 
     def verify(
@@ -191,6 +195,16 @@ class Receipt:
             public_key.verify(self.signature, _wire.canonical_json(self.fields()))
         except InvalidSignature as exc:
             raise BindingError(f"receipt of {self.owner_id!r} has an invalid signature") from exc
+
+
+def _cohort_field(fields: dict[str, Any]) -> str:
+    """A receipt's cohort digest: "" (unmasked) or 64 hex digits."""
+    value = fields.get("cohort")
+    if not isinstance(value, str) or not (
+        value == "" or (len(value) == 64 and all(c in "0123456789abcdef" for c in value))
+    ):
+        raise DecodeError("receipt field 'cohort' must be empty or a SHA-256 in hex")
+    return value
 
 
 def sign_receipt(signing_key: Ed25519PrivateKey, **fields: Any) -> Receipt:

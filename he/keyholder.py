@@ -276,11 +276,28 @@ class KeyHolder:
         spec = req.spec
         spec.check_params(self._public.params)
         n_int, n_real = vector_lengths(spec)
+        expected_cohort = ""
+        if req.cohort is not None:
+            cohort = req.cohort
+            if (cohort.job_id, cohort.round, cohort.attempt) != (
+                req.job_id,
+                req.round,
+                req.attempt,
+            ):
+                raise BindingError("the masking cohort is for another job, round or attempt")
+            cohort.check(self._keys, min_size=self._min_contributors)
+            expected_cohort = cohort.digest
         accepted: dict[str, tuple[Receipt, dict[str, list[Any]]]] = {}
         digests: set[tuple[str, str]] = set()
         for index, blob in enumerate(req.contributions):
             try:
                 receipt, loaded = self._check_contribution(req, blob, n_int, n_real)
+                if receipt.cohort != expected_cohort:
+                    raise BindingError(
+                        f"contribution of {receipt.owner_id!r} is masked for cohort "
+                        f"{receipt.cohort[:16] or 'none'!r}, the request's is "
+                        f"{expected_cohort[:16] or 'none'!r}"
+                    )
             except HeError as exc:
                 self._refusals.append(
                     Refusal(
@@ -314,6 +331,12 @@ class KeyHolder:
                 f"job {req.job_id!r} round {req.round} was already decrypted for this statistic "
                 f"over {sorted(o for o, _ in done.contributions)}; the key holder decrypts once "
                 "per (job, round, statistic), so no difference of two sums can isolate an owner"
+            )
+        if req.cohort is not None and set(accepted) != set(req.cohort.owners):
+            missing = sorted(set(req.cohort.owners) - set(accepted))
+            raise BindingError(
+                f"the masks cancel only over the whole cohort; missing {missing}: restart the "
+                "attempt with fresh keys and the owners still alive"
             )
         receipts = [r for r, _ in accepted.values()]
         required = max([self._min_contributors, *(r.min_contributors for r in receipts)])

@@ -28,6 +28,7 @@ from he.envelope import (
     check_round,
 )
 from he.errors import DecodeError, NotAnAggregate, SpecError
+from he.masking import Cohort
 from he.spec import Spec
 
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024**3
@@ -50,6 +51,8 @@ class DecryptionRequest:
     attempt: int
     spec: Spec
     contributions: tuple[bytes, ...]
+    cohort: Cohort | None = None
+    """The masking cohort of the attempt when owners masked (`he.masking`), else None."""
 
     def __post_init__(self) -> None:
         check_id(self.job_id, "job_id")
@@ -60,12 +63,14 @@ class DecryptionRequest:
 
     def to_bytes(self) -> bytes:
         """The REQUEST envelope: header, then one blob per contribution envelope."""
-        header = {
+        header: dict[str, object] = {
             "job_id": self.job_id,
             "round": self.round,
             "attempt": self.attempt,
             "spec": self.spec.to_dict(),
         }
+        if self.cohort is not None:
+            header["cohort"] = self.cohort.to_json()
         return _wire.encode(_wire.Kind.REQUEST, header, list(self.contributions))
 
     @classmethod
@@ -105,4 +110,5 @@ class DecryptionRequest:
             attempt=_wire.get_int(h, "attempt", what=what, low=1, high=MAX_ATTEMPT),
             spec=spec,
             contributions=tuple(bytes(b) for b in env.blobs),
+            cohort=Cohort.from_json(h["cohort"]) if "cohort" in h else None,
         )

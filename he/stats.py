@@ -37,6 +37,7 @@ from he.envelope import (
     sign_receipt,
 )
 from he.errors import DataError, SpecError
+from he.masking import Masking
 from he.params import Scheme
 from he.release import DPNoise, Release
 from he.spec import OutOfRange, Statistic, StatsSpec, real_scales
@@ -131,6 +132,7 @@ def encrypt_statistics(
     signing_key: Ed25519PrivateKey,
     min_contributors: int = 2,
     attempt: int = 1,
+    masking: Masking | None = None,
 ) -> bytes:
     """Encrypt one owner's sufficient statistics into a signed contribution.
 
@@ -144,6 +146,9 @@ def encrypt_statistics(
         signing_key: this owner's Ed25519 key (its public half is in the enrolment).
         min_contributors: the smallest cohort this owner's policy accepts (raises k).
         attempt: the attempt of the round (signed, so the key holder never mixes attempts).
+        masking: this owner's masking key and the attempt's cohort (`he.masking`): the
+            plaintexts get pairwise zero-sum masks in Z_t, so only the cohort's sum means
+            anything; None: unmasked.
 
     Returns:
         CONTRIBUTION envelope bytes for the coordinator.
@@ -156,11 +161,16 @@ def encrypt_statistics(
         raise SpecError("encrypt_statistics needs a StatsSpec")
     spec.check_params(public.params)
     integers, reals = sufficient_statistics(table, spec)
-    bfv_params = public.params_for(Scheme.BFV)
-    bfv = encoding.encrypt(public.tenseal(Scheme.BFV), bfv_params, integers)
-    ckks: list[bytes] = []  # the reals section: CKKS, or BFV fixed point without CKKS
-    if reals.size:
-        ckks = encoding.encrypt_reals(public, spec, reals / real_scales(spec))
+    if masking is not None:  # both sections masked in Z_t, reals in BFV fixed point
+        bfv, ckks = encoding.encrypt_masked(
+            public, spec, integers, reals / real_scales(spec), masking
+        )
+    else:
+        bfv_params = public.params_for(Scheme.BFV)
+        bfv = encoding.encrypt(public.tenseal(Scheme.BFV), bfv_params, integers)
+        ckks = []  # the reals section: CKKS, or BFV fixed point without CKKS
+        if reals.size:
+            ckks = encoding.encrypt_reals(public, spec, reals / real_scales(spec))
     receipt = sign_receipt(
         signing_key,
         job_id=check_id(job_id, "job_id"),
@@ -173,6 +183,7 @@ def encrypt_statistics(
         min_contributors=check_min_contributors(min_contributors),
         ciphertext_digest=_wire.digest_blobs([*bfv, *ckks]),
         ciphertext_bytes=sum(len(b) for b in [*bfv, *ckks]),
+        cohort=masking.cohort.digest if masking is not None else "",
     )
     return encode_contribution(receipt, bfv, ckks)
 
