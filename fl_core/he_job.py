@@ -39,6 +39,7 @@ from .errors import ConfigError, PolicyRefused, ProtocolError
 from .payload import Payload
 
 if TYPE_CHECKING:
+    import he
     from he import Aggregator, DecryptionRequest, HEParams, PublicContext, Release, VectorSpec
 
     from .client.policy import OwnerPolicy
@@ -288,3 +289,93 @@ def check_release_against(
     names = list(release.contributors)
     if len(set(names)) != len(names) or not set(names) <= set(aggregator.contributors):
         raise CodecError("the release names contributors the coordinator did not relay")
+
+
+# --- owner-side masking (he.masking) over the stage driver ------------------------------------
+
+STAGE_KEYS = "he.keys"
+
+
+def masked(job: JobConfig) -> bool:
+    """Whether the job's owners mask their plaintexts (``he.masking`` with BFV reals)."""
+    return job.he.masking and job.he.reals == "bfv"
+
+
+def advertisement_fields(advertisement: he.MaskAdvertisement) -> dict[str, object]:
+    """Payload fields of an owner's ``he.keys`` answer."""
+    return {"he.mask_key": advertisement.public_key, "he.mask_signature": advertisement.signature}
+
+
+def advertisement_from_payload(payload: Payload, owner: str) -> he.MaskAdvertisement:
+    """An owner's ``he.keys`` answer, sizes checked.
+
+    The signature is checked by each owner and by the key holder against their own enrolment.
+    """
+    import he
+
+    return he.MaskAdvertisement(
+        owner_id=owner,
+        public_key=payload.get_bytes("he.mask_key", size=KEY_BYTES),
+        signature=payload.get_bytes("he.mask_signature", size=SIGNATURE_BYTES),
+    )
+
+
+def cohort_fields(cohort: he.Cohort, identities: Mapping[str, bytes]) -> dict[str, object]:
+    """Payload fields of the ``he.contribute`` task: the cohort and its relayed identities."""
+    peers = {name: identities.get(name, b"").hex() for name in cohort.owners}
+    return {"he.cohort": cohort.to_bytes(), "he.peers": enrolment_json(peers)}
+
+
+def enrolment_json(peers: Mapping[str, str]) -> bytes:
+    """Owner name -> hex key, as canonical JSON bytes."""
+    import json
+
+    return json.dumps(dict(sorted(peers.items())), separators=(",", ":")).encode()
+
+
+def owner_masking(
+    job: JobConfig,
+    policy: OwnerPolicy,
+    payload: Payload,
+    key: he.MaskingKey | None,
+    *,
+    k: int,
+    own_identity: bytes,
+) -> he.Masking | None:
+    """The owner's masking for ``he.contribute``, computed from its own job and policy.
+
+    The cohort's members are checked against the owner's pinned peer keys (``policy.peer_keys``)
+    and, only when it pins none, against the identities the coordinator relays.
+
+    Raises:
+        PolicyRefused: the job is masked but the task carries no cohort or this owner advertised
+            no key this attempt.
+        CodecError: a malformed cohort or identity list.
+    """
+    import json
+
+    import he
+
+    from .errors import CodecError
+
+    if not masked(job):
+        return None
+    if key is None or "he.cohort" not in payload:
+        raise PolicyRefused(
+            "this job masks contributions (he.masking): the task carries no cohort, or this "
+            "owner advertised no masking key for this attempt"
+        )
+    try:
+        cohort = he.Cohort.from_bytes(payload.get_bytes("he.cohort", max_size=MAX_CONTEXT_BYTES))
+        pinned = policy.pinned_peers()
+        if pinned:
+            peers = pinned
+        else:
+            raw = json.loads(payload.get_bytes("he.peers", max_size=MAX_CONTEXT_BYTES))
+            peers = {str(n): bytes.fromhex(str(v)) for n, v in dict(raw).items()}
+    except (he.HeError, ValueError, TypeError) as exc:
+        raise CodecError(f"the masking cohort is malformed: {exc}") from exc
+    peers[key.owner_id] = own_identity  # the owner knows its own key
+    with map_he_errors("the masking cohort is refused"):  # before anything is trained or sent
+        cohort.check(he.envelope.load_enrolment(peers), min_size=k)
+    return he.Masking(key, cohort, peers, min_size=k)

@@ -253,11 +253,17 @@ class SimulatedKeys:
         return {name: raw_public_key(key) for name, key in self.owners.items()}
 
     def owner_policy(self, base: OwnerPolicy | None = None) -> OwnerPolicy:
-        """``base`` (or the default policy) trusting exactly this key holder."""
+        """``base`` (or the default policy) trusting exactly this key holder and these peers."""
         from dataclasses import replace
 
         trusted = (raw_public_key(self.keyholder).hex(),)
-        return replace(base or OwnerPolicy(), trusted_keyholders=trusted)
+        return replace(
+            base or OwnerPolicy(), trusted_keyholders=trusted, peer_keys=self.peer_keys()
+        )
+
+    def peer_keys(self) -> tuple[str, ...]:
+        """``policy.peer_keys`` entries pinning every simulated owner's identity."""
+        return tuple(f"{n}={raw_public_key(k).hex()}" for n, k in sorted(self.owners.items()))
 
     def keyholder_participant(
         self,
@@ -282,8 +288,10 @@ class SimulatedKeys:
         enrolment = folder / "enrolment.toml"
         enrolment.write_text(enrolment_toml(self.enrolment()))
         policy = folder / "owner-policy.toml"
+        peers = ", ".join(f'"{entry}"' for entry in self.peer_keys())
         policy.write_text(
             f'[policy]\ntrusted_keyholders = ["{raw_public_key(self.keyholder).hex()}"]\n'
+            f"peer_keys = [{peers}]\n"
         )
         return SimulatedFiles(
             enrolment=enrolment,

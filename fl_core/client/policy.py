@@ -39,6 +39,9 @@ class OwnerPolicy:
         budget_epsilon: the privacy-budget cap (epsilon) the owner sets on its data set in its
             ledger (0: leave the ledger's cap as it is).
         budget_delta: the delta of that cap (0: the job's delta).
+        peer_keys: ``"owner-name=hex Ed25519 public key"`` of the other owners whose masking
+            keys the owner accepts in an HE cohort (empty: the identities the coordinator relays,
+            which a malicious coordinator could invent; pin them, or the roster's owner keys).
     """
 
     allowed_purposes: tuple[str, ...] = ()
@@ -49,8 +52,16 @@ class OwnerPolicy:
     budget_epsilon: float = 0.0
     budget_delta: float = 0.0
     trusted_keyholders: tuple[str, ...] = ()
+    peer_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for entry in self.peer_keys:
+            name, _, key = entry.partition("=")
+            if not name or len(key) != 64 or any(ch not in "0123456789abcdef" for ch in key):
+                raise ConfigError(
+                    f"policy.peer_keys: {entry[:80]!r} is not 'owner-name=<64 lower-case hex "
+                    "digits>' (a raw Ed25519 public key)"
+                )
         for key in self.trusted_keyholders:
             if len(key) != 64 or any(ch not in "0123456789abcdef" for ch in key):
                 raise ConfigError(
@@ -70,6 +81,13 @@ class OwnerPolicy:
             raise ConfigError(f"policy.budget_delta = {self.budget_delta}; expected in [0, 1)")
         if self.max_rounds < 0:
             raise ConfigError(f"policy.max_rounds = {self.max_rounds}; expected an integer >= 0")
+
+    def pinned_peers(self) -> dict[str, bytes]:
+        """``peer_keys`` as owner name -> raw Ed25519 public key."""
+        return {
+            name: bytes.fromhex(key)
+            for name, _, key in (entry.partition("=") for entry in self.peer_keys)
+        }
 
     def check_job(self, job: JobConfig) -> None:
         """Refuse a job whose purpose or protections the owner does not accept."""
@@ -103,7 +121,7 @@ class OwnerPolicy:
                 raise PolicyRefused("the owner does not take part in evaluation")
             return
         kind = _protection(job)
-        if job.job.kind == "stats" and stage != "he.contribute":
+        if job.job.kind == "stats" and stage not in ("he.keys", "he.contribute"):
             raise PolicyRefused(f"stage {stage!r} is not part of a statistics job")
         if stage in PLAIN_STAGES and kind != "mean":
             raise PolicyRefused(

@@ -110,6 +110,10 @@ class HESection:
         ckks: the CKKS parameter preset (real values when ``reals = "ckks"``).
         bfv: the BFV parameter preset (exact counts and histograms; and the reals when
             ``reals = "bfv"``, for which its plain modulus must leave enough fraction bits).
+        masking: owners add pairwise zero-sum masks (``he/masking.py``) to their plaintexts so
+            that even the key holder, with the coordinator, learns only the cohort's sum; an
+            extra stage ``he.keys`` advertises the owners' masking keys. Applies with
+            ``reals = "bfv"`` (BFV's exact ring); a CKKS job is never masked.
         flood_bits: the least s of the key holder's flooding of CKKS releases; it floods with
             at least what the job needs for a total distance of 2^-64.
         max_decryptions: the key holder's decryption budget for the job (0: one per round).
@@ -122,6 +126,7 @@ class HESection:
 
     min_contributors: int = 3
     reals: str = "bfv"
+    masking: bool = True
     ckks: str = "ckks_8192"
     bfv: str = "bfv_8192"
     flood_bits: int = 40
