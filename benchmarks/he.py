@@ -7,7 +7,9 @@ and decrypt, and the bytes on the wire, for
   contribution and keeps it) -> `he.KeyHolder.decrypt` of the relayed contributions (the key
   holder checks every one again, adds them itself, decrypts; signed envelopes, every check);
   with ``--scheme bfv`` (default, the default path of jobs) the values are exact fixed point in
-  BFV (N=8192, t = 2^40), with ``--scheme ckks`` CKKS flooded for the job's 2^-64 budget;
+  BFV (N=8192, t = 2^40) with each owner's pairwise masks (a signed masking key, the cohort
+  checked, one mask per peer; counted in encrypt), with ``--scheme ckks`` CKKS, unmasked,
+  flooded for the job's 2^-64 budget;
 * ``tenseal``: the bare TenSEAL calls doing the same arithmetic (encrypt+serialize,
   deserialize+add, deserialize+decrypt) with the same parameters (and, for BFV, the same
   fixed-point integers); the additions it does once are done by both the coordinator and the
@@ -79,9 +81,32 @@ class Bulwark:
         self.he, self.holder, self.keys, self.enrolment = he, holder, keys, enrolment
         self.public = holder.public_context()
         self.request_bytes = 0
+        self.mask = he.Scheme.CKKS not in {p.scheme for p in self.public.params}
+        self.cohort: Any = None
 
     def encrypt(self, updates: list[np.ndarray], rnd: int) -> list[bytes]:
+        """Each owner: (BFV) a signed masking key, the checked cohort and its masks; encrypt."""
         spec = self.he.VectorSpec(length=updates[0].size, max_abs=1.0, max_owners=8)
+        owners = OWNERS[: len(updates)]
+        masking: dict[str, Any] = dict.fromkeys(owners)
+        self.cohort = None
+        if self.mask:
+            made = {
+                o: self.he.MaskingKey.generate(
+                    identity_key=self.keys[o], owner_id=o, job_id="bench", round=rnd, attempt=1
+                )
+                for o in owners
+            }
+            self.cohort = self.he.Cohort(
+                job_id="bench",
+                round=rnd,
+                attempt=1,
+                advertisements=tuple(ad for _, ad in made.values()),
+            )
+            masking = {
+                o: self.he.Masking(made[o][0], self.cohort, self.enrolment, min_size=3)
+                for o in owners
+            }
         return [
             self.he.encrypt_vector(
                 self.public,
@@ -91,8 +116,9 @@ class Bulwark:
                 round=rnd,
                 owner_id=o,
                 signing_key=self.keys[o],
+                masking=masking[o],
             )
-            for o, u in zip(OWNERS, updates, strict=False)
+            for o, u in zip(owners, updates, strict=False)
         ]
 
     def add(self, blobs: list[bytes], n: int, rnd: int) -> Any:
@@ -102,7 +128,7 @@ class Bulwark:
         )
         for b in blobs:
             agg.add(b)
-        request = agg.request(attempt=1).to_bytes()  # what goes to the key holder
+        request = agg.request(attempt=1, cohort=self.cohort).to_bytes()  # to the key holder
         self.request_bytes = len(request)
         return request
 
