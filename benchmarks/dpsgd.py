@@ -6,7 +6,8 @@ the script times, side by side in one process:
 
 * ``plain``: non-private SGD on shuffled fixed-size batches (the baseline);
 * ``flat``: :class:`fl_core.dp.dpsgd.DPSGDSession` with flat clipping (Opacus hooks), Poisson
-  sampling, Opacus's secure noise construction and per-step CSPRNG re-seeding;
+  sampling, Opacus's secure noise construction, noise and batches drawn from the AES-CTR
+  CSPRNG stream;
 * ``ghost``: the same session with Opacus's fast gradient / ghost clipping: what Bulwark runs
   (``dp.clipping = "auto"`` picks it for every model here);
 * ``opacus``: raw Opacus ``make_private`` (hooks, ``secure_mode=False``, global RNG), to show what
@@ -82,7 +83,7 @@ def _runner(
             noise_multiplier=1.0,
             max_steps_per_round=steps,
             clipping=ClippingMode.GHOST if method == "ghost" else ClippingMode.FLAT,
-            report_prv=False,
+            report_pld=False,
         )
         session = DPSGDSession(
             model=model,

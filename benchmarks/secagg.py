@@ -7,9 +7,14 @@ process and side by side:
   (X25519, Ed25519 signatures, HKDF, AES-GCM envelopes, Shamir over GF(2^256 + 297), AES-256-CTR
   masks). Clients that drop do so after sharing keys (they send no masked input), the worst case
   for the coordinator. The unmasked sum is checked to be exact in every round. Coordinator time
-  is the sum of ``start`` and the four stage methods; client time is quantization plus the four
-  stage methods of one client, the median over the clients that ran all four stages (clients are
-  symmetric; every client has to run anyway to give the coordinator real inputs).
+  is the sum of ``start`` and the five stage methods; client time is quantization plus the five
+  stage methods of one client, the median over the clients that ran all five stages (clients are
+  symmetric; every client has to run anyway to give the coordinator real inputs). The
+  consistency check (Bonawitz et al. 2017, round 3 of the active variant) is one of those stages:
+  ``cc coord`` is the coordinator's CONSISTENCY_CHECK stage (verifying the signatures and
+  building the unmask requests), ``cc client`` a client's signing of U3 plus its verification of
+  the relayed signatures (which runs inside UNMASK; replayed and timed apart on one client's
+  request), and ``cc %`` their share of coordinator plus client time.
 * ``flower``: the same per-client and per-coordinator work rebuilt from
   ``flwr.common.secure_aggregation`` and ``flwr.supercore.primitives.asymmetric`` as
   ``secaggplus_mod.py`` and ``secaggplus_workflow.py`` (flwr 1.42) call them: P-384 ECDH key
@@ -74,9 +79,11 @@ from mpc import (  # noqa: E402
     find_parameters,
     quantize,
 )
-from mpc.keys import identity_public_bytes  # noqa: E402
+from mpc.keys import compute_session_id, identity_public_bytes  # noqa: E402
 from mpc.masks import apply_masks  # noqa: E402
 from mpc.prg import CHUNK_WORDS, MaskExpander  # noqa: E402
+from mpc.secagg._checks import check_consistency_signatures  # noqa: E402
+from mpc.secagg.messages import session_context  # noqa: E402
 
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "secagg.json"
 QUICK_OUTPUT = ROOT / "benchmarks" / "results" / "secagg_quick.json"
@@ -122,12 +129,13 @@ def bulwark_round(params: SecAggParams, d: int, dropout: float, seed: int) -> di
     n = params.num_clients
     wall = _now()
     identity_keys = {i: Ed25519PrivateKey.generate() for i in range(1, n + 1)}
+    identities = {i: identity_public_bytes(k) for i, k in identity_keys.items()}
     session = SessionInfo("bench", 1, seed, hashlib.sha256(b"model %d" % seed).digest())
     server = SecAggServer(
         params,
         session,
         vector_length=d,
-        identities={i: identity_public_bytes(k) for i, k in identity_keys.items()},
+        identities=identities,
     )
     clients = {i: SecAggClient(index=i, identity_key=k) for i, k in identity_keys.items()}
     update = np.random.default_rng(seed).normal(0.0, 0.1, d).astype(np.float32)
@@ -136,6 +144,7 @@ def bulwark_round(params: SecAggParams, d: int, dropout: float, seed: int) -> di
     x = quantize(update, clip=CLIP, bits=BITS, ring_bits=32, rng=rounding)
     quantize_s = _now() - started
     client_s: dict[int, float] = dict.fromkeys(clients, quantize_s)
+    client_stage_s: dict[str, dict[int, float]] = {stage.value: {} for stage in Stage}
     mask_s: list[float] = []
     server_s: dict[str, float] = {}
     gc.collect()
@@ -144,6 +153,8 @@ def bulwark_round(params: SecAggParams, d: int, dropout: float, seed: int) -> di
     server_s["start"] = _now() - started
     dropped: set[int] = set()
     draws = 0
+    adverts: dict[int, Any] = {}
+    verify_s = 0.0
     for stage in Stage:
         if stage is Stage.MASKED_INPUT:
             rng = np.random.default_rng(seed)
@@ -154,6 +165,8 @@ def bulwark_round(params: SecAggParams, d: int, dropout: float, seed: int) -> di
                 )
                 if _completes(params, dict(server.neighbours), dropped):
                     break
+        if stage is Stage.UNMASK:
+            verify_s = _client_signature_check(params, session, d, identities, adverts, requests)
         responses: dict[int, Any] = {}
         for i, request in requests.items():
             if i in dropped:
@@ -166,7 +179,10 @@ def bulwark_round(params: SecAggParams, d: int, dropout: float, seed: int) -> di
                 mask_s.append(_now() - started)
             else:
                 responses[i] = getattr(clients[i], stage.value)(request)
+            client_stage_s[stage.value][i] = _now() - started
             client_s[i] += _now() - started
+        if stage is Stage.ADVERTISE_KEYS:
+            adverts = dict(responses)
         started = _now()
         requests = getattr(server, stage.value)(responses)
         server_s[stage.value] = _now() - started
@@ -179,9 +195,18 @@ def bulwark_round(params: SecAggParams, d: int, dropout: float, seed: int) -> di
     if not np.array_equal(result.total, expected) or set(result.survivors) & dropped:
         raise AssertionError("the unmasked sum is wrong")
     survivors = [i for i in clients if i not in dropped]
+    client_stages = {
+        stage: statistics.median(times[i] for i in survivors if i in times)
+        for stage, times in client_stage_s.items()
+        if any(i in times for i in survivors)
+    }
     return {
         "server_s": sum(server_s.values()),
         "server_stages_s": server_s,
+        "client_stages_s": client_stages,
+        "consistency_server_s": server_s.get("consistency_check", 0.0),
+        "consistency_client_s": client_stages.get("consistency_check", 0.0),
+        "consistency_verify_s": verify_s,
         "client_s": statistics.median(client_s[i] for i in survivors),
         "client_masked_input_stage_s": statistics.median(mask_s),
         "upload_bytes_per_param": upload,
@@ -190,6 +215,50 @@ def bulwark_round(params: SecAggParams, d: int, dropout: float, seed: int) -> di
         "exact": True,
         "wall_s": _now() - wall,
     }
+
+
+def _client_signature_check(
+    params: SecAggParams,
+    session: SessionInfo,
+    d: int,
+    identities: dict[int, bytes],
+    adverts: dict[int, Any],
+    requests: dict[int, Any],
+) -> float:
+    """Seconds one client spends verifying the relayed consistency signatures (inside UNMASK).
+
+    Replays the check on the first unmask request with the session id and identities recomputed
+    from public values, the median of three runs.
+    """
+    n = params.num_clients
+    context = session_context(
+        session,
+        num_clients=n,
+        threshold=params.threshold,
+        degree=params.degree,
+        ring_bits=params.ring_bits,
+        vector_length=d,
+        participants=tuple(range(1, n + 1)),
+        consistency_threshold=params.consistency_threshold,
+    )
+    session_id = compute_session_id(
+        context=context,
+        public_keys={u: (a.encryption_key, a.masking_key) for u, a in adverts.items()},
+    )
+    request = requests[min(requests)]
+    times = []
+    for _ in range(3):
+        started = _now()
+        check_consistency_signatures(
+            request.signatures,
+            cohort=request.cohort,
+            session_id=session_id,
+            context=context,
+            identities=identities,
+            quorum=params.consistency_threshold,
+        )
+        times.append(_now() - started)
+    return statistics.median(times)
 
 
 def masking_and_bare_prg(neighbours: int, d: int, repeats: int = 7) -> dict[str, float]:
@@ -528,8 +597,20 @@ def main(argv: list[str] | None = None) -> int:
                         bulwark_round(params, d, dropout, seed=r) for r in range(1, repeats)
                     ]
                     ours = dict(first)
-                    for key in ("server_s", "client_s", "client_masked_input_stage_s"):
+                    for key in (
+                        "server_s",
+                        "client_s",
+                        "client_masked_input_stage_s",
+                        "consistency_server_s",
+                        "consistency_client_s",
+                        "consistency_verify_s",
+                    ):
                         ours[key] = statistics.median(r[key] for r in runs)
+                    ours["consistency_share"] = (
+                        ours["consistency_server_s"]
+                        + ours["consistency_client_s"]
+                        + ours["consistency_verify_s"]
+                    ) / (ours["server_s"] + ours["client_s"])
                     ours["repeats"] = repeats
                     row: dict[str, Any] = {
                         "d": d,
@@ -605,7 +686,8 @@ def main(argv: list[str] | None = None) -> int:
 
 HEADER = (
     f"{'d':>8} {'n':>4} {'graph':>6} {'k':>4} {'t':>4} {'drop':>5} | "
-    f"{'coord s':>8} {'client s':>8} {'stage2 s':>7} {'mask s':>7} {'PRG s':>7} {'m/PRG':>5} | "
+    f"{'coord s':>8} {'client s':>8} {'cc coord':>8} {'cc client':>9} {'cc %':>5} "
+    f"{'stage2 s':>7} {'mask s':>7} {'PRG s':>7} {'m/PRG':>5} | "
     f"{'Flower coord':>12} {'Flower client':>13} "
     f"{'x coord':>7} {'x client':>8}"
 )
@@ -626,6 +708,9 @@ def print_row(row: dict[str, Any], flush: bool = False) -> None:
     print(
         f"{row['d']:>8} {row['n']:>4} {row['graph']:>6} {row['degree']:>4} {row['threshold']:>4} "
         f"{row['dropout']:>5.0%} | {ours['server_s']:>8.3f} {ours['client_s']:>8.3f} "
+        f"{ours['consistency_server_s']:>8.4f} "
+        f"{ours['consistency_client_s'] + ours['consistency_verify_s']:>9.5f} "
+        f"{ours['consistency_share']:>5.1%} "
         f"{ours['client_masked_input_stage_s']:>7.4f} {row['client_masking_s']:>7.4f} "
         f"{row['bare_prg_s']:>7.4f} "
         f"{row['mask_over_bare_prg']:>5.2f} | " + flower,
@@ -647,6 +732,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             {round(r["flower"]["upload_bytes_per_param"], 3) for r in compared}
         ),
         "flower_cells_skipped": sum("skipped" in r["flower"] for r in rows),
+        "max_consistency_share": max(r["bulwark"]["consistency_share"] for r in rows),
         "targets": {
             "coordinator >= 20x Flower, complete graph": 20,
             "coordinator >= 5x Flower, sparse graph": 5,

@@ -297,9 +297,37 @@ def cert_fingerprint(pem_or_der: bytes) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
-def simulated_roster(
+@dataclass(frozen=True, slots=True)
+class SimulatedFederation:
+    """A federation made up for a simulation: every key on this machine."""
+
+    roster: Roster
+    signature: bytes
+    keys: dict[str, Ed25519PrivateKey]
+
+    def write(self, folder: Path) -> dict[str, Path]:
+        """Write ``roster.json``, ``authority.pub.pem`` and ``<name>.pem`` for every member.
+
+        Returns the paths by name, plus ``"roster"`` and ``"authority"``.
+        """
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {"roster": folder / "roster.json", "authority": folder / "authority.pub.pem"}
+        paths["roster"].write_text(self.roster.to_json(self.signature))
+        paths["authority"].write_bytes(
+            Ed25519PublicKey.from_public_bytes(self.roster.authority).public_bytes(
+                Encoding.PEM, PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        for name, key in self.keys.items():
+            paths[name] = folder / f"{name}.pem"
+            paths[name].unlink(missing_ok=True)
+            write_private_pem(paths[name], key)
+        return paths
+
+
+def simulated_federation(
     names: Iterable[str], *, coordinator: str = "coordinator", keyholders: Iterable[str] = ()
-) -> tuple[Roster, dict[str, Ed25519PrivateKey]]:
+) -> SimulatedFederation:
     """A roster for a simulation: fresh keys for every member, signed by a throwaway authority."""
     keys: dict[str, Ed25519PrivateKey] = {}
     members = []
@@ -310,8 +338,16 @@ def simulated_roster(
     ]:
         keys[name] = Ed25519PrivateKey.generate()
         members.append(Member(name=name, role=role, key=raw_public(keys[name].public_key())))
-    roster, _ = Roster.sign("simulation", members, Ed25519PrivateKey.generate())
-    return roster, keys
+    roster, signature = Roster.sign("simulation", members, Ed25519PrivateKey.generate())
+    return SimulatedFederation(roster, signature, keys)
+
+
+def simulated_roster(
+    names: Iterable[str], *, coordinator: str = "coordinator", keyholders: Iterable[str] = ()
+) -> tuple[Roster, dict[str, Ed25519PrivateKey]]:
+    """:func:`simulated_federation`'s roster and keys."""
+    fed = simulated_federation(names, coordinator=coordinator, keyholders=keyholders)
+    return fed.roster, fed.keys
 
 
 def pinned_peers(roster: Roster, index_names: Mapping[int, str]) -> dict[int, bytes]:

@@ -341,11 +341,13 @@ def owner_masking(
     *,
     k: int,
     own_identity: bytes,
+    roster_owners: Mapping[str, bytes] | None = None,
 ) -> he.Masking | None:
     """The owner's masking for ``he.contribute``, computed from its own job and policy.
 
-    The cohort's members are checked against the owner's pinned peer keys (``policy.peer_keys``)
-    and, only when it pins none, against the identities the coordinator relays.
+    The cohort's members are checked against the owner's pinned peer keys: the verified
+    roster's owners when it has a roster, else ``policy.peer_keys``, and only when neither
+    exists against the identities the coordinator relays.
 
     Raises:
         PolicyRefused: the job is masked but the task carries no cohort or this owner advertised
@@ -367,7 +369,7 @@ def owner_masking(
         )
     try:
         cohort = he.Cohort.from_bytes(payload.get_bytes("he.cohort", max_size=MAX_CONTEXT_BYTES))
-        pinned = policy.pinned_peers()
+        pinned = dict(roster_owners) if roster_owners else policy.pinned_peers()
         if pinned:
             peers = pinned
         else:

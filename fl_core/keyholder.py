@@ -44,6 +44,7 @@ from .client.policy import OwnerPolicy
 from .client.runtime import ClientOptions, Participant
 from .config import JobConfig
 from .errors import ConfigError, PolicyRefused
+from .federation import Roster
 from .he_job import (
     MAX_ENVELOPE_BYTES,
     SignedContext,
@@ -93,10 +94,13 @@ class KeyholderParticipant(Participant):
         identity_key: Ed25519PrivateKey | None = None,
         min_contributors: int | None = None,
         options: ClientOptions | None = None,
+        roster: Roster | None = None,
     ) -> None:
         import he
 
-        super().__init__(name=name, job=job, identity_key=identity_key, options=options)
+        super().__init__(
+            name=name, job=job, identity_key=identity_key, options=options, roster=roster
+        )
         if not needs_keyholder(job):
             raise ConfigError(
                 "this job needs no key holder (job.kind is not 'stats' and aggregation.kind is "

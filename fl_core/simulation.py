@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from safetensors.numpy import save_file
 
 from .aggregators import create_aggregator
@@ -44,7 +45,9 @@ from .coordinator.service import Coordinator
 from .coordinator.store import Store
 from .data import ClientData, Dataset, PartitionConfig, load_dataset, split_for_clients
 from .errors import ConfigError
+from .federation import Roster, simulated_federation, simulated_roster
 from .models import create_model
+from .ray_backend import RayResources
 from .strategies import create_strategy
 from .transport.base import JobDone
 from .transport.grpc_server import serve
@@ -57,6 +60,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("bulwark.simulation")
 
 TRANSPORTS = ("inmemory", "grpc")
+BACKENDS = ("local", "ray")
 
 
 # --- data and models, shared by the simulator and the deployment commands ---------------------
@@ -192,8 +196,11 @@ def simulate(
     roundtrip: bool = False,
     threads: int | None = None,
     owner_policy: str | Path | None = None,
+    backend: str = "local",
+    ray_address: str | None = None,
+    ray_resources: RayResources | None = None,
 ) -> SimulationResult:
-    """Run ``job`` with all its data owners on this machine.
+    """Run ``job`` with all its data owners on this machine (or, with Ray, on a cluster).
 
     Args:
         job: the job.
@@ -205,12 +212,20 @@ def simulate(
         threads: torch threads per client (default: one per in-memory worker; one per process).
         owner_policy: a policy file every simulated owner applies (its budget caps the ledgers
             that DP jobs give each owner, in ``ledgers/`` of the output folder).
+        backend: ``"local"`` (``transport`` decides) or ``"ray"``: every owner a Ray task
+            talking gRPC to the coordinator in this process (:mod:`fl_core.ray_backend`).
+        ray_address: the Ray cluster to use (default: a local instance for the run).
+        ray_resources: what each owner's Ray task asks for (default one CPU).
 
     Raises:
         ConfigError: an unknown transport or a job that cannot run.
     """
     if transport not in TRANSPORTS:
         raise ConfigError(f"transport {transport!r} is not one of {list(TRANSPORTS)}")
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend {backend!r} is not one of {list(BACKENDS)}")
+    if backend == "ray" and job.aggregation.kind == "he":
+        raise ConfigError("--backend ray does not run HE jobs yet (the key holder is a process)")
     out = Path(output) if output is not None else None
     with tempfile.TemporaryDirectory(prefix="bulwark-sim-") as tmp:
         work = out or Path(tmp)
@@ -221,6 +236,18 @@ def simulate(
         names = [f"client-{i}" for i in range(job.data.num_clients)]
         ledgers = owner_ledgers(job, names, work / "ledgers", policy)
         try:
+            if backend == "ray":
+                return _simulate_ray(
+                    job,
+                    store,
+                    out,
+                    events,
+                    threads or 1,
+                    policy_path,
+                    ledgers,
+                    ray_address=ray_address,
+                    resources=ray_resources or RayResources(),
+                )
             if transport == "inmemory":
                 return _simulate_inmemory(
                     job, store, out, events, roundtrip, threads, policy, ledgers
@@ -233,6 +260,74 @@ def simulate(
             )
         finally:
             store.close()
+
+
+def _simulate_ray(
+    job: JobConfig,
+    store: Store,
+    out: Path | None,
+    events: Callable[[Event], None] | None,
+    threads: int,
+    policy_path: Path | None,
+    ledgers: dict[str, Path],
+    *,
+    ray_address: str | None,
+    resources: RayResources,
+) -> SimulationResult:
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+    )
+
+    from .ray_backend import OwnerSpec, collect, ray_session, submit_owners
+
+    input_shape, num_classes = model_shape(job)
+    weights = initial_weights(job, input_shape=input_shape, num_classes=num_classes)
+    evaluator = None
+    if job.dp.mode != "none":
+        dataset = job_dataset(job)
+        evaluator = central_evaluator(job, dataset, client_shares(job, dataset))
+    names = [f"client-{i}" for i in range(job.data.num_clients)]
+    federation = simulated_federation(names)
+    coordinator = _coordinator(
+        job, store, weights, events, evaluator, federation.roster, federation.keys["coordinator"]
+    )
+    specs = [
+        OwnerSpec(
+            name=name,
+            partition=i,
+            job_source=job.source,
+            identity_pem=federation.keys[name].private_bytes(
+                Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
+            ),
+            roster_json=federation.roster.to_json(federation.signature),
+            authority=federation.roster.authority,
+            ledger=str(ledgers[name]) if name in ledgers else None,
+            policy=str(policy_path) if policy_path is not None else None,
+            threads=threads,
+        )
+        for i, name in enumerate(names)
+    ]
+    started = time.perf_counter()
+    errors: dict[str, str] = {}
+    with ray_session(ray_address) as ray:
+        # A cluster's tasks dial this node; a local instance's tasks dial loopback.
+        listen = "127.0.0.1:0" if ray_address is None else "0.0.0.0:0"  # noqa: S104
+        host = "127.0.0.1" if ray_address is None else ray.util.get_node_ip_address()
+
+        async def main() -> JobDone:
+            handle = await serve(coordinator, address=listen, limits=job.limits)
+            refs = submit_owners(ray, specs, f"{host}:{handle.port}", resources)
+            try:
+                done = await coordinator.run()
+            finally:
+                errors.update(await collect(refs, names))
+                await handle.stop(grace=1.0)
+            return done
+
+        done = asyncio.run(main())
+    return _finish(job, coordinator, done, Layout.of(weights), started, "ray", out, errors)
 
 
 def _he_keys(job: JobConfig, names: list[str]) -> SimulatedKeys | None:
@@ -289,6 +384,8 @@ def _coordinator(
     weights: Weights,
     events: Callable[[Event], None] | None,
     evaluator: Callable[[npt.NDArray[np.float32]], dict[str, object]] | None = None,
+    roster: Roster | None = None,
+    identity_key: Ed25519PrivateKey | None = None,
 ) -> Coordinator:
     layout = Layout.of(weights)
     return Coordinator(
@@ -299,6 +396,8 @@ def _coordinator(
         aggregator=create_aggregator(job),
         events=events,
         central_evaluator=evaluator,
+        roster=roster,
+        identity_key=identity_key,
     )
 
 
@@ -351,18 +450,24 @@ def _simulate_inmemory(
     trainers = [make_trainer(job, dataset, share) for share in shares]
     weights = trainers[0].initial_weights()
     evaluator = central_evaluator(job, dataset, shares)
-    coordinator = _coordinator(job, store, weights, events, evaluator)
     names = [f"client-{i}" for i in range(len(trainers))]
     keys = _he_keys(job, names)
+    # A federation of its own: a roster signed by a throwaway authority, so joins prove key
+    # possession against it and secure aggregation pins every peer to it, as in a deployment.
+    roster, roster_keys = simulated_roster(names) if keys is None else (None, {})
+    coordinator = _coordinator(
+        job, store, weights, events, evaluator, roster, roster_keys.get("coordinator")
+    )
     clients: list[Participant] = [
         Client(
             name=name,
             job=job,
             trainer=t,
             options=ClientOptions(long_poll_s=30.0),
-            identity_key=None if keys is None else keys.owners[name],
+            identity_key=keys.owners[name] if keys is not None else roster_keys[name],
             policy=policy if keys is None else keys.owner_policy(),
             ledger=ledgers.get(name),
+            roster=roster,
         )
         for name, t in zip(names, trainers, strict=True)
     ]
@@ -415,13 +520,24 @@ def _simulate_grpc(
     if job.dp.mode != "none":
         dataset = job_dataset(job)
         evaluator = central_evaluator(job, dataset, client_shares(job, dataset))
-    coordinator = _coordinator(job, store, weights, events, evaluator)
-    started = time.perf_counter()
-    errors: dict[str, str] = {}
-
     names = [f"client-{i}" for i in range(job.data.num_clients)]
     keys = _he_keys(job, names)
-    files = None if keys is None else keys.write(Path(store.path).parent / "identities")
+    identities = Path(store.path).parent / "identities"
+    files = None if keys is None else keys.write(identities)
+    # Without HE: a federation of its own, its roster and keys written for the client processes.
+    federation = simulated_federation(names) if keys is None else None
+    paths = federation.write(identities / "federation") if federation is not None else {}
+    coordinator = _coordinator(
+        job,
+        store,
+        weights,
+        events,
+        evaluator,
+        federation.roster if federation is not None else None,
+        federation.keys["coordinator"] if federation is not None else None,
+    )
+    started = time.perf_counter()
+    errors: dict[str, str] = {}
 
     def he_args(i: int) -> list[str]:
         extra: list[str] = []
@@ -430,7 +546,10 @@ def _simulate_grpc(
         if policy_path is not None and files is None:
             extra += ["--policy", str(policy_path)]
         if files is None:
-            return extra
+            return extra + [
+                *("--name", names[i], "--identity", str(paths[names[i]])),
+                *("--federation", str(paths["roster"]), "--authority", str(paths["authority"])),
+            ]
         return extra + [
             "--identity",
             str(files.owner_identities[names[i]]),

@@ -40,6 +40,7 @@ from .coordinator.service import Coordinator
 from .coordinator.stats_job import NO_WEIGHTS, StatsJob, statistics_of
 from .coordinator.store import Store
 from .errors import CodecError, ConfigError, PolicyRefused
+from .federation import Roster
 from .he_job import (
     STAGE_KEYS,
     SignedContext,
@@ -91,8 +92,11 @@ class StatsOwner(Participant):
         identity_key: Ed25519PrivateKey | None = None,
         policy: OwnerPolicy | None = None,
         options: ClientOptions | None = None,
+        roster: Roster | None = None,
     ) -> None:
-        super().__init__(name=name, job=job, identity_key=identity_key, options=options)
+        super().__init__(
+            name=name, job=job, identity_key=identity_key, options=options, roster=roster
+        )
         if job.stats is None:
             raise ConfigError("a statistics owner needs a job with job.kind = 'stats'")
         self.policy = policy or OwnerPolicy()
@@ -142,6 +146,7 @@ class StatsOwner(Participant):
             self._mask_keys.get(attempt_key),
             k=k,
             own_identity=raw_public_key(self.identity_key),
+            roster_owners=self.roster.keys("owner") if self.roster is not None else None,
         )
         with map_he_errors("encrypting the owner's statistics"):
             blob = he.encrypt_statistics(
@@ -231,9 +236,16 @@ class StatsOutcome:
 
 
 def stats_coordinator(
-    job: JobConfig, store: Store, runner: StatsJob, events: Callable[[Event], None] | None = None
+    job: JobConfig,
+    store: Store,
+    runner: StatsJob,
+    events: Callable[[Event], None] | None = None,
+    *,
+    roster: Roster | None = None,
+    identity_key: Ed25519PrivateKey | None = None,
+    name: str = "coordinator",
 ) -> Coordinator:
-    """A coordinator that runs ``job`` as a statistics job."""
+    """A coordinator that runs ``job`` as a statistics job (with a roster: members only)."""
     return Coordinator(
         job,
         store=store,
@@ -242,6 +254,9 @@ def stats_coordinator(
         aggregator=create_aggregator(job),
         events=events,
         runner=runner,
+        roster=roster,
+        identity_key=identity_key,
+        name=name,
     )
 
 

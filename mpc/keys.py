@@ -10,7 +10,10 @@ Everything here composes primitives of ``cryptography``; nothing is home-made:
   single home of the labels that keep derived keys apart (STYLE.md rule 5);
 - AES-256-GCM envelopes for Shamir shares routed through the coordinator (round 1 of the paper);
 - Ed25519 signatures by each client's long-term identity key over its key advertisement, which
-  peers verify (the PKI assumption of the paper's active-adversary variant, section 6).
+  peers verify (the PKI assumption of the paper's active-adversary variant, section 6), and over
+  the cohort of masked inputs in the consistency check (section 4, round 3);
+- SHA-256 commitments to every Shamir share a client deals and to its self-mask seed, which the
+  coordinator checks at reconstruction so that an altered share is named, not summed.
 
 Threat model: the coordinator routes every message and may read or alter what it routes. Envelopes
 are authenticated and bound to the session, sender and recipient, so a coordinator cannot read a
@@ -57,6 +60,11 @@ SESSION_ID_BYTES = 32
 
 _ADVERTISEMENT_LABEL = b"bulwark/secagg/v1/advertise-keys"
 _SESSION_LABEL = b"bulwark/secagg/v1/session-id"
+_CONSISTENCY_LABEL = b"bulwark/secagg/v1/consistency-check"
+_SHARE_COMMITMENT_LABEL = b"bulwark/secagg/v1/share-commitment"
+_SEED_COMMITMENT_LABEL = b"bulwark/secagg/v1/seed-commitment"
+COMMITMENT_BYTES = 32
+"""A share or seed commitment is a SHA-256 digest."""
 
 
 class Purpose(StrEnum):
@@ -186,6 +194,50 @@ def advertisement_payload(
 ) -> bytes:
     """Return the bytes a client signs to advertise its two public keys for one session."""
     return encode_fields(_ADVERTISEMENT_LABEL, context, index, encryption_key, masking_key)
+
+
+def consistency_payload(
+    *, session_id: bytes, context: bytes, index: int, cohort: tuple[int, ...]
+) -> bytes:
+    """Return the bytes a client signs to state which masked inputs the coordinator holds.
+
+    Bonawitz et al. CCS 2017, section 4, round 3 (ConsistencyCheck): the signature binds the
+    session (id and context, so it cannot be replayed into another round or cohort), the signer,
+    and the cohort U3 in increasing order.
+    """
+    return encode_fields(_CONSISTENCY_LABEL, session_id, context, index, len(cohort), *cohort)
+
+
+def share_commitment(
+    *, session_id: bytes, owner: int, holder: int, kind: str, value: bytes
+) -> bytes:
+    """Return SHA-256 over one Shamir share a dealer sent, bound to session, dealer and holder.
+
+    The dealer sends the coordinator one commitment per share it deals; at unmasking the
+    coordinator checks every revealed share against it, so an altered share names its holder
+    instead of silently corrupting the sum. A share value has about 256 bits of entropy (the
+    dealer's random polynomial), so its hash reveals nothing about it or the secret.
+
+    Args:
+        session_id: the round's session id.
+        owner: the dealer whose secret was shared.
+        holder: the holder (x-coordinate) of the share.
+        kind: ``"seed"`` (self-mask seed b_u) or ``"key"`` (masking key s_u^SK).
+        value: the 33-byte share value.
+    """
+    return hashlib.sha256(
+        encode_fields(_SHARE_COMMITMENT_LABEL, session_id, owner, holder, kind, value)
+    ).digest()
+
+
+def seed_commitment(*, session_id: bytes, owner: int, seed: bytes) -> bytes:
+    """Return SHA-256 over a client's self-mask seed, bound to the session and the client.
+
+    The coordinator checks the seed it rebuilds against it: a dealer whose shares do not lie on
+    one polynomial is then named instead of giving a wrong sum (the masking key has its own check,
+    its advertised public key). The seed is 32 bytes from the OS CSPRNG, so the digest hides it.
+    """
+    return hashlib.sha256(encode_fields(_SEED_COMMITMENT_LABEL, session_id, owner, seed)).digest()
 
 
 def sign(identity_key: Ed25519PrivateKey, payload: bytes) -> bytes:

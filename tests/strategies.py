@@ -66,7 +66,8 @@ class RoundPlan:
         ring_bits: 32 or 64.
         vector_length: number of parameters.
         drop_stage: client index -> stage number (0 advertise, 1 share keys, 2 masked input,
-            3 unmask) at which it stops answering; clients absent never drop.
+            3 consistency check, 4 unmask) at which it stops answering; clients absent never
+            drop.
         seed: seeds the graph and the inputs.
     """
 
@@ -103,7 +104,7 @@ def round_plans(
         dropout_rate = 0.0
     limit = n if max_drops is None else max_drops
     dropping = draw(st.lists(st.integers(1, n), unique=True, max_size=limit))
-    drop_stage = {i: draw(st.integers(0, 3)) for i in dropping}
+    drop_stage = {i: draw(st.integers(0, 4)) for i in dropping}
     return RoundPlan(
         num_clients=n,
         degree=degree,

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from fl_core.aggregators import create_aggregator
 from fl_core.client.runtime import Client, ClientOptions
 from fl_core.config import JobConfig, parse_job
 from fl_core.coordinator.service import Coordinator
 from fl_core.coordinator.store import Store
+from fl_core.federation import join_message
 from fl_core.strategies import create_strategy
-from fl_core.transport.base import ClientTransport, JobDone
+from fl_core.transport.base import ClientTransport, JobDone, JoinReply, JoinRequest
 from fl_core.types import EvaluateResult, FitConfig, FitResult, Layout, Weights
 
 TRUE_W = np.array([1.0, -2.0, 3.0, 0.5], np.float32)
@@ -154,3 +158,26 @@ def fedavg_oracle(trainers: Sequence[LinearTrainer], rnd: int) -> np.ndarray:
 
 def parse(text: str) -> JobConfig:
     return parse_job(text)
+
+
+async def proven_join(
+    transport: ClientTransport,
+    job: JobConfig,
+    name: str,
+    key: Ed25519PrivateKey | None = None,
+    *,
+    role: str = "owner",
+) -> JoinReply:
+    """Join as ``name`` the way the client runtime does: a challenge, then its signed answer."""
+    key = key or Ed25519PrivateKey.generate()
+    pub = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    request = JoinRequest(
+        client_name=name, identity_public_key=pub, job_config_sha256=job.sha256, role=role
+    )
+    offer = await transport.join(request)
+    proof = key.sign(
+        join_message(job_sha256=job.sha256, name=name, role=role, challenge=offer.challenge)
+    )
+    return await transport.join(
+        dataclasses.replace(request, challenge=offer.challenge, proof=proof)
+    )

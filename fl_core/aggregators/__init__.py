@@ -17,6 +17,7 @@ from ..dp.noise import csprng
 from ..dp.owner import OwnerPrivacy
 from ..dp.plan import CentralNoiseAggregator, check_plan
 from ..errors import ConfigError
+from ..federation import Roster
 from ..types import FitConfig, Layout, Metrics, Trainer
 from .base import (
     AggregateUpdate,
@@ -61,6 +62,8 @@ class ClientContext:
     policy: OwnerPolicy
     releases: Releases
     privacy: OwnerPrivacy | None = None
+    roster: Roster | None = None
+    """With a roster, secure-aggregation peers must be roster owners under their roster keys."""
 
     def raw_update(
         self, global_weights: FloatVector, fit: FitConfig

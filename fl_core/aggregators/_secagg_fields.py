@@ -73,6 +73,7 @@ def _response_type(stage: mpc.Stage) -> type[Any]:
         mpc.Stage.ADVERTISE_KEYS: mpc.AdvertiseKeysResponse,
         mpc.Stage.SHARE_KEYS: mpc.ShareKeysResponse,
         mpc.Stage.MASKED_INPUT: mpc.MaskedInputResponse,
+        mpc.Stage.CONSISTENCY_CHECK: mpc.ConsistencyCheckResponse,
         mpc.Stage.UNMASK: mpc.UnmaskResponse,
     }[stage]
 
@@ -82,5 +83,6 @@ def _request_type(stage: mpc.Stage) -> type[Any]:
         mpc.Stage.ADVERTISE_KEYS: mpc.AdvertiseKeysRequest,
         mpc.Stage.SHARE_KEYS: mpc.ShareKeysRequest,
         mpc.Stage.MASKED_INPUT: mpc.MaskedInputRequest,
+        mpc.Stage.CONSISTENCY_CHECK: mpc.ConsistencyCheckRequest,
         mpc.Stage.UNMASK: mpc.UnmaskRequest,
     }[stage]

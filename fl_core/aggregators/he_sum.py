@@ -294,6 +294,7 @@ class HESumClientRound:
         masking = owner_masking(
             job, ctx.policy, payload, self._mask_key, k=k,
             own_identity=raw_public_key(ctx.identity_key),
+            roster_owners=ctx.roster.keys("owner") if ctx.roster is not None else None,
         )  # fmt: skip
         ctx.releases.release(  # counted first; without DP once per round and per model
             round=self._round,

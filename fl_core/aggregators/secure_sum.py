@@ -1,9 +1,9 @@
 """Secure aggregation as an aggregator: the coordinator learns only the cohort's weighted sum.
 
 Stages (``secagg.<stage>``, Bonawitz et al. CCS 2017, Section 4; Bell et al. CCS 2020): advertise
-keys, share keys, masked input, unmask. The first task of a round carries the global model, so
-that its SHA-256 is bound into the session before any key is made; the client trains in the
-masked-input stage and sends
+keys, share keys, masked input, consistency check, unmask. The first task of a round carries the
+global model, so that its SHA-256 is bound into the session before any key is made; the client
+trains in the masked-input stage and sends
 
     y = Quantize([w * update, w]) + masks        (w = min(examples, max_weight) / max_weight)
 
@@ -12,8 +12,9 @@ so the unmasked, dequantized sum holds sum(w * update) and sum(w): the example-w
 protocol itself lives in :mod:`mpc` (state machines that never see the network); this module
 only maps its messages onto payload fields and cohort names onto participant indices.
 
-Threat model: an honest-but-curious coordinator and up to ``secagg.corrupt_rate`` colluding
-clients; the clients' checks (:class:`mpc.SecAggClient`) refuse the deviations listed there.
+Threat model: a coordinator that may lie about who dropped out (the consistency check stops it
+from telling clients different stories) and up to ``secagg.corrupt_rate`` colluding clients; the
+clients' checks (:class:`mpc.SecAggClient`) refuse the deviations listed there.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ..config import JobConfig, SecAggSection
 from ..dp.plan import DPPlan, check_plan, make_plan, plan_fields, read_owner_epsilon
 from ..dp.skellam import new_rotation_seed, skellam_decode, skellam_encode
 from ..errors import CodecError, ConfigError, PolicyRefused, ProtocolError, RoundAborted
+from ..federation import pinned_peers
 from ..payload import Payload
 from ._secagg_fields import _request_type, _response_type, message_from_fields, message_to_fields
 from .base import (
@@ -181,6 +183,9 @@ class SecureSumServerRound:
                 "q.bits": self.bits,
                 "q.clip": float(self._section.clip),
                 "q.max_weight": self._section.max_weight,
+                # Who each index is: owners with a roster pin every peer to its roster key.
+                "peers.index": tuple(sorted(self._name)),
+                "peers.name": tuple(self._name[i].encode() for i in sorted(self._name)),
             }
             if self._plan is not None:
                 common.update(plan_fields(self._plan))
@@ -196,11 +201,15 @@ class SecureSumServerRound:
     def quorum(self, stage: str, sent: int) -> int:
         """At least the threshold (t survivors) and the job's quorum.
 
-        With distributed DP also at least the survivors the noise is calibrated for: fewer
-        shares of noise would spend more than the owners charged.
+        Up to the consistency check also its quorum (the owners refuse to unmask with fewer
+        signatures). With distributed DP also at least the survivors the noise is calibrated
+        for: fewer shares of noise would spend more than the owners charged.
         """
         floor = self._skellam.min_clients if self._skellam is not None else 1
-        return max(self.params.threshold, quorum_of(sent, self._quorum_fraction, floor))
+        protocol = self.params.threshold
+        if _stage(stage) is not mpc.Stage.UNMASK:
+            protocol = self.params.consistency_threshold
+        return max(protocol, quorum_of(sent, self._quorum_fraction, floor))
 
     def check(self, stage: str, client_id: str, payload: Payload) -> object:
         """Decode the client's response and let the protocol validate it."""
@@ -230,6 +239,8 @@ class SecureSumServerRound:
                 self._next = dict(self._server.share_keys(responses))  # type: ignore[arg-type]
             elif step is mpc.Stage.MASKED_INPUT:
                 self._next = dict(self._server.masked_input(responses))  # type: ignore[arg-type]
+            elif step is mpc.Stage.CONSISTENCY_CHECK:
+                self._next = dict(self._server.consistency_check(responses))  # type: ignore[arg-type]
             else:
                 self._result = self._server.unmask(responses)  # type: ignore[arg-type]
         except mpc.ProtocolAbort as exc:
@@ -359,6 +370,8 @@ class SecureSumClientRound:
                 response = self._client.share_keys(request)
             elif step is mpc.Stage.MASKED_INPUT:
                 response = self._masked_input(request)
+            elif step is mpc.Stage.CONSISTENCY_CHECK:
+                response = self._client.consistency_check(request)
             else:
                 response = self._client.unmask(request)
         except (mpc.ProtocolAbort, mpc.CoordinatorMisbehaviour, mpc.ParameterError) as exc:
@@ -407,12 +420,43 @@ class SecureSumClientRound:
             length = dim + 1
         check_request(request, params, vector_length=length)
         self._ring_bits = params.ring_bits
+        index = payload.get_int("index", lo=1, hi=2**31 - 1)
         self._client = mpc.SecAggClient(
-            index=payload.get_int("index", lo=1, hi=2**31 - 1),
+            index=index,
             identity_key=self._ctx.identity_key,
             min_cohort=policy.min_cohort,
+            pinned_identities=self._pins(payload, request, index),
         )
         return self._client.advertise_keys(request)
+
+    def _pins(self, payload: Payload, request: Any, index: int) -> dict[int, bytes] | None:
+        """With a roster: every peer's identity key from the roster, by the name it is given.
+
+        A coordinator that invents peers, gives a peer another key, names one owner twice or
+        gives this owner another name is refused before any key is shared.
+        """
+        roster = getattr(self._ctx, "roster", None)
+        if roster is None:
+            return None
+        indices = payload.get_ints("peers.index", max_len=1 << 20)
+        names = payload.get_bytes_list("peers.name", item_max_size=256)
+        if len(indices) != len(names):
+            raise CodecError(f"peers.index has {len(indices)} entries, peers.name {len(names)}")
+        try:
+            named = {i: n.decode() for i, n in zip(indices, names, strict=True)}
+        except UnicodeDecodeError:
+            raise CodecError("peers.name holds a name that is not UTF-8") from None
+        missing = sorted(set(request.participants) - set(named))
+        if missing:
+            raise PolicyRefused(f"the task names no roster member for peers {missing[:5]}")
+        cohort = {i: named[i] for i in request.participants}
+        if len(set(cohort.values())) != len(cohort):
+            raise PolicyRefused("the task names one roster owner for two peers")
+        if cohort.get(index) != self._ctx.client_id:
+            raise PolicyRefused(
+                f"the task gives this owner's index {index} to {cohort.get(index)!r}"
+            )
+        return pinned_peers(roster, cohort)
 
     def _masked_input(self, request: Any) -> Response:
         if self._client is None or self._weights is None:
@@ -477,6 +521,7 @@ def check_request(
         "degree": params.degree,
         "ring_bits": params.ring_bits,
         "vector_length": vector_length,
+        "consistency_threshold": params.consistency_threshold,
     }
     for name, want in expected.items():
         got = getattr(request, name)

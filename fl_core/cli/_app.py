@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from . import budget, client, coordinator, keyholder, keys, simulate, stats
+from . import budget, client, coordinator, federation, keyholder, keys, simulate, stats
 
 
 def _version(value: bool) -> None:
@@ -49,4 +49,5 @@ def build_app() -> typer.Typer:
     app.command("stats-owner")(stats.stats_owner)
     app.command("public-key")(keys.public_key)
     app.add_typer(budget.budget_app, name="budget")
+    app.add_typer(federation.federation_app, name="federation")
     return app

@@ -27,8 +27,16 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from ..client.runtime import Participant
+    from ..federation import Roster
 
 console = Console(stderr=True)
+
+
+class Backend(StrEnum):
+    """Where ``bulwark simulate`` runs the data owners."""
+
+    LOCAL = "local"
+    RAY = "ray"
 
 
 class Transport(StrEnum):
@@ -55,6 +63,20 @@ def identity_key(path: Path | None) -> Ed25519PrivateKey:
 
     try:
         return load_identity(path)
+    except FlCoreError as exc:
+        raise fail(str(exc)) from None
+
+
+def roster(federation: Path | None, authority: Path | None) -> Roster | None:
+    """The verified roster of ``--federation`` against the pinned ``--authority`` key, or fail."""
+    if federation is None and authority is None:
+        return None
+    if federation is None or authority is None:
+        raise fail("--federation and --authority go together")
+    from ..federation import Roster
+
+    try:
+        return Roster.load(federation, authority)
     except FlCoreError as exc:
         raise fail(str(exc)) from None
 

@@ -17,6 +17,7 @@ from ._common import (
     fail,
     identity_key,
     load,
+    roster,
     setup_logging,
 )
 
@@ -55,6 +56,14 @@ def client(
     log_format: Annotated[
         LogFormat, typer.Option(help="Log lines as text or as one JSON object each.")
     ] = LogFormat.TEXT,
+    federation: Annotated[
+        Path | None,
+        typer.Option(help="The federation's signed roster (JSON); needs --authority."),
+    ] = None,
+    authority: Annotated[
+        Path | None,
+        typer.Option(help="The pinned federation authority public key (PEM)."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -104,6 +113,7 @@ def client(
             ledger=ledger,
             dataset=data_name,
             options=ClientOptions(give_up_after_s=connect_timeout),
+            roster=roster(federation, authority),
         )
     except (FlCoreError, OSError) as exc:
         raise fail(str(exc)) from None

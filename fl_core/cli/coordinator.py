@@ -15,7 +15,9 @@ from ._common import (
     check_address,
     console,
     fail,
+    identity_key,
     load,
+    roster,
     server_credentials,
     setup_logging,
 )
@@ -44,6 +46,19 @@ def coordinator(
         int | None,
         typer.Option(help="Serve Prometheus metrics on this port (127.0.0.1; 0: any free one)."),
     ] = None,
+    federation: Annotated[
+        Path | None,
+        typer.Option(help="The federation's signed roster: only its members join."),
+    ] = None,
+    authority: Annotated[
+        Path | None,
+        typer.Option(help="The pinned federation authority public key (PEM)."),
+    ] = None,
+    identity: Annotated[
+        Path | None,
+        typer.Option(help="The coordinator's Ed25519 key (PEM); it signs join challenges."),
+    ] = None,
+    name: Annotated[str, typer.Option(help="The coordinator's roster name.")] = "coordinator",
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -66,7 +81,9 @@ def coordinator(
 
         return stats_coordinator(
             job_file, address=address, state=state, output=output, tls_cert=tls_cert,
-            tls_key=tls_key, insecure=insecure, quiet=quiet, verbose=verbose,
+            tls_key=tls_key, tls_client_ca=tls_client_ca, insecure=insecure,
+            federation=federation, authority=authority, identity=identity, name=name,
+            quiet=quiet, verbose=verbose,
         )  # fmt: skip
     credentials = server_credentials(
         address, tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
@@ -117,6 +134,9 @@ def coordinator(
             strategy=create_strategy(job.strategy),
             aggregator=create_aggregator(job),
             events=on_event,
+            roster=roster(federation, authority),
+            identity_key=identity_key(identity) if identity is not None else None,
+            name=name,
         )
     except FlCoreError as exc:
         raise fail(str(exc)) from None

@@ -15,6 +15,7 @@ from ._common import (
     identity_key,
     load,
     participate,
+    roster,
     setup_logging,
 )
 
@@ -34,6 +35,14 @@ def keyholder(
         int | None, typer.Option(help="A k above the job's he.min_contributors.")
     ] = None,
     tls_ca: Annotated[Path | None, typer.Option(help="PEM CA of the coordinator (TLS).")] = None,
+    federation: Annotated[
+        Path | None,
+        typer.Option(help="The federation's signed roster (JSON); needs --authority."),
+    ] = None,
+    authority: Annotated[
+        Path | None,
+        typer.Option(help="The pinned federation authority public key (PEM)."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -52,6 +61,7 @@ def keyholder(
             name=name,
             identity_key=key,
             min_contributors=min_contributors,
+            roster=roster(federation, authority),
         )
     except (FlCoreError, OSError) as exc:
         raise fail(str(exc)) from None

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import FlCoreError
-from ._common import Transport, console, fail, load, setup_logging, warn
+from ._common import Backend, Transport, console, fail, load, setup_logging, warn
 from ._progress import ProgressView, summary
 
 
@@ -23,14 +23,30 @@ def simulate(
     owner_policy: Annotated[
         Path | None, typer.Option(help="A policy file every simulated owner applies.")
     ] = None,
+    backend: Annotated[
+        Backend,
+        typer.Option(help="local: --transport decides; ray: every owner a Ray task over gRPC."),
+    ] = Backend.LOCAL,
+    ray_address: Annotated[
+        str | None, typer.Option(help="The Ray cluster (default: a local instance for the run).")
+    ] = None,
+    ray_num_cpus: Annotated[float, typer.Option(help="CPUs per owner's Ray task.")] = 1.0,
+    ray_num_gpus: Annotated[float, typer.Option(help="GPUs per owner's Ray task.")] = 0.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a job's coordinator and all its data owners on this machine."""
+    from ..ray_backend import RayResources
     from ..simulation import simulate as run_simulation
 
     setup_logging(verbose, quiet)
     job = load(job_file)
+    if backend is not Backend.RAY and (ray_address is not None):
+        raise fail("--ray-address needs --backend ray")
+    try:
+        resources = RayResources(num_cpus=ray_num_cpus, num_gpus=ray_num_gpus)
+    except FlCoreError as exc:
+        raise fail(str(exc)) from None
     view = ProgressView(job.job.rounds, quiet=quiet)
     try:
         with view.progress:
@@ -41,6 +57,9 @@ def simulate(
                 events=view,
                 job_path=job_file,
                 owner_policy=owner_policy,
+                backend=backend.value,
+                ray_address=ray_address,
+                ray_resources=resources,
             )
     except FlCoreError as exc:
         raise fail(str(exc)) from None

@@ -24,6 +24,7 @@ from ._common import (
     identity_key,
     load,
     participate,
+    roster,
     server_credentials,
     setup_logging,
     warn,
@@ -93,9 +94,25 @@ def stats_coordinator(
     output: Annotated[Path | None, typer.Option(help="Folder for statistics.json.")] = None,
     tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate chain.")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key.")] = None,
+    tls_client_ca: Annotated[
+        Path | None, typer.Option(help="PEM CA that client certificates must chain to (mTLS).")
+    ] = None,
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Allow plaintext on a non-loopback address.")
     ] = False,
+    federation: Annotated[
+        Path | None,
+        typer.Option(help="The federation's signed roster (JSON); needs --authority."),
+    ] = None,
+    authority: Annotated[
+        Path | None,
+        typer.Option(help="The pinned federation authority public key (PEM)."),
+    ] = None,
+    identity: Annotated[
+        Path | None,
+        typer.Option(help="The coordinator's Ed25519 key (PEM); it signs join challenges."),
+    ] = None,
+    name: Annotated[str, typer.Option(help="The coordinator's roster name.")] = "coordinator",
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -111,11 +128,24 @@ def stats_coordinator(
     job = load(job_file)
     if job.job.kind != "stats":
         raise fail(f"{job_file}: job.kind must be 'stats' (use `bulwark coordinator` to train)")
-    credentials = server_credentials(address, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure)
+    credentials = server_credentials(
+        address,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
+        insecure=insecure,
+    )
     runner = StatsJob()
     try:
         store = Store(state)
-        coordinator = stats_coordinator(job, store, runner)
+        coordinator = stats_coordinator(
+            job,
+            store,
+            runner,
+            roster=roster(federation, authority),
+            identity_key=identity_key(identity) if identity is not None else None,
+            name=name,
+        )
     except FlCoreError as exc:
         raise fail(str(exc)) from None
 
@@ -166,6 +196,14 @@ def stats_owner(
         Path | None, typer.Option(help="Ed25519 identity key (PEM); created if missing.")
     ] = None,
     tls_ca: Annotated[Path | None, typer.Option(help="PEM CA of the coordinator (TLS).")] = None,
+    federation: Annotated[
+        Path | None,
+        typer.Option(help="The federation's signed roster (JSON); needs --authority."),
+    ] = None,
+    authority: Annotated[
+        Path | None,
+        typer.Option(help="The pinned federation authority public key (PEM)."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -195,6 +233,7 @@ def stats_owner(
             table=table,
             identity_key=identity_key(identity),
             policy=OwnerPolicy.from_toml(policy) if policy else OwnerPolicy(),
+            roster=roster(federation, authority),
         )
     except (FlCoreError, OSError) as exc:
         raise fail(str(exc)) from None

@@ -76,7 +76,7 @@ class DPSGDTrainer:
                 max_steps_per_round=train.max_steps,
                 clipping=ClippingMode(dp.clipping),
                 secure_mode=dp.secure_mode,
-                calibration_accountant="prv" if dp.accountant == "prv" else "rdp",
+                calibration_accountant="pld" if dp.accountant == "pld" else "rdp",
             ),
         )
 

@@ -11,6 +11,7 @@ forgotten the session (it restarted), the client joins again.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -32,6 +33,7 @@ from ..dp.plan import make_plan
 from ..errors import (
     BudgetExceeded,
     CodecError,
+    ConfigError,
     DuplicateResult,
     FlCoreError,
     PolicyRefused,
@@ -42,8 +44,19 @@ from ..errors import (
     TransportUnavailable,
     UnknownClient,
 )
+from ..federation import Roster, coordinator_message, join_message, verify
 from ..payload import Payload
-from ..transport.base import ClientTransport, JobDone, JoinRequest, Refusal, Result, Task, Wait
+from ..transport.base import (
+    CHALLENGE_BYTES,
+    ClientTransport,
+    JobDone,
+    JoinReply,
+    JoinRequest,
+    Refusal,
+    Result,
+    Task,
+    Wait,
+)
 from ..types import EvaluateResult, Layout, Trainer
 from .policy import OwnerPolicy
 from .release import Releases
@@ -102,6 +115,9 @@ class Participant:
         job: the job file agreed to (its hash must match the coordinator's).
         identity_key: the long-term Ed25519 key (a fresh one when omitted).
         options: timing of retries and polls.
+        roster: the federation's verified roster: the participant must be on it under its
+            key, joins only the roster's coordinator (checked by its signed challenge), and
+            takes only roster owners as secure-aggregation peers.
     """
 
     role = "owner"
@@ -113,10 +129,16 @@ class Participant:
         job: JobConfig,
         identity_key: Ed25519PrivateKey | None = None,
         options: ClientOptions | None = None,
+        roster: Roster | None = None,
     ) -> None:
         self.name = name
         self.job = job
         self.identity_key = identity_key or Ed25519PrivateKey.generate()
+        self.roster = roster
+        if roster is not None and roster.member(name, self.role).key != self.public_key:
+            raise ConfigError(
+                f"{name!r}'s identity key is not the key the roster lists for it as {self.role}"
+            )
         self.options = options or ClientOptions()
         self._client_id = ""
         self._token = ""
@@ -168,15 +190,48 @@ class Participant:
             await self._do(reply, transport)
 
     async def _join(self, transport: ClientTransport) -> None:
+        reply = await self._retrying(lambda: self._join_once(transport))
+        self._client_id, self._token = reply.client_id, reply.session_token
+        log.info("%s joined job %s", self.name, reply.job_id)
+
+    async def _join_once(self, transport: ClientTransport) -> JoinReply:
+        """Ask for a challenge, check who signed it (with a roster), answer it signed."""
         request = JoinRequest(
             client_name=self.name,
             identity_public_key=self.public_key,
             job_config_sha256=self.job.sha256,
             role=self.role,
         )
-        reply = await self._retrying(lambda: transport.join(request))
-        self._client_id, self._token = reply.client_id, reply.session_token
-        log.info("%s joined job %s", self.name, reply.job_id)
+        offer = await transport.join(request)
+        if len(offer.challenge) != CHALLENGE_BYTES:
+            raise ProtocolError("the coordinator did not answer the join with a challenge")
+        if self.roster is not None:
+            coordinator = self.roster.member(offer.coordinator_name, "coordinator")
+            message = coordinator_message(
+                job_sha256=self.job.sha256,
+                coordinator=offer.coordinator_name,
+                client=self.name,
+                challenge=offer.challenge,
+            )
+            if not verify(coordinator.key, offer.coordinator_proof, message):
+                raise PolicyRefused(
+                    f"the coordinator did not prove it is {offer.coordinator_name!r} of the "
+                    f"roster (federation {self.roster.federation!r}); not joining"
+                )
+        proof = self.identity_key.sign(
+            join_message(
+                job_sha256=self.job.sha256,
+                name=self.name,
+                role=self.role,
+                challenge=offer.challenge,
+            )
+        )
+        reply = await transport.join(
+            dataclasses.replace(request, challenge=offer.challenge, proof=proof)
+        )
+        if not reply.client_id or not reply.session_token:
+            raise ProtocolError("the coordinator accepted the join proof but sent no session")
+        return reply
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         delay = self.options.backoff_initial_s
@@ -277,6 +332,7 @@ class Client(Participant):
         ledger: the owner's privacy-ledger file, needed when the job spends privacy budget.
         dataset: the ledger's name for the data this owner trains on (default: the job's).
         options: timing of retries and polls.
+        roster: the federation's verified roster (see :class:`Participant`).
     """
 
     role = "owner"
@@ -292,8 +348,11 @@ class Client(Participant):
         ledger: str | Path | None = None,
         dataset: str | None = None,
         options: ClientOptions | None = None,
+        roster: Roster | None = None,
     ) -> None:
-        super().__init__(name=name, job=job, identity_key=identity_key, options=options)
+        super().__init__(
+            name=name, job=job, identity_key=identity_key, options=options, roster=roster
+        )
         self.trainer = trainer
         self.policy = policy or OwnerPolicy()
         self.layout = Layout.of(trainer.initial_weights())
@@ -315,6 +374,7 @@ class Client(Participant):
             policy=self.policy,
             privacy=privacy,
             releases=Releases(job),
+            roster=roster,
         )
         self._round_key: tuple[int, int] | None = None
         self._round: ClientRound | None = None

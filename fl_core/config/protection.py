@@ -257,7 +257,8 @@ class DPSection:
         noise_multiplier: an explicit noise multiplier instead of ``epsilon`` (0: calibrate).
         delta: the delta of every stated guarantee.
         clip: L2 bound (per example for dpsgd/fedsgd, per update for central/distributed).
-        accountant: ``rdp`` or ``prv`` (for calibrating Gaussian noise).
+        accountant: ``pld`` (the default, the tight one) or ``rdp``: which accountant certifies
+            that the calibrated Gaussian noise meets ``epsilon``.
         clipping: DP-SGD clipping: ``flat``, ``per_layer``, ``ghost`` or ``auto``.
         secure_mode: DP-SGD: Opacus's secure noise construction.
         bits: Skellam modular-clipping width (distributed/fedsgd), at most 32.
@@ -274,7 +275,7 @@ class DPSection:
     noise_multiplier: float = 0.0
     delta: float = 1e-5
     clip: float = 1.0
-    accountant: str = "rdp"
+    accountant: str = "pld"
     clipping: str = "auto"
     secure_mode: bool = True
     bits: int = 20
@@ -308,7 +309,7 @@ class DPSection:
         _require(0 < self.delta < 1, "dp.delta", "a number in (0, 1)", self.delta)
         _require(self.clip > 0 and math.isfinite(self.clip), "dp.clip", "a number > 0", self.clip)
         _require(
-            self.accountant in ("rdp", "prv"), "dp.accountant", "'rdp' or 'prv'", self.accountant
+            self.accountant in ("rdp", "pld"), "dp.accountant", "'rdp' or 'pld'", self.accountant
         )
         _require(
             self.clipping in ("flat", "per_layer", "ghost", "auto"),

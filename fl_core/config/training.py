@@ -288,8 +288,16 @@ class Limits:
     max_fields: int = 4096
     max_update_norm: float = 0.0
     """Plain mean: the largest L2 norm of an update the coordinator accepts (0: no bound)."""
+    max_clients: int = 100_000
+    """How many distinct participants may join (and how many join challenges may be open)."""
 
     def __post_init__(self) -> None:
+        _require(
+            isinstance(self.max_clients, int) and 1 <= self.max_clients <= 10_000_000,
+            "limits.max_clients",
+            "an integer in [1, 10^7]",
+            self.max_clients,
+        )
         _require(
             isinstance(self.max_update_norm, int | float)
             and math.isfinite(self.max_update_norm)

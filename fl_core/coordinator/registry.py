@@ -77,6 +77,7 @@ class ClientRecord:
     last_seen: float
     slot: TaskSlot | None = None
     open_calls: int = 0  # long polls, holds and payload transfers in progress
+    uploads: int = 0  # result streams in progress
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     answered: deque[str] = field(default_factory=lambda: deque(maxlen=64))
     got_done: bool = False
@@ -92,6 +93,16 @@ class ClientRecord:
         finally:
             self.open_calls -= 1
             self.last_seen = clock()
+
+    @contextmanager
+    def uploading(self, clock: Callable[[], float]) -> Iterator[None]:
+        """Count a result upload in flight (also an open call)."""
+        self.uploads += 1
+        try:
+            with self.open_call(clock):
+                yield
+        finally:
+            self.uploads -= 1
 
     def assign(self, slot: TaskSlot) -> None:
         """Give this client a task and wake its pending pull."""
@@ -116,6 +127,9 @@ class ClientRegistry:
 
     def __len__(self) -> int:
         return len(self._clients)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._keys
 
     def join(self, name: str, identity_key: bytes, *, role: str = "owner") -> ClientRecord:
         """Register ``name`` (again); returns the record with a fresh session token.

@@ -12,20 +12,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..aggregators.base import Aggregator
 from ..config import JobConfig
 from ..dp.plan import DPPlan, make_plan
-from ..errors import CodecError, ConfigError, DuplicateResult, FlCoreError, StaleResult
+from ..errors import (
+    CodecError,
+    ConfigError,
+    DuplicateResult,
+    FlCoreError,
+    PayloadTooLarge,
+    PolicyRefused,
+    StaleResult,
+)
+from ..federation import Roster, coordinator_message, join_message, raw_public, verify
 from ..strategies import Strategy
 from ..transport.base import (
+    CHALLENGE_BYTES,
     PROTOCOL_VERSION,
     JobDone,
     JoinReply,
@@ -42,6 +55,12 @@ from .rounds import run_job
 from .store import Store
 
 log = logging.getLogger("bulwark.coordinator")
+
+MAX_UPLOADS = 2
+"""Result streams one client may have in flight at once."""
+
+CHALLENGE_TTL_S = 120.0
+"""How long a join challenge may be answered."""
 
 
 @dataclass(slots=True)
@@ -64,6 +83,13 @@ class Coordinator:
         events: receives progress events (optional).
         runner: the job loop (default: training rounds, :func:`fl_core.coordinator.rounds.run_job`).
         clock: wall clock (injectable for tests).
+        central_evaluator: scores the global model on the coordinator's own data (DP jobs,
+            whose owners refuse to evaluate).
+        roster: the federation's verified roster; with one, only its members join, each in
+            its role, under its key (and with mutual TLS, its certificate).
+        identity_key: the coordinator's Ed25519 key; it signs every join challenge, so owners
+            with a roster can check that they talk to the roster's coordinator.
+        name: the coordinator's roster name.
     """
 
     def __init__(
@@ -78,7 +104,20 @@ class Coordinator:
         runner: Callable[[Coordinator], Awaitable[JobDone]] | None = None,
         clock: Callable[[], float] = time.time,
         central_evaluator: Callable[[npt.NDArray[np.float32]], dict[str, object]] | None = None,
+        roster: Roster | None = None,
+        identity_key: Ed25519PrivateKey | None = None,
+        name: str = "coordinator",
     ) -> None:
+        if roster is not None and identity_key is not None:
+            listed = roster.member(name, "coordinator").key
+            if listed != raw_public(identity_key.public_key()):
+                raise ConfigError(
+                    f"the coordinator's identity key is not the key the roster lists for {name!r}"
+                )
+        self.roster = roster
+        self.identity_key = identity_key
+        self.name = name
+        self._challenges: OrderedDict[tuple[str, str, bytes], tuple[bytes, float]] = OrderedDict()
         self.job = job
         self.central_evaluator = central_evaluator
         self.job_id = job.job.name
@@ -102,7 +141,20 @@ class Coordinator:
     # --- the endpoint ------------------------------------------------------------------------
 
     async def join(self, request: JoinRequest) -> JoinReply:
-        """Register a client that agreed to this very job file."""
+        """Register a client that agreed to this very job file and proves it holds its key.
+
+        A join takes two calls. The first (no proof) is answered with a fresh challenge, signed
+        by the coordinator when it has an identity key. The second carries the challenge and the
+        client's Ed25519 signature of :func:`fl_core.federation.join_message` over it; only then
+        is the client registered. A challenge is good for one answer and
+        :data:`CHALLENGE_TTL_S` seconds. Knowing an owner's public key is therefore not enough
+        to join, or rejoin, under its name.
+
+        Raises:
+            ConfigError: another protocol version or job file.
+            PolicyRefused: not on the roster (in that role, with that key or certificate), a
+                proof that fails, a stale or unknown challenge, or the coordinator is full.
+        """
         if request.protocol_version != PROTOCOL_VERSION:
             raise ConfigError(
                 f"protocol version {request.protocol_version} is not supported "
@@ -114,13 +166,76 @@ class Coordinator:
                 f"{request.job_config_sha256[:12]}...) than this coordinator runs "
                 f"({self.job.sha256[:12]}...)"
             )
-        record = self.registry.join(
-            request.client_name, request.identity_public_key, role=request.role
-        )
+        name, role, key = request.client_name, request.role, request.identity_public_key
+        if len(key) != 32:
+            raise PolicyRefused(f"{name!r} sent no Ed25519 identity key; a join needs one")
+        if self.roster is not None:
+            member = self.roster.member(name, role)
+            if member.key != key:
+                raise PolicyRefused(
+                    f"{name!r} joins with an identity key that is not its key on the roster"
+                )
+            if member.cert_sha256 and member.cert_sha256 != request.peer_cert_sha256:
+                raise PolicyRefused(
+                    f"{name!r} did not present its roster TLS certificate "
+                    f"(got {request.peer_cert_sha256[:12] or 'none'}, roster "
+                    f"{member.cert_sha256[:12]}...)"
+                )
+        if name not in self.registry and len(self.registry) >= self.job.limits.max_clients:
+            raise PolicyRefused(
+                f"the coordinator is full: limits.max_clients = {self.job.limits.max_clients}"
+            )
+        if not request.proof:
+            return self._challenge(name, role, key)
+        self._check_proof(request)
+        record = self.registry.join(name, key, role=role)
         log.info("%s %s joined", request.role, record.client_id)
         self._events(Event("client_joined", data={"client": record.client_id, "role": record.role}))
         self._clients_changed.set()
         return JoinReply(client_id=record.client_id, session_token=record.token, job_id=self.job_id)
+
+    def _challenge(self, name: str, role: str, key: bytes) -> JoinReply:
+        now = self._clock()
+        while self._challenges:  # expired ones first, then the oldest beyond the limit
+            _, (_, expires) = next(iter(self._challenges.items()))
+            if expires > now and len(self._challenges) < self.job.limits.max_clients:
+                break
+            self._challenges.popitem(last=False)
+        challenge = secrets.token_bytes(CHALLENGE_BYTES)
+        self._challenges[(name, role, key)] = (challenge, now + CHALLENGE_TTL_S)
+        self._challenges.move_to_end((name, role, key))
+        proof = b""
+        if self.identity_key is not None:
+            proof = self.identity_key.sign(
+                coordinator_message(
+                    job_sha256=self.job.sha256,
+                    coordinator=self.name,
+                    client=name,
+                    challenge=challenge,
+                )
+            )
+        return JoinReply(
+            client_id="",
+            session_token="",
+            job_id=self.job_id,
+            challenge=challenge,
+            coordinator_name=self.name,
+            coordinator_proof=proof,
+        )
+
+    def _check_proof(self, request: JoinRequest) -> None:
+        name, role, key = request.client_name, request.role, request.identity_public_key
+        issued = self._challenges.pop((name, role, key), None)
+        if issued is None or issued[1] <= self._clock():
+            raise PolicyRefused(
+                f"{name!r} answered a join challenge this coordinator did not issue to it, or one "
+                "already used or expired; join again"
+            )
+        message = join_message(
+            job_sha256=self.job.sha256, name=name, role=role, challenge=issued[0]
+        )
+        if request.challenge != issued[0] or not verify(key, request.proof, message):
+            raise PolicyRefused(f"{name!r} did not prove it holds the identity key it joins with")
 
     async def pull_task(
         self, client_id: str, session_token: str, *, wait: float, working_on: str = ""
@@ -168,13 +283,36 @@ class Coordinator:
             except TimeoutError:
                 return Wait()
 
-    def transfer(self, client_id: str, session_token: str) -> AbstractContextManager[None]:
+    def transfer(
+        self, client_id: str, session_token: str, *, task_id: str = ""
+    ) -> AbstractContextManager[None]:
         """Count a task's or a result's chunks in flight as an open call of the client.
+
+        With ``task_id`` (a result upload, before its buffer is allocated): only for the
+        client's open task, and at most :data:`MAX_UPLOADS` at a time, so a client cannot make
+        the coordinator hold payload buffers for tasks it does not have.
 
         Raises:
             UnknownClient: at once (not on entering), for an id or token that is not current.
+            StaleResult: ``task_id`` is not the client's open task.
+            PayloadTooLarge: ``MAX_UPLOADS`` uploads of this client are in flight already.
         """
-        return self.registry.get(client_id, session_token).open_call(self._clock)
+        record = self.registry.get(client_id, session_token)
+        if not task_id:
+            return record.open_call(self._clock)
+        if task_id in record.answered:
+            raise DuplicateResult(f"task {task_id[:12]} was already answered")
+        slot = record.slot
+        if slot is None or slot.header.task_id != task_id or slot.future.done():
+            raise StaleResult(
+                f"client {client_id!r} holds no open task {task_id[:16]!r}; its upload is not read"
+            )
+        if record.uploads >= MAX_UPLOADS:
+            raise PayloadTooLarge(
+                f"client {client_id!r} has {record.uploads} result uploads in flight "
+                f"(at most {MAX_UPLOADS})"
+            )
+        return record.uploading(self._clock)
 
     async def _hold(self, record: ClientRecord, task_id: str, wait: float) -> PullReply:
         deadline = self._clock() + wait

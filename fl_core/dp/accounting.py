@@ -21,15 +21,19 @@ Accountants:
   Talwar, Zhang 2019) and the RDP-to-DP conversion of Balle et al. (AISTATS 2020, Theorem 21),
   which is the one Opacus 1.6 uses. The order grid is Opacus's plus large orders, as in
   ``dp_accounting``'s default grid.
-- PRV (Gopi, Lee, Wutschitz, NeurIPS 2021) through Opacus's ``PRVAccountant``, which returns an
-  upper bound on epsilon (``eps_error`` 0.01). Only Gaussian events have a PRV here.
+- PLD (privacy-loss distributions; Koskela et al. 2020, Doroshenko et al. 2022) through Google's
+  ``dp_accounting``, pessimistic discretization on a grid refined until it converges (see
+  :mod:`fl_core.dp._pld`). The default for ledgers and reports: within 1% of a fine grid and
+  never below it, under 1 s for 5,000 steps. Only Gaussian events have a PLD here.
 - Skellam: the RDP bound of Agarwal et al. Theorem 3.5, evaluated at integer orders (a fractional
   order uses the next integer, which is valid because RDP grows with the order), and for Poisson
   subsampling the general upper bound of Zhu and Wang (ICML 2019, Theorem 6).
 
-The reported epsilon is the smaller of the valid upper bounds available (RDP always; PRV for
-Gaussian-only histories). Opacus is used through :mod:`fl_core.dp.dpsgd` (the only module that
-imports it), loaded on first use, so that importing this module stays light.
+The reported epsilon is the smaller of the valid upper bounds available (RDP always, the fast
+bound; PLD for histories whose every event has one, composed over the whole history, every job
+of a ledger included). Opacus (for its RDP) is used through :mod:`fl_core.dp.dpsgd` (the only
+module that imports it) and ``dp_accounting`` through :mod:`fl_core.dp._pld`, each loaded on
+first use, so that importing this module stays light.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special
 
+from fl_core.dp import _pld
 from fl_core.errors import ConfigError
 
 ORDERS: Final[tuple[float, ...]] = (
@@ -54,7 +59,9 @@ ORDERS: Final[tuple[float, ...]] = (
 )
 """RDP orders: Opacus's default grid (1.1..10.9, 12..63) plus the large orders of dp_accounting."""
 
-Accountant = Literal["rdp", "prv"]
+Accountant = Literal["rdp", "pld"]
+ACCOUNTANTS: Final[tuple[str, ...]] = ("rdp", "pld")
+"""Accountants that can certify a calibration target."""
 
 
 def _require(ok: bool, name: str, allowed: str, value: object) -> None:
@@ -334,21 +341,24 @@ def _gaussian_history(events: Iterable[PrivacyEvent]) -> list[tuple[float, float
     return [(z, q, steps) for (z, q), steps in merged.items()]
 
 
-def epsilon_prv(events: Iterable[PrivacyEvent], *, delta: float) -> float:
-    """Epsilon at ``delta`` of the composition of Gaussian ``events``, by Opacus's PRV accountant.
+def epsilon_pld(events: Iterable[PrivacyEvent], *, delta: float) -> float:
+    """Epsilon at ``delta`` of the composition of Gaussian ``events``, by PLD (``dp_accounting``).
+
+    The whole history is one privacy-loss distribution: events with the same (sigma, q) are merged
+    and self-composed, distinct ones composed with each other, and epsilon read off the result.
 
     Raises:
-        ConfigError: if an event is not a :class:`GaussianEvent` (the PRV here is Gaussian only).
+        ConfigError: if an event is not a :class:`GaussianEvent` (the PLD here is Gaussian only).
     """
     check_delta(delta)
+    events = list(events)
     history = _gaussian_history(events)
     if history is None:
-        raise ConfigError("the PRV accountant covers Gaussian events only")
+        raise ConfigError("the PLD accountant covers Gaussian events only")
     if not history:
         return 0.0
-    from fl_core.dp.dpsgd import opacus_prv_epsilon
-
-    return opacus_prv_epsilon(history, delta=delta)
+    upper = epsilon_rdp(events, delta=delta)
+    return _pld.gaussian_history_epsilon(tuple(sorted(history)), float(delta), upper)
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,45 +366,47 @@ class EpsilonReport:
     """Epsilon of a composition by each accountant that applies, at one delta.
 
     Attributes:
-        rdp: the RDP accountant's epsilon (always available).
-        prv: the PRV accountant's upper bound, or ``None`` where it does not apply (Skellam
+        rdp: the RDP accountant's epsilon (always available; the fast bound).
+        pld: the PLD accountant's upper bound, or ``None`` where it does not apply (Skellam
             events) or was not asked for.
         delta: the delta both refer to.
     """
 
     rdp: float
-    prv: float | None
+    pld: float | None
     delta: float
 
     @property
     def epsilon(self) -> float:
         """The tightest valid bound: the smaller of the two (each is an upper bound)."""
-        return self.rdp if self.prv is None else min(self.rdp, self.prv)
+        return self.rdp if self.pld is None else min(self.rdp, self.pld)
 
 
-def compose(events: Sequence[PrivacyEvent], *, delta: float, prv: bool = True) -> EpsilonReport:
+def compose(events: Sequence[PrivacyEvent], *, delta: float, pld: bool = True) -> EpsilonReport:
     """Compose heterogeneous events (the ledger's question: what has this data set spent?).
 
     Args:
-        events: the events, in any order.
+        events: the events, in any order (a ledger passes every job's events of one data set).
         delta: the delta at which epsilon is reported.
-        prv: also run the PRV accountant when every event is Gaussian.
+        pld: also run the PLD accountant when every event is Gaussian (the default; well under a
+            second for thousands of steps). ``False`` gives the RDP bound alone.
 
     Returns:
         An :class:`EpsilonReport`.
     """
     check_delta(delta)
     rdp = epsilon_rdp(events, delta=delta)
-    prv_eps: float | None = None
-    if prv and _gaussian_history(events) is not None:
-        prv_eps = epsilon_prv(events, delta=delta)
-    return EpsilonReport(rdp=rdp, prv=prv_eps, delta=delta)
+    pld_eps: float | None = None
+    history = _gaussian_history(events) if pld else None
+    if history is not None:
+        pld_eps = _pld.gaussian_history_epsilon(tuple(sorted(history)), float(delta), rdp)
+    return EpsilonReport(rdp=rdp, pld=pld_eps, delta=delta)
 
 
 def dpsgd_epsilon(
     *, noise_multiplier: float, sample_rate: float, steps: int, delta: float
 ) -> EpsilonReport:
-    """Epsilon of DP-SGD (or central DP-FedAvg) by RDP and PRV."""
+    """Epsilon of DP-SGD (or central DP-FedAvg) by RDP and PLD."""
     event = GaussianEvent(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps)
     return compose([event], delta=delta)
 
@@ -414,7 +426,8 @@ def noise_multiplier_for(
         delta: the delta (0 < delta < 1).
         sample_rate: Poisson sampling rate q (0 < q <= 1).
         steps: number of steps (>= 1).
-        accountant: ``"rdp"`` or ``"prv"``: which accountant must certify the target.
+        accountant: ``"rdp"`` or ``"pld"``: which accountant must certify the target (the PLD
+            search starts from the RDP answer, which is always feasible, and bisects below it).
 
     Returns:
         sigma with ``epsilon(sigma) <= target_epsilon`` by the chosen accountant.
@@ -433,19 +446,32 @@ def noise_multiplier_for(
         _is_number(sample_rate) and 0 < sample_rate <= 1, "sample_rate", "in (0, 1]", sample_rate
     )
     _require(_is_count(steps) and steps >= 1, "steps", "an integer >= 1", steps)
-    _require(accountant in ("rdp", "prv"), "accountant", "'rdp' or 'prv'", accountant)
+    _require(accountant in ACCOUNTANTS, "accountant", "'rdp' or 'pld'", accountant)
+
+    def rdp_eps(sigma: float) -> float:
+        events = [GaussianEvent(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps)]
+        return epsilon_rdp(events, delta=delta)
 
     def eps(sigma: float) -> float:
         events = [GaussianEvent(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps)]
-        if accountant == "rdp":
-            return epsilon_rdp(events, delta=delta)
-        return epsilon_prv(events, delta=delta)
+        return compose(events, delta=delta, pld=accountant == "pld").epsilon
 
     low, high = 0.0, 1.0
-    while eps(high) > target_epsilon:
+    while rdp_eps(high) > target_epsilon:
         low, high = high, 2.0 * high
         if high > 1e6:
             raise ConfigError(f"target_epsilon {target_epsilon} needs a noise multiplier above 1e6")
+    if accountant == "pld":
+        # The PLD epsilon is at most the RDP one, so the RDP answer is feasible: search below it.
+        while high - low > 1e-3 * high:
+            mid = (low + high) / 2.0
+            if rdp_eps(mid) <= target_epsilon:
+                high = mid
+            else:
+                low = mid
+        low = high / 2.0
+        while eps(low) <= target_epsilon:
+            high, low = low, low / 2.0
     while high - low > 1e-3 * high:
         mid = (low + high) / 2.0
         if eps(mid) <= target_epsilon:

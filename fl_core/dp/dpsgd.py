@@ -5,30 +5,31 @@ This is the only module of Bulwark that imports Opacus. It provides:
 - :class:`DPSGDSession`: one ``PrivacyEngine.make_private`` call turns (model, optimizer, data
   loader) into a private training session with Poisson sampling, a noise multiplier (given, or
   calibrated to a target epsilon over the planned rounds), flat, per-layer or ghost clipping, and
-  an epsilon report (RDP and PRV) after each round. The same session serves every federated round:
+  an epsilon report (RDP and PLD) after each round. The same session serves every federated round:
   ``load_weights`` (new global model), ``train_round``, read the report.
 - :func:`clipped_gradient_sum`: for DP-FedSGD, the sum of per-example clipped gradients over a
   Poisson-sampled batch, as a flat vector, plus the batch size (Opacus computes the per-example
   gradients).
-- :func:`opacus_gaussian_rdp` and :func:`opacus_prv_epsilon`: Opacus's accountants, which
-  :mod:`fl_core.dp.accounting` calls.
+- :func:`opacus_gaussian_rdp`: Opacus's RDP analysis of the subsampled Gaussian, which
+  :mod:`fl_core.dp.accounting` calls (the PLD accountant is ``dp_accounting``'s).
 
 Notes:
-    Randomness (REFERENCES.md section 3.6). Opacus's own ``secure_mode`` needs ``torchcsprng``,
-    which has no release for torch 2.x. Instead the session keeps Opacus's secure noise construction
-    (``DPOptimizer.secure_mode``: discard one draw, add four N(0, s^2) draws, divide by 2; Holohan
-    and Braghin, ESORICS 2021) and feeds the noise and the Poisson sampler from two
-    ``torch.Generator`` objects that are re-seeded with 63 fresh bits from ``secrets`` before every
-    step and every batch. The underlying stream is torch's Mersenne Twister: an attacker who
-    observed raw noise could not carry predictions beyond one step, and recovering one step's seed
-    is a 2^63 search. The noise is a float added to float gradients (see the floating-point caveat
-    in ``fl_core/dp/README.md``); DP-FedSGD adds integer noise instead.
+    Randomness (REFERENCES.md section 3.6; DESIGN.md security rule 5). Opacus's own
+    ``secure_mode`` needs ``torchcsprng``, which has no release for torch 2.x, and without it
+    Opacus draws noise and batches from torch's Mersenne Twister. The session therefore replaces
+    the two places where Opacus draws randomness: the optimizer's ``add_noise`` (the same step as
+    Opacus's, with the noise from :func:`fl_core.dp._torch_rng.gaussian_like`: Holohan-Braghin
+    in secure mode) and the Poisson loader's batch sampler
+    (:class:`fl_core.dp._torch_rng.PoissonBatchSampler`). Both read one AES-128-CTR stream keyed
+    with 128 bits from ``os.urandom`` (:func:`fl_core.dp.noise.csprng`), or the ``rng`` the caller
+    passes (tests). No ``torch.Generator`` is involved. The noise is a float added to float
+    gradients (see the floating-point caveat in ``fl_core/dp/README.md``); DP-FedSGD adds integer
+    noise instead.
 """
 
 from __future__ import annotations
 
 import math
-import secrets
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,22 +40,25 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from opacus import GradSampleModule, PrivacyEngine
-from opacus.accountants import PRVAccountant
 from opacus.accountants.analysis.rdp import compute_rdp
 from opacus.grad_sample.grad_sample_module_fast_gradient_clipping import (
     GradSampleModuleFastGradientClipping,
 )
+from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
 from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader
 
+from fl_core.dp._torch_rng import PoissonBatchSampler, gaussian_like
 from fl_core.dp.accounting import (
+    ACCOUNTANTS,
     EpsilonReport,
     GaussianEvent,
     check_delta,
     compose,
     noise_multiplier_for,
 )
+from fl_core.dp.noise import csprng
 from fl_core.dp.sampling import poisson_indices
 from fl_core.errors import CodecError, ConfigError
 
@@ -67,17 +71,6 @@ def opacus_gaussian_rdp(
         q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=list(orders)
     )
     return np.asarray(rdp, dtype=np.float64)
-
-
-def opacus_prv_epsilon(history: Sequence[tuple[float, float, int]], *, delta: float) -> float:
-    """Epsilon upper bound of Opacus's PRV accountant for ``(sigma, q, steps)`` entries."""
-    accountant = PRVAccountant()
-    accountant.history = list(history)
-    # log(1 - q) is -inf at q = 1, which Opacus handles and numpy warns about; Opacus's domain
-    # search also runs its RDP accountant, which warns when its best order is at the grid's end.
-    with np.errstate(divide="ignore"), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Optimal order is the.*", category=UserWarning)
-        return float(accountant.get_epsilon(delta=delta))
 
 
 class ClippingMode(StrEnum):
@@ -131,8 +124,8 @@ class DPSGDConfig:
         layer_norms: PER_LAYER bounds, one per trainable parameter tensor; ``None`` splits
             ``max_grad_norm`` equally (each ``C / sqrt(L)``).
         secure_mode: use Opacus's secure noise construction (see the module notes).
-        calibration_accountant: accountant that certifies ``target_epsilon`` (``"rdp"``/``"prv"``).
-        report_prv: also report the PRV epsilon after each round (about 0.5 s per report).
+        calibration_accountant: accountant that certifies ``target_epsilon`` (``"rdp"``/``"pld"``).
+        report_pld: also report the PLD epsilon after each round (well under 1 s per report).
     """
 
     max_grad_norm: float
@@ -145,8 +138,8 @@ class DPSGDConfig:
     clipping: ClippingMode = ClippingMode.AUTO
     layer_norms: tuple[float, ...] | None = None
     secure_mode: bool = True
-    calibration_accountant: Literal["rdp", "prv"] = "rdp"
-    report_prv: bool = True
+    calibration_accountant: Literal["rdp", "pld"] = "pld"
+    report_pld: bool = True
 
     def __post_init__(self) -> None:
         if self.clipping not in tuple(ClippingMode):
@@ -175,9 +168,9 @@ class DPSGDConfig:
                 raise ConfigError("layer_norms is only allowed with clipping='per_layer'")
             if not all(math.isfinite(b) and b > 0 for b in self.layer_norms):
                 raise ConfigError(f"layer_norms must all be finite and > 0, got {self.layer_norms}")
-        if self.calibration_accountant not in ("rdp", "prv"):
+        if self.calibration_accountant not in ACCOUNTANTS:
             raise ConfigError(
-                f"calibration_accountant must be 'rdp' or 'prv', got {self.calibration_accountant}"
+                f"calibration_accountant must be 'rdp' or 'pld', got {self.calibration_accountant}"
             )
 
 
@@ -190,7 +183,7 @@ class RoundReport:
         examples: examples processed over all steps.
         mean_loss: mean training loss over the non-empty batches (NaN if all were empty).
         event: this round's privacy event (for the ledger).
-        epsilon: cumulative epsilon over all rounds of this session (RDP and PRV).
+        epsilon: cumulative epsilon over all rounds of this session (RDP and PLD).
     """
 
     steps: int
@@ -200,8 +193,35 @@ class RoundReport:
     epsilon: EpsilonReport
 
 
-def _reseed(gen: torch.Generator) -> None:
-    gen.manual_seed(secrets.randbits(63))
+def _use_csprng_noise(optimizer: Any, rng: np.random.Generator) -> None:
+    """Make an Opacus ``DPOptimizer`` draw its noise from ``rng`` (see the module notes).
+
+    The replacement does what ``DPOptimizer.add_noise`` does (Opacus 1.6, both the hooks and the
+    fast-gradient-clipping optimizers): for every parameter, grad = summed clipped gradients +
+    N(0, (noise_multiplier * max_grad_norm)^2), marked as processed; only the source differs.
+    """
+
+    def add_noise() -> None:
+        multiplier = getattr(optimizer, "_adjusted_noise_multiplier", optimizer.noise_multiplier)
+        std = float(multiplier) * float(optimizer.max_grad_norm)
+        for p in optimizer.params:
+            _check_processed_flag(p.summed_grad)
+            noise = gaussian_like(p.summed_grad, std=std, rng=rng, secure=optimizer.secure_mode)
+            p.grad = (p.summed_grad + noise).view_as(p)
+            _mark_as_processed(p.summed_grad)
+
+    optimizer.generator = None
+    optimizer.add_noise = add_noise
+
+
+def _use_csprng_batches(loader: Any, *, steps: int, rng: np.random.Generator) -> None:
+    """Give Opacus's Poisson ``DPDataLoader`` a batch sampler that flips its coins with ``rng``."""
+    sampler = PoissonBatchSampler(
+        num_samples=len(loader.dataset), sample_rate=loader.sample_rate, steps=steps, rng=rng
+    )
+    # DataLoader refuses to reassign batch_sampler after construction (torch checks it in
+    # __setattr__); its iterators read the attribute, so it is set on the instance directly.
+    object.__setattr__(loader, "batch_sampler", sampler)
 
 
 def _backward(loss: torch.Tensor) -> None:
@@ -223,6 +243,9 @@ class DPSGDSession:
             ``q = 1 / len(data_loader)``. Opacus replaces it with a Poisson-sampling loader.
         criterion: the loss (``reduction="mean"``).
         config: the DP parameters.
+        rng: the source of every noise value and batch (``None``: a fresh
+            :func:`fl_core.dp.noise.csprng`, AES-128-CTR keyed from ``os.urandom``; tests pass a
+            seeded one).
 
     Raises:
         ConfigError: if the model does not validate, or the config does not fit the model.
@@ -236,6 +259,7 @@ class DPSGDSession:
         data_loader: DataLoader[Any],
         criterion: nn.Module,
         config: DPSGDConfig,
+        rng: np.random.Generator | None = None,
     ) -> None:
         errors = ModuleValidator.validate(model, strict=False)
         if errors:
@@ -269,10 +293,7 @@ class DPSGDSession:
                     "trainable parameter tensors"
                 )
             max_grad_norm = list(norms)
-        self._noise_gen = torch.Generator()
-        self._sample_gen = torch.Generator()
-        _reseed(self._noise_gen)
-        _reseed(self._sample_gen)
+        self.rng = csprng() if rng is None else rng
         with warnings.catch_warnings():
             # Opacus warns that its torchcsprng-based secure RNG is off; see the module notes.
             warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
@@ -291,7 +312,6 @@ class DPSGDSession:
             max_grad_norm=max_grad_norm,
             poisson_sampling=True,
             clipping="per_layer" if self.clipping is ClippingMode.PER_LAYER else "flat",
-            noise_generator=self._noise_gen,
             grad_sample_mode="ghost" if ghost else "hooks",
         )
         if ghost:
@@ -300,7 +320,8 @@ class DPSGDSession:
             self._module, self._optimizer, self._loader = made
             self._criterion = criterion
         self._optimizer.secure_mode = config.secure_mode
-        self._loader.batch_sampler.generator = self._sample_gen
+        _use_csprng_noise(self._optimizer, self.rng)
+        _use_csprng_batches(self._loader, steps=len(self._loader.batch_sampler), rng=self.rng)
         self._events: list[GaussianEvent] = []
 
     @property
@@ -352,7 +373,7 @@ class DPSGDSession:
 
     def epsilon(self) -> EpsilonReport:
         """Cumulative epsilon of all completed rounds, at the config's delta."""
-        return compose(self._events, delta=self._config.delta, prv=self._config.report_prv)
+        return compose(self._events, delta=self._config.delta, pld=self._config.report_pld)
 
     def train_round(self) -> RoundReport:
         """Run one round of local DP-SGD from the currently loaded weights.
@@ -368,7 +389,6 @@ class DPSGDSession:
         for _ in range(self._config.epochs_per_round):
             batches = iter(self._loader)
             while steps < self.steps_per_round:
-                _reseed(self._sample_gen)
                 try:
                     inputs, targets = next(batches)
                 except StopIteration:
@@ -376,7 +396,6 @@ class DPSGDSession:
                 self._optimizer.zero_grad()
                 loss = self._criterion(self._module(inputs), targets)
                 _backward(loss)
-                _reseed(self._noise_gen)
                 self._optimizer.step()
                 steps += 1
                 examples += len(targets)

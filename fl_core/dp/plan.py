@@ -142,7 +142,7 @@ def _plan(source: str, job: JobConfig, dim: int) -> DPPlan | None:
             delta=dp.delta,
             sample_rate=rate,
             steps=job.job.rounds,
-            accountant="prv" if dp.accountant == "prv" else "rdp",
+            accountant="pld" if dp.accountant == "pld" else "rdp",
         )
         return DPPlan(
             mode="central",

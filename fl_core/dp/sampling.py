@@ -1,6 +1,6 @@
 """Poisson sampling that matches the accountants (clients per round, examples per batch).
 
-The RDP and PRV analyses of the subsampled Gaussian (and the Zhu-Wang bound used for Skellam)
+The RDP and PLD analyses of the subsampled Gaussian (and the Zhu-Wang bound used for Skellam)
 assume Poisson sampling: each unit is included independently with probability q, so the batch or
 cohort size is random. Shuffled fixed-size batches analysed "as if Poisson" can understate epsilon
 (Chua et al., ICML 2024; Annamalai et al., arXiv 2411.10614). A job claims amplification by client

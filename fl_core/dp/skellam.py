@@ -334,7 +334,7 @@ def skellam_round_event(config: SkellamConfig, *, survivors: int) -> SkellamEven
 def skellam_epsilon(config: SkellamConfig, *, survivors: list[int], delta: float) -> float:
     """Epsilon at ``delta`` over rounds with the given numbers of survivors (one per round)."""
     events = [skellam_round_event(config, survivors=n) for n in survivors]
-    return compose(events, delta=delta, prv=False).epsilon
+    return compose(events, delta=delta, pld=False).epsilon
 
 
 def _scale_for(signal: float, noise_var: float, *, bits: int, k: float, n: int, d: int) -> float:
@@ -451,7 +451,7 @@ def _search_mu(
             sample_rate=template.sample_rate,
             steps=rounds,
         )
-        return compose([event], delta=delta, prv=False).epsilon
+        return compose([event], delta=delta, pld=False).epsilon
 
     low, high = 0.0, max(l2**2 / honest, 1e-6)
     while eps(high) > target:

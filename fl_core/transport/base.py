@@ -15,7 +15,9 @@ from typing import Protocol
 
 from ..payload import Payload
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""2: join by proof of possession (a challenge signed with the identity key)."""
+CHALLENGE_BYTES = 32
 ROLES = ("owner", "keyholder")
 """Who may join: data owners, and the key holder of HE jobs."""
 
@@ -86,6 +88,12 @@ class JoinRequest:
     job_config_sha256: str
     protocol_version: int = PROTOCOL_VERSION
     role: str = "owner"
+    challenge: bytes = b""
+    """The coordinator's challenge this join answers (empty on the first call)."""
+    proof: bytes = b""
+    """Signature of :func:`fl_core.federation.join_message` by the identity key."""
+    peer_cert_sha256: str = ""
+    """Set by the server transport (never from the wire): the client's TLS certificate."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,6 +103,10 @@ class JoinReply:
     client_id: str
     session_token: str
     job_id: str
+    challenge: bytes = b""
+    """First call: the challenge to sign (``client_id`` and ``session_token`` are empty)."""
+    coordinator_name: str = ""
+    coordinator_proof: bytes = b""
 
 
 class ClientCalls(Protocol):
@@ -127,16 +139,22 @@ class ClientCalls(Protocol):
 class CoordinatorEndpoint(ClientCalls, Protocol):
     """What a coordinator offers to clients, whatever carries the calls."""
 
-    def transfer(self, client_id: str, session_token: str) -> AbstractContextManager[None]:
+    def transfer(
+        self, client_id: str, session_token: str, *, task_id: str = ""
+    ) -> AbstractContextManager[None]:
         """Count a transport's streaming of a task or a result as an open call of the client.
 
         A transport that moves a payload in chunks after `pull_task` returned (or before
         `push_result` is called) holds this open meanwhile, so that liveness does not take a
-        client whose bytes are still moving for one that went away.
+        client whose bytes are still moving for one that went away. For a result upload
+        (``task_id`` given) it is called before any buffer is allocated: the client must hold
+        that task open, and may have only a few uploads in flight.
 
         Raises:
             UnknownClient: when called (not on entering), for an id that is not joined or a
                 token that is not its current one.
+            StaleResult: ``task_id`` is not the client's open task.
+            PayloadTooLarge: the client already has its uploads in flight.
         """
         ...
 

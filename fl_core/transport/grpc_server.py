@@ -7,6 +7,7 @@ fl_core error that rejected it (see :mod:`fl_core.transport.errors`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ..config import Limits
 from ..errors import CodecError, FlCoreError
+from ..federation import cert_fingerprint
 from ._pb import coordinator_pb2 as pb
 from .base import CoordinatorEndpoint, JobDone, Result, Wait
 from .chunking import (
@@ -131,6 +133,12 @@ async def _abort(context: grpc.aio.ServicerContext, error: FlCoreError, who: str
     )
 
 
+def _peer_cert_sha256(context: grpc.aio.ServicerContext) -> str:
+    """SHA-256 of the client certificate the mutual-TLS handshake verified ("" without one)."""
+    pems = context.auth_context().get("x509_pem_cert") or []
+    return cert_fingerprint(pems[0]) if pems else ""
+
+
 class CoordinatorServicer:
     """Adapts gRPC calls to a :class:`~fl_core.transport.base.CoordinatorEndpoint`."""
 
@@ -144,7 +152,10 @@ class CoordinatorServicer:
         """Register a client."""
         try:
             _reject_malformed(request)
-            reply = await self._endpoint.join(join_request_from_proto(request))
+            join = join_request_from_proto(request)
+            # The certificate the TLS handshake verified (mutual TLS), never a claim on the wire.
+            join = dataclasses.replace(join, peer_cert_sha256=_peer_cert_sha256(context))
+            reply = await self._endpoint.join(join)
         except FlCoreError as exc:
             await _abort(context, exc, _who(request, "join of", "client_name"))
             raise  # pragma: no cover - abort raises
@@ -201,7 +212,10 @@ class CoordinatorServicer:
                 raise CodecError("a result stream must begin with a ResultStart message")
             start = first.start
             who = f"result from {start.client_id[:64]!r} for stage {start.header.stage[:64]!r}"
-            with self._endpoint.transfer(start.client_id, start.session_token):
+            # Before any buffer: the client must hold this task, with few uploads in flight.
+            with self._endpoint.transfer(
+                start.client_id, start.session_token, task_id=start.header.task_id
+            ):
                 await self._receive(start, request_iterator)
         except FlCoreError as exc:
             await _abort(context, exc, who)

@@ -16,7 +16,7 @@ from ..config import Limits
 from ..errors import CodecError, PayloadTooLarge
 from ..payload import Payload, Value
 from ._pb import common_pb2, coordinator_pb2
-from .base import ROLES, JoinReply, JoinRequest, Refusal, TaskHeader
+from .base import CHALLENGE_BYTES, ROLES, JoinReply, JoinRequest, Refusal, TaskHeader
 
 MAX_NAME = 256
 MAX_STR = 1 << 16
@@ -199,6 +199,8 @@ def join_request_to_proto(request: JoinRequest) -> coordinator_pb2.JoinRequest:
         job_config_sha256=request.job_config_sha256,
         protocol_version=request.protocol_version,
         role=request.role,
+        challenge=request.challenge,
+        proof=request.proof,
     )
 
 
@@ -213,22 +215,46 @@ def join_request_from_proto(msg: coordinator_pb2.JoinRequest) -> JoinRequest:
     role = msg.role or "owner"
     if role not in ROLES:
         raise CodecError(f"role {role[:32]!r} is not one of {list(ROLES)}")
+    if len(msg.challenge) not in (0, CHALLENGE_BYTES):
+        raise CodecError(f"challenge must be empty or {CHALLENGE_BYTES} bytes")
+    if len(msg.proof) not in (0, 64):
+        raise CodecError("proof must be empty or a 64-byte Ed25519 signature")
     return JoinRequest(
         client_name=msg.client_name,
         identity_public_key=bytes(msg.identity_public_key),
         job_config_sha256=msg.job_config_sha256,
         protocol_version=int(msg.protocol_version),
         role=role,
+        challenge=bytes(msg.challenge),
+        proof=bytes(msg.proof),
     )
 
 
 def join_reply_to_proto(reply: JoinReply) -> coordinator_pb2.JoinReply:
     """Domain join reply to its message."""
     return coordinator_pb2.JoinReply(
-        client_id=reply.client_id, session_token=reply.session_token, job_id=reply.job_id
+        client_id=reply.client_id,
+        session_token=reply.session_token,
+        job_id=reply.job_id,
+        challenge=reply.challenge,
+        coordinator_name=reply.coordinator_name,
+        coordinator_proof=reply.coordinator_proof,
     )
 
 
 def join_reply_from_proto(msg: coordinator_pb2.JoinReply) -> JoinReply:
-    """Join reply message to the domain type."""
-    return JoinReply(client_id=msg.client_id, session_token=msg.session_token, job_id=msg.job_id)
+    """Join reply message to the domain type, with length checks."""
+    if len(msg.challenge) not in (0, CHALLENGE_BYTES):
+        raise CodecError(f"challenge must be empty or {CHALLENGE_BYTES} bytes")
+    if len(msg.coordinator_proof) not in (0, 64):
+        raise CodecError("coordinator_proof must be empty or a 64-byte Ed25519 signature")
+    if len(msg.coordinator_name) > MAX_NAME:
+        raise CodecError(f"coordinator_name must have at most {MAX_NAME} characters")
+    return JoinReply(
+        client_id=msg.client_id[:MAX_NAME],
+        session_token=msg.session_token[:256],
+        job_id=msg.job_id[:MAX_NAME],
+        challenge=bytes(msg.challenge),
+        coordinator_name=msg.coordinator_name,
+        coordinator_proof=bytes(msg.coordinator_proof),
+    )

@@ -4,6 +4,8 @@ from mpc.secagg.client import SecAggClient
 from mpc.secagg.messages import (
     AdvertiseKeysRequest,
     AdvertiseKeysResponse,
+    ConsistencyCheckRequest,
+    ConsistencyCheckResponse,
     MaskedInputRequest,
     MaskedInputResponse,
     SessionInfo,
@@ -20,6 +22,8 @@ __all__ = [
     "Adversary",
     "AdvertiseKeysRequest",
     "AdvertiseKeysResponse",
+    "ConsistencyCheckRequest",
+    "ConsistencyCheckResponse",
     "MaskedInputRequest",
     "MaskedInputResponse",
     "SecAggClient",

@@ -218,3 +218,17 @@ def smallest_sparse_degree(
         if check.ok:
             return degree, check
     return None
+
+
+def consistency_quorum(*, num_clients: int, threshold: int, corrupt_rate: float) -> int:
+    """Return how many signatures on one cohort a client needs before it reveals any share.
+
+    Two sets of q signers among n clients share at least 2q - n of them; with
+    q = floor((n + c) / 2) + 1 for c = floor(gamma n) corrupt clients that overlap holds an honest
+    client, who signs only one cohort. So a coordinator cannot gather a quorum for two different
+    views of who survived (Bonawitz et al. CCS 2017, section 4, round 3 of the active variant:
+    its t > (n + c) / 2 plays this role). The quorum is never below the threshold t, so it adds
+    nothing to fcp's semi-malicious complete graph, whose t already clears (n + c) / 2.
+    """
+    corrupt = math.floor((corrupt_rate + _EPS) * num_clients)
+    return min(num_clients, max(threshold, (num_clients + corrupt) // 2 + 1))

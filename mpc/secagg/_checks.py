@@ -10,10 +10,11 @@ the coordinator may be honest, the owner's policy refuses).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Set
+from collections.abc import Collection, Mapping, Set
 from typing import NoReturn, cast
 
 from mpc.errors import CoordinatorMisbehaviour, ParameterError, ProtocolAbort
+from mpc.keys import consistency_payload, verify
 from mpc.ring import check_ring_bits
 from mpc.secagg.messages import AdvertiseKeysRequest, SessionInfo, Stage, UnmaskRequest
 from mpc.shamir import MAX_HOLDER
@@ -99,6 +100,13 @@ def check_advertise(
     holders = n if full_graph else k
     if not 2 <= t <= holders:
         fail(stage, f"threshold {t} is outside [2, {holders}] (holders of each secret)")
+    q, low = req.consistency_threshold, max(t, n // 2 + 1)
+    if isinstance(q, bool) or not isinstance(q, int) or not low <= q <= n:
+        fail(
+            stage,
+            f"consistency_threshold {q!r} is outside [{low}, {n}] (a strict majority of the "
+            "participants, and at least the threshold)",
+        )
     if n < min_cohort:
         raise ProtocolAbort(stage, f"the cohort of {n} is below this client's minimum {min_cohort}")
     return session, participants, neighbours, full_graph
@@ -149,3 +157,69 @@ def check_unmask_lists(
     if unaccounted:
         fail(stage, f"the request does not say whether peer {min(unaccounted)} survived")
     return survivors, dropped
+
+
+def check_one_kind_per_peer(
+    self_mask_shares: Mapping[int, bytes], key_shares: Mapping[int, bytes], *, cohort: Set[int]
+) -> None:
+    """The last guard before shares leave: never both shares of a peer, each of the right kind.
+
+    Seed shares go only to members of the signed cohort U3, key shares only to peers outside it,
+    and no peer gets both (which would let the coordinator remove every mask of its input).
+    """
+    stage = Stage.UNMASK
+    both = set(self_mask_shares) & set(key_shares)
+    if both:
+        fail(stage, f"both shares of peer {min(both)} would be revealed")
+    outside = set(self_mask_shares) - set(cohort)
+    if outside:
+        fail(stage, f"a self-mask share of {min(outside)}, outside the signed cohort, was asked")
+    inside = set(key_shares) & set(cohort)
+    if inside:
+        fail(stage, f"a key share of {min(inside)}, inside the signed cohort, was asked")
+
+
+def check_consistency_signatures(
+    signatures: object,
+    *,
+    cohort: tuple[int, ...],
+    session_id: bytes,
+    context: bytes,
+    identities: Mapping[int, bytes],
+    quorum: int,
+) -> int:
+    """Check the relayed consistency-check signatures over ``cohort``; return how many verified.
+
+    Bonawitz et al. CCS 2017, section 4, round 4 (active variant): a client unmasks only after at
+    least ``quorum`` members of U3 signed the same U3. Every relayed signature must come from a
+    member of the cohort and verify under that member's identity key (pinned where the client
+    pins its peers): an honest coordinator checks them before relaying, so any other is a lie.
+    """
+    stage = Stage.UNMASK
+    if not isinstance(signatures, Mapping):
+        fail(stage, "signatures must map signer indices to consistency-check signatures")
+    members = set(cohort)
+    valid = 0
+    for signer in sorted(signatures, key=lambda v: (not isinstance(v, int), str(v))):
+        if isinstance(signer, bool) or not isinstance(signer, int) or signer not in members:
+            fail(stage, f"a consistency-check signature comes from {signer!r}, not from the cohort")
+        identity, signature = identities.get(signer), signatures[signer]
+        if identity is None:
+            fail(stage, f"no identity key is known for signer {signer}")
+        payload = consistency_payload(
+            session_id=session_id, context=context, index=signer, cohort=cohort
+        )
+        if not isinstance(signature, bytes) or not verify(identity, signature, payload):
+            fail(
+                stage,
+                f"the consistency-check signature of {signer} does not verify over this cohort",
+            )
+        valid += 1
+    if valid < quorum:
+        fail(
+            stage,
+            f"only {valid} valid consistency-check signatures over the cohort of masked inputs, "
+            f"below the quorum of {quorum}; the coordinator may be telling clients different "
+            "stories about who survived",
+        )
+    return valid

@@ -1,7 +1,9 @@
 """The data owner's side of SecAgg / SecAgg+: one method per stage, checking the coordinator.
 
-Threat model: the coordinator relays every message and is assumed honest-but-curious (semi-honest)
-or semi-malicious (it may lie about dropouts); up to a stated fraction of clients collude with it.
+Threat model: the coordinator relays every message and may lie about who dropped out, telling
+different clients different stories; up to a stated fraction of clients collude with it. Peers'
+identity keys are trusted only where the client pins them (``pinned_identities``); without pins
+the coordinator relays them and could invent the signers of the consistency check.
 The client trusts nobody with its input. It checks every request and aborts its part of the round,
 with a stated reason, when a request could only come from a coordinator that deviates, in
 particular when it would reveal both the self-mask share and the key share of one peer (which
@@ -22,9 +24,18 @@ Protocol (Bonawitz et al. CCS 2017, section 4; Bell et al. CCS 2020, section 4 f
 2. ``masked_input``: check that the model trained on is the one bound into the session, that the
    envelopes come exactly from the neighbours in U2, open them, and send
    y_u = x_u + PRG(b_u) + sum_v sign(u, v) PRG(s_uv) over those neighbours.
-4. ``unmask``: check the survivor and dropped lists (disjoint, no repeats, not this client, only
-   peers whose shares it holds, consistent with the cohort); reveal shares of b_v for survivors and
-   of s_v^SK for dropped peers, never both for one peer; then forget every secret.
+   With the shares, commit to each holder's share values and to b_u (SHA-256, bound to the
+   session), so that the coordinator can name an altered share instead of summing wrongly.
+3. ``consistency_check``: check the cohort U3 of masked inputs (a subset of U2 holding this client,
+   at least t and at least the consistency quorum q) and sign (session, U3) with the identity key
+   (Bonawitz et al., section 4, round 3 of the active variant; fcp has no such round).
+4. ``unmask``: refuse unless the request's cohort is the U3 this client signed and at least q
+   members of U3 signed that same U3 under their (pinned) identity keys: two different stories
+   about who survived cannot both gather q signatures, because any two quorums share an honest
+   client (``SecAggParams.consistency_threshold``). Then check the survivor and dropped lists
+   (disjoint, no repeats, not this client, only peers whose shares it holds, consistent with U3);
+   reveal shares of b_v for members of U3 and of s_v^SK for peers outside it, never both for one
+   peer (checked again on the response itself); then forget every secret.
 
 A client object serves one attempt of one round: each stage runs at most once, in order, and a
 retried round needs a new object (fresh keys, seed and masks). Secrets stay in memory, hidden
@@ -42,18 +53,21 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from mpc.errors import InvalidShareError, ParameterError, ProtocolAbort
+from mpc.errors import CoordinatorMisbehaviour, InvalidShareError, ParameterError, ProtocolAbort
 from mpc.keys import (
     Purpose,
     advertisement_payload,
     agree,
     compute_session_id,
+    consistency_payload,
     derive_key,
     generate_x25519,
     identity_public_bytes,
     load_x25519_public,
     open_sealed,
     seal,
+    seed_commitment,
+    share_commitment,
     sign,
     verify,
 )
@@ -63,13 +77,18 @@ from mpc.ring import RingVector, check_ring_vector
 from mpc.secagg._checks import (
     check_advertise,
     check_cohort,
+    check_consistency_signatures,
+    check_one_kind_per_peer,
     check_unmask_lists,
+    distinct,
     fail,
 )
 from mpc.secagg.messages import (
     ENVELOPE_PLAINTEXT_BYTES,
     AdvertiseKeysRequest,
     AdvertiseKeysResponse,
+    ConsistencyCheckRequest,
+    ConsistencyCheckResponse,
     MaskedInputRequest,
     MaskedInputResponse,
     SessionInfo,
@@ -95,12 +114,15 @@ class _ClientState:
     session: SessionInfo | None = None
     context: bytes = b""
     threshold: int = 0
+    consistency_threshold: int = 0
     full_graph: bool = False
     ring_bits: int = 32
     vector_length: int = 0
     participants: frozenset[int] = frozenset()
     neighbours: frozenset[int] = frozenset()
     cohort: tuple[int, ...] = ()
+    identities: dict[int, bytes] = field(default_factory=dict)
+    signed: tuple[int, ...] | None = None
     encryption_key: bytes = b""
     masking_key: bytes = b""
     encryption_secret: X25519PrivateKey | None = field(default=None, repr=False)
@@ -189,8 +211,14 @@ class SecAggClient:
             lambda req: self._masked_input(req, vector, model_hash),
         )
 
+    def consistency_check(self, request: ConsistencyCheckRequest) -> ConsistencyCheckResponse:
+        """Stage CONSISTENCY_CHECK: sign the cohort of masked inputs the coordinator reports."""
+        return self._run(
+            Stage.CONSISTENCY_CHECK, ConsistencyCheckRequest, request, self._consistency_check
+        )
+
     def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
-        """Stage UNMASK: reveal one kind of share per peer, then forget every secret."""
+        """Stage UNMASK: verify a quorum signed this cohort, reveal one kind of share per peer."""
         return self._run(Stage.UNMASK, UnmaskRequest, request, self._unmask)
 
     # -- stage plumbing
@@ -212,6 +240,8 @@ class SecAggClient:
             result = body(request)
         except ProtocolAbort as exc:
             self._abort(exc)
+        except ParameterError as exc:  # a malformed field, e.g. of the session: same abort
+            self._abort(CoordinatorMisbehaviour(stage, f"malformed request: {exc}"))
         position = _STAGES.index(stage)
         st.next_stage = _STAGES[position + 1] if position + 1 < len(_STAGES) else None
         return result
@@ -227,6 +257,7 @@ class SecAggClient:
         st.encryption_secret = st.masking_secret = None
         st.seed = b""
         st.envelope_keys, st.mask_keys, st.held = {}, {}, {}
+        st.signed = None
 
     def _cohort(self, stage: Stage, value: object, previous: Any) -> tuple[int, ...]:
         return check_cohort(
@@ -254,8 +285,10 @@ class SecAggClient:
             ring_bits=req.ring_bits,
             vector_length=req.vector_length,
             participants=participants,
+            consistency_threshold=req.consistency_threshold,
         )
         st.threshold, st.full_graph = req.threshold, full_graph
+        st.consistency_threshold = req.consistency_threshold
         st.ring_bits, st.vector_length = req.ring_bits, req.vector_length
         st.participants, st.neighbours = frozenset(participants), frozenset(neighbours)
         st.encryption_secret, st.encryption_key = generate_x25519()
@@ -283,6 +316,7 @@ class SecAggClient:
         to_verify = members - {me} if self._min_cohort else live_neighbours
         for peer in sorted(to_verify):
             self._verify_advertisement(req, peer)
+        st.identities = self._signer_keys(members, req.identities)
         holders = sorted(live_neighbours | ({me} if st.full_graph else set()))
         if len(holders) < st.threshold:
             fail(
@@ -304,15 +338,45 @@ class SecAggClient:
         seed_shares = split_among(st.seed, threshold=st.threshold, holders=holders)
         key_shares = split_among(secret_key, threshold=st.threshold, holders=holders)
         envelopes: dict[int, bytes] = {}
+        seed_commitments: dict[int, bytes] = {}
+        key_commitments: dict[int, bytes] = {}
         for seed_share, key_share in zip(seed_shares, key_shares, strict=True):
             holder = seed_share.x
             pair = (seed_share.value_bytes(), key_share.value_bytes())
+            for kind, value, commitments in (
+                ("seed", pair[0], seed_commitments),
+                ("key", pair[1], key_commitments),
+            ):
+                commitments[holder] = share_commitment(
+                    session_id=st.session_id, owner=me, holder=holder, kind=kind, value=value
+                )
             if holder == me:
                 st.held[me] = pair
                 continue
             plaintext = me.to_bytes(4, "big") + holder.to_bytes(4, "big") + pair[0] + pair[1]
             envelopes[holder] = seal(st.envelope_keys[holder][0], plaintext, aad=st.session_id)
-        return ShareKeysResponse(envelopes=envelopes)
+        return ShareKeysResponse(
+            envelopes=envelopes,
+            seed_commitments=seed_commitments,
+            key_commitments=key_commitments,
+            seed_commitment=seed_commitment(session_id=st.session_id, owner=me, seed=st.seed),
+        )
+
+    def _signer_keys(self, members: set[int], relayed: Mapping[int, bytes]) -> dict[int, bytes]:
+        """The identity key each cohort member's consistency signature must verify under.
+
+        Pinned keys where the client pins its peers (a member without a pin is then unknown and
+        cannot count towards the quorum), else the keys relayed with the advertisements. Two
+        members with one key would let one party sign twice: refused.
+        """
+        keys: dict[int, bytes] = {}
+        for v in sorted(members):
+            key = self._pinned.get(v) if self._pinned is not None else relayed.get(v)
+            if isinstance(key, bytes):
+                keys[v] = key
+        if len(set(keys.values())) != len(keys):
+            fail(Stage.SHARE_KEYS, "two members of the cohort have the same identity key")
+        return keys
 
     def _check_relayed_keys(self, req: ShareKeysRequest, members: set[int]) -> None:
         stage, st, me = Stage.SHARE_KEYS, self._state, self._index
@@ -438,15 +502,47 @@ class SecAggClient:
             fail(stage, f"the envelope from {sender} holds an invalid share: {exc}")
         return seed_share, key_share
 
+    # -- stage 3
+
+    def _consistency_check(self, req: ConsistencyCheckRequest) -> ConsistencyCheckResponse:
+        stage, st = Stage.CONSISTENCY_CHECK, self._state
+        cohort = tuple(sorted(self._cohort(stage, req.cohort, st.cohort)))
+        if len(cohort) < st.consistency_threshold:
+            fail(
+                stage,
+                f"the cohort of {len(cohort)} masked inputs is below the consistency quorum "
+                f"{st.consistency_threshold}",
+            )
+        st.signed = cohort
+        payload = consistency_payload(
+            session_id=st.session_id, context=st.context, index=self._index, cohort=cohort
+        )
+        return ConsistencyCheckResponse(signature=sign(self._identity, payload))
+
     # -- stage 4
 
     def _unmask(self, req: UnmaskRequest) -> UnmaskResponse:
-        st = self._state
-        cohort = self._cohort(Stage.UNMASK, req.cohort, st.cohort)
+        stage, st = Stage.UNMASK, self._state
+        signed = cast(tuple[int, ...], st.signed)
+        cohort = distinct(stage, "cohort", req.cohort)
+        if tuple(sorted(cohort)) != signed:
+            fail(
+                stage,
+                "the cohort of the unmask request differs from the one this client signed at "
+                "the consistency check",
+            )
+        check_consistency_signatures(
+            req.signatures,
+            cohort=signed,
+            session_id=st.session_id,
+            context=st.context,
+            identities=st.identities,
+            quorum=st.consistency_threshold,
+        )
         survivors, dropped = check_unmask_lists(
             req,
             index=self._index,
-            cohort=cohort,
+            cohort=signed,
             participants=st.participants,
             neighbours=st.neighbours,
             owners=st.owners,
@@ -454,6 +550,9 @@ class SecAggClient:
         response = UnmaskResponse(
             self_mask_shares={peer: st.held[peer][0] for peer in survivors},
             key_shares={peer: st.held[peer][1] for peer in dropped},
+        )
+        check_one_kind_per_peer(
+            response.self_mask_shares, response.key_shares, cohort=frozenset(signed)
         )
         self._forget()
         return response

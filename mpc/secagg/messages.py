@@ -1,12 +1,12 @@
 """The vocabulary both state machines share: stages, the session, and one message per direction.
 
-The four stages follow Bonawitz et al. CCS 2017, section 4 (rounds 0, 1, 2 and 4; the
-consistency check of the active-adversary variant is not implemented), which Bell et al. CCS 2020
-keep for SecAgg+. Messages are flat frozen dataclasses holding only ``int``, ``str``, ``bytes``,
-tuples of those, ``Mapping[int, bytes]`` and one numpy array, so that a transport can put them on
-the wire field by field. Every request repeats the session (job, round, attempt, model hash) so
-that a client can refuse a request from another session; the first request also carries the round
-parameters, the participants and the client's neighbours.
+The five stages follow Bonawitz et al. CCS 2017, section 4 (rounds 0 to 4, with the consistency
+check of the active-adversary variant as round 3), which Bell et al. CCS 2020 keep for SecAgg+.
+Messages are flat frozen dataclasses holding only ``int``, ``str``, ``bytes``, tuples of those,
+``Mapping[int, bytes]`` and one numpy array, so that a transport can put them on the wire field by
+field. Every request repeats the session (job, round, attempt, model hash) so that a client can
+refuse a request from another session; the first request also carries the round parameters, the
+participants and the client's neighbours.
 
 Participants are identified by int indices 1..n (any distinct ints in [1, 2^31 - 1]); they double
 as Shamir x-coordinates.
@@ -47,6 +47,8 @@ class Stage(StrEnum):
     """Round 1: each client Shamir-shares its seed and masking key among its neighbours."""
     MASKED_INPUT = "masked_input"
     """Round 2: each client sends its input plus self and pairwise masks."""
+    CONSISTENCY_CHECK = "consistency_check"
+    """Round 3: each client signs the cohort whose masked inputs the coordinator says it holds."""
     UNMASK = "unmask"
     """Round 4: each client reveals self-mask shares of survivors and key shares of dropouts."""
 
@@ -90,6 +92,7 @@ def session_context(
     ring_bits: int,
     vector_length: int,
     participants: tuple[int, ...],
+    consistency_threshold: int,
 ) -> bytes:
     """Return the 32-byte digest of everything a round's keys must be bound to.
 
@@ -107,6 +110,7 @@ def session_context(
         degree,
         ring_bits,
         vector_length,
+        consistency_threshold,
         *sorted(participants),
     )
     return hashlib.sha256(fields).digest()
@@ -139,6 +143,8 @@ class AdvertiseKeysRequest(_Request):
         vector_length: number of ring elements of the masked input.
         participants: every selected client (U0), increasing.
         neighbours: this client's neighbours, increasing.
+        consistency_threshold: how many signatures on one cohort a client needs before it
+            unmasks (``SecAggParams.consistency_threshold``).
     """
 
     num_clients: int
@@ -148,6 +154,7 @@ class AdvertiseKeysRequest(_Request):
     vector_length: int
     participants: tuple[int, ...]
     neighbours: tuple[int, ...]
+    consistency_threshold: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -191,9 +198,16 @@ class ShareKeysResponse:
     Attributes:
         envelopes: recipient index -> AES-GCM envelope holding the sender's shares for it, one per
             neighbour in U1.
+        seed_commitments: holder index -> commitment to that holder's share of the seed b_u, for
+            every holder (the sender too in the complete graph); see ``mpc.keys.share_commitment``.
+        key_commitments: holder index -> commitment to that holder's share of s_u^SK.
+        seed_commitment: commitment to the seed b_u itself (``mpc.keys.seed_commitment``).
     """
 
     envelopes: Mapping[int, bytes]
+    seed_commitments: Mapping[int, bytes]
+    key_commitments: Mapping[int, bytes]
+    seed_commitment: bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -222,18 +236,45 @@ class MaskedInputResponse:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ConsistencyCheckRequest(_Request):
+    """Coordinator -> client, stage CONSISTENCY_CHECK.
+
+    Attributes:
+        cohort: the clients whose masked input the coordinator holds (U3), increasing.
+    """
+
+    cohort: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsistencyCheckResponse:
+    """Client -> coordinator, stage CONSISTENCY_CHECK.
+
+    Attributes:
+        signature: Ed25519 signature by the client's identity key over the session and the cohort
+            (``mpc.keys.consistency_payload``).
+    """
+
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UnmaskRequest(_Request):
     """Coordinator -> client, stage UNMASK.
 
     Attributes:
-        cohort: the clients whose masked input is in the sum (U3), increasing.
+        cohort: the clients whose masked input is in the sum (U3), increasing; it must be the
+            cohort this client signed.
         survivors: owners for which this client must reveal its share of the self-mask seed.
         dropped: owners for which this client must reveal its share of the masking key.
+        signatures: signer index -> its consistency-check signature over ``cohort``: at least
+            the consistency quorum of the clients that answered the consistency check (U4).
     """
 
     cohort: tuple[int, ...]
     survivors: tuple[int, ...]
     dropped: tuple[int, ...]
+    signatures: Mapping[int, bytes]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -249,13 +290,26 @@ class UnmaskResponse:
     key_shares: Mapping[int, bytes]
 
 
-Request = AdvertiseKeysRequest | ShareKeysRequest | MaskedInputRequest | UnmaskRequest
-Response = AdvertiseKeysResponse | ShareKeysResponse | MaskedInputResponse | UnmaskResponse
+Request = (
+    AdvertiseKeysRequest
+    | ShareKeysRequest
+    | MaskedInputRequest
+    | ConsistencyCheckRequest
+    | UnmaskRequest
+)
+Response = (
+    AdvertiseKeysResponse
+    | ShareKeysResponse
+    | MaskedInputResponse
+    | ConsistencyCheckResponse
+    | UnmaskResponse
+)
 
 RESPONSE_TYPES: Mapping[Stage, type[Any]] = {
     Stage.ADVERTISE_KEYS: AdvertiseKeysResponse,
     Stage.SHARE_KEYS: ShareKeysResponse,
     Stage.MASKED_INPUT: MaskedInputResponse,
+    Stage.CONSISTENCY_CHECK: ConsistencyCheckResponse,
     Stage.UNMASK: UnmaskResponse,
 }
 """The response type each stage expects."""

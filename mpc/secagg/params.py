@@ -25,6 +25,7 @@ from mpc.ring import check_ring_bits
 from mpc.secagg._bounds import (
     MAX_CLIENTS,
     check_degree,
+    consistency_quorum,
     full_graph_threshold_range,
     smallest_sparse_degree,
 )
@@ -104,6 +105,19 @@ class SecAggParams:
     def holders_per_client(self) -> int:
         """How many clients hold a share of each client's secrets: n (SecAgg) or k (SecAgg+)."""
         return self.num_clients if self.is_full_graph else self.degree
+
+    @property
+    def consistency_threshold(self) -> int:
+        """How many signatures on one cohort of masked inputs a client needs before unmasking.
+
+        ``max(t, floor((n + floor(corrupt_rate n)) / 2) + 1)``: two different cohorts cannot both
+        be signed by that many clients unless an honest client signed both, which it never does
+        (see :func:`mpc.secagg._bounds.consistency_quorum`). The round therefore needs that many
+        clients alive at the consistency check, whatever the dropout rate.
+        """
+        return consistency_quorum(
+            num_clients=self.num_clients, threshold=self.threshold, corrupt_rate=self.corrupt_rate
+        )
 
     @property
     def semi_malicious(self) -> bool:

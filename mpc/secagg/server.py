@@ -1,11 +1,12 @@
 r"""The coordinator's side of SecAgg / SecAgg+: routes shares, sums, reconstructs and unmasks.
 
 Threat model: the coordinator holds no secret of any client. It sees public keys, sealed
-envelopes it cannot open, masked vectors, and in the last stage exactly one kind of share per
-client: shares of the self-mask seed b_u of clients whose input is in the sum, or shares of the
-masking key s_v^SK of clients that dropped after sharing keys. From them it learns the sum over
-the survivors and who dropped when (Bonawitz et al. CCS 2017, section 4 and theorem 6.3; Bell et
-al. CCS 2020 for the neighbour graph).
+envelopes it cannot open, commitments (SHA-256) to the shares inside them, masked vectors, the
+clients' signatures over the cohort of masked inputs, and in the last stage exactly one kind of
+share per client: shares of the self-mask seed b_u of clients whose input is in the sum, or
+shares of the masking key s_v^SK of clients that dropped after sharing keys. From them it learns
+the sum over the survivors and who dropped when (Bonawitz et al. CCS 2017, section 4 and theorem
+6.3; Bell et al. CCS 2020 for the neighbour graph).
 
 Protocol steps (one method per stage; each takes the responses that arrived, a participant missing
 from the mapping has dropped at that stage, and returns the next stage's requests):
@@ -13,11 +14,17 @@ from the mapping has dropped at that stage, and returns the next stage's request
 0. ``start``: draw the neighbour graph; send parameters, participants and neighbours (U0).
 1. ``advertise_keys``: U1 = clients that advertised signed keys; relay all of them to U1.
 2. ``share_keys``: U2 = clients that sent envelopes; route each envelope to its recipient in U2.
-3. ``masked_input``: U3 = clients that sent masked vectors; sum them mod 2^bits; ask each client of
-   U3 for its shares: of b_v for its share owners in U3, of s_v^SK for owners in U2 \\ U3.
-4. ``unmask``: U4 = responders; for each owner, interpolate t shares (Lagrange coefficients once
-   per set of holders); check each rebuilt s_v^SK against v's advertised key; subtract the self
-   masks of U3 and, for each dropped v and each neighbour w in U3, w's signed pairwise mask.
+3. ``masked_input``: U3 = clients that sent masked vectors; sum them mod 2^bits; send U3 to every
+   client of U3 for signing (consistency check, Bonawitz et al. section 4, round 3).
+4. ``consistency_check``: U4 = clients whose signature over (session, U3) verifies; at least the
+   consistency quorum q of them (``SecAggParams.consistency_threshold``); relay q of U4's
+   signatures (the smallest indices) and ask each client of U4 for its shares: of b_v for its
+   share owners in U3, of s_v^SK for owners in U2 \\ U3.
+5. ``unmask``: U5 = responders, each share checked against the commitment its dealer sent with
+   the envelopes (an altered share rejects its holder's response, naming it); for each owner,
+   interpolate t shares (Lagrange coefficients once per set of holders); check each rebuilt
+   s_v^SK against v's advertised key and each rebuilt b_u against u's seed commitment; subtract
+   the self masks of U3 and, for each dropped v and each neighbour w in U3, w's pairwise mask.
 
 Each stage raises ``ProtocolAbort(stage, reason)`` as soon as the round cannot finish: fewer than
 t clients remain, or some client's secret would be held by fewer than t survivors. Nothing more
@@ -43,14 +50,18 @@ from mpc.keys import (
     derive_key,
     load_x25519_public,
     public_bytes,
+    seed_commitment,
 )
 from mpc.masks import remove_masks
 from mpc.prg import MaskExpander
 from mpc.ring import RingVector, add_into, zeros
 from mpc.secagg._validate import (
+    Commitments,
     check_advertisement,
+    check_consistency,
     check_envelopes,
     check_masked,
+    check_share_commitments,
     check_unmask_shares,
 )
 from mpc.secagg.graph import build_graph
@@ -58,6 +69,8 @@ from mpc.secagg.messages import (
     RESPONSE_TYPES,
     AdvertiseKeysRequest,
     AdvertiseKeysResponse,
+    ConsistencyCheckRequest,
+    ConsistencyCheckResponse,
     MaskedInputRequest,
     MaskedInputResponse,
     SessionInfo,
@@ -108,6 +121,8 @@ class _ServerState:
     adverts: dict[int, AdvertiseKeysResponse] = field(default_factory=dict)
     recipients: dict[int, frozenset[int]] = field(default_factory=dict)
     requested: dict[int, tuple[frozenset[int], frozenset[int]]] = field(default_factory=dict)
+    commitments: dict[int, Commitments] = field(default_factory=dict)
+    needed: tuple[int, ...] = ()
     total: Any = None
 
 
@@ -196,6 +211,7 @@ class SecAggServer:
             ring_bits=p.ring_bits,
             vector_length=self._length,
             participants=nodes,
+            consistency_threshold=p.consistency_threshold,
         )
         st.stage, st.asked = Stage.ADVERTISE_KEYS, frozenset(nodes)
         header = self._header()
@@ -209,6 +225,7 @@ class SecAggServer:
                 vector_length=self._length,
                 participants=nodes,
                 neighbours=st.graph[u],
+                consistency_threshold=p.consistency_threshold,
             )
             for u in nodes
         }
@@ -236,11 +253,30 @@ class SecAggServer:
             self._check_advertisement(index, response)
         elif isinstance(response, ShareKeysResponse):
             check_envelopes(index, response, recipients=st.recipients[index])
+            full = self._params.is_full_graph
+            holders = st.recipients[index] | ({index} if full else frozenset())
+            check_share_commitments(index, response, holders=holders)
         elif isinstance(response, MaskedInputResponse):
             check_masked(index, response, ring_bits=self._params.ring_bits, length=self._length)
+        elif isinstance(response, ConsistencyCheckResponse):
+            check_consistency(
+                index,
+                response,
+                session_id=st.session_id,
+                context=st.context,
+                cohort=st.cohorts[Stage.MASKED_INPUT],
+                identity=self._identities[index],
+            )
         elif isinstance(response, UnmaskResponse):
             seeds, keys = st.requested[index]
-            check_unmask_shares(index, response, seeds=seeds, keys=keys)
+            check_unmask_shares(
+                index,
+                response,
+                seeds=seeds,
+                keys=keys,
+                session_id=st.session_id,
+                commitments=st.commitments,
+            )
 
     def _check_advertisement(self, index: int, response: AdvertiseKeysResponse) -> None:
         check_advertisement(
@@ -284,9 +320,18 @@ class SecAggServer:
         self, responses: Mapping[int, ShareKeysResponse]
     ) -> dict[int, MaskedInputRequest]:
         """Stage SHARE_KEYS -> MASKED_INPUT: route each envelope to its recipient in U2."""
+        st = self._state
         cohort = self._collect(Stage.SHARE_KEYS, responses)
         members = set(cohort)
         self._require_holders(Stage.SHARE_KEYS, owners=cohort, alive=members)
+        st.commitments = {
+            u: Commitments(
+                seeds=dict(responses[u].seed_commitments),
+                keys=dict(responses[u].key_commitments),
+                seed=responses[u].seed_commitment,
+            )
+            for u in cohort
+        }
         inbox: dict[int, dict[int, bytes]] = {v: {} for v in cohort}
         for sender in cohort:
             for recipient, envelope in responses[sender].envelopes.items():
@@ -301,21 +346,41 @@ class SecAggServer:
 
     def masked_input(
         self, responses: Mapping[int, MaskedInputResponse]
-    ) -> dict[int, UnmaskRequest]:
-        """Stage MASKED_INPUT -> UNMASK: sum the masked vectors and ask for one share per owner."""
+    ) -> dict[int, ConsistencyCheckRequest]:
+        """Stage MASKED_INPUT -> CONSISTENCY_CHECK: sum the masked vectors, ask U3 to sign U3."""
         st, p = self._state, self._params
         cohort = self._collect(Stage.MASKED_INPUT, responses)
         members = set(cohort)
         shared_keys = set(st.cohorts[Stage.SHARE_KEYS])
         needed = members | {v for v in shared_keys - members if members & set(st.graph[v])}
         self._require_holders(Stage.MASKED_INPUT, owners=sorted(needed), alive=members)
+        self._require_quorum(Stage.MASKED_INPUT, len(cohort))
         total = zeros(self._length, ring_bits=p.ring_bits)
         for u in cohort:
             add_into(total, responses[u].masked)
-        st.total = total
+        st.total, st.needed = total, tuple(sorted(needed))
+        self._advance(Stage.CONSISTENCY_CHECK, cohort)
+        header = self._header()
+        return {h: ConsistencyCheckRequest(**header, cohort=cohort) for h in cohort}
+
+    def consistency_check(
+        self, responses: Mapping[int, ConsistencyCheckResponse]
+    ) -> dict[int, UnmaskRequest]:
+        """Stage CONSISTENCY_CHECK -> UNMASK: relay U4's signatures, ask for one share per owner."""
+        st, p = self._state, self._params
+        signers = self._collect(Stage.CONSISTENCY_CHECK, responses)
+        self._require_quorum(Stage.CONSISTENCY_CHECK, len(signers))
+        self._require_holders(Stage.CONSISTENCY_CHECK, owners=st.needed, alive=set(signers))
+        cohort = st.cohorts[Stage.MASKED_INPUT]
+        members = set(cohort)
+        shared_keys = set(st.cohorts[Stage.SHARE_KEYS])
+        # A quorum of signatures is all a client needs; relaying just that many (the smallest
+        # indices of U4) keeps each client's verification at q signatures, not |U4|.
+        quorum = signers[: p.consistency_threshold]
+        signatures = MappingProxyType({h: responses[h].signature for h in quorum})
         requests: dict[int, UnmaskRequest] = {}
         header = self._header()
-        for h in cohort:
+        for h in signers:
             owners = (set(st.graph[h]) & shared_keys) | ({h} if p.is_full_graph else set())
             survivors, dropped = owners & members, owners - members
             st.requested[h] = (frozenset(survivors), frozenset(dropped))
@@ -324,8 +389,9 @@ class SecAggServer:
                 cohort=cohort,
                 survivors=tuple(sorted(survivors)),
                 dropped=tuple(sorted(dropped)),
+                signatures=signatures,
             )
-        self._advance(Stage.UNMASK, cohort)
+        self._advance(Stage.UNMASK, signers)
         return requests
 
     def unmask(self, responses: Mapping[int, UnmaskResponse]) -> SecAggResult:
@@ -344,11 +410,7 @@ class SecAggServer:
                 key_shares[owner][h] = int.from_bytes(value, "big")
         lagrange: dict[tuple[int, ...], tuple[int, ...]] = {}
         self_keys = [
-            self._derive(
-                self._rebuild(u, seed_shares[u], "self-mask seed", lagrange),
-                Purpose.SELF_MASK,
-                (u,),
-            )
+            self._derive(self._rebuild_seed(u, seed_shares[u], lagrange), Purpose.SELF_MASK, (u,))
             for u in survivors
         ]
         pairwise = list(self._pairwise_keys(late, key_shares, members, lagrange))
@@ -395,6 +457,26 @@ class SecAggServer:
                 shared = agree(secret, public[w])
                 yield w, v, self._derive(shared, Purpose.PAIRWISE_MASK, (min(v, w), max(v, w)))
 
+    def _rebuild_seed(
+        self, owner: int, shares: dict[int, int], lagrange: dict[tuple[int, ...], tuple[int, ...]]
+    ) -> bytes:
+        """Rebuild b_owner and check it against the owner's commitment.
+
+        Every share was already checked against the commitment its dealer sent for its holder,
+        so a mismatch here means the dealer itself dealt shares that are not on one polynomial.
+        """
+        st = self._state
+        seed = self._rebuild(owner, shares, "self-mask seed", lagrange)
+        if seed_commitment(session_id=st.session_id, owner=owner, seed=seed) != (
+            st.commitments[owner].seed
+        ):
+            self._abort(
+                Stage.UNMASK,
+                f"the self-mask seed rebuilt for client {owner} does not match its commitment; "
+                f"client {owner} dealt inconsistent shares",
+            )
+        return seed
+
     def _rebuild(
         self,
         owner: int,
@@ -438,6 +520,14 @@ class SecAggServer:
         if len(cohort) < t:
             self._abort(stage, f"only {len(cohort)} clients answered, below the threshold {t}")
         return cohort
+
+    def _require_quorum(self, stage: Stage, count: int) -> None:
+        q = self._params.consistency_threshold
+        if count < q:
+            self._abort(
+                stage,
+                f"only {count} clients remain for the consistency check, below its quorum {q}",
+            )
 
     def _require_holders(self, stage: Stage, *, owners: Any, alive: set[int]) -> None:
         t, full = self._params.threshold, self._params.is_full_graph

@@ -10,14 +10,22 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from support import LinearTrainer, fedavg_oracle, job_text, make_clients, make_coordinator, parse
+from support import (
+    LinearTrainer,
+    fedavg_oracle,
+    job_text,
+    make_clients,
+    make_coordinator,
+    parse,
+    proven_join,
+)
 
 from fl_core.coordinator.store import Store
 from fl_core.errors import CodecError, DuplicateResult, StaleResult, UnknownClient
 from fl_core.payload import Payload
 from fl_core.transport._pb import coordinator_pb2 as pb
 from fl_core.transport._pb import coordinator_pb2_grpc as pb_grpc
-from fl_core.transport.base import JoinRequest, Result, Task
+from fl_core.transport.base import Result, Task
 from fl_core.transport.chunking import encode_data_chunk
 from fl_core.transport.grpc_client import GrpcClientTransport
 from fl_core.transport.grpc_server import serve
@@ -36,11 +44,7 @@ every = 0
 
 async def _mallory(port: int, job, dim: int, seen: dict) -> None:
     transport = GrpcClientTransport(f"127.0.0.1:{port}")
-    join = await transport.join(
-        JoinRequest(
-            client_name="mallory", identity_public_key=b"m" * 32, job_config_sha256=job.sha256
-        )
-    )
+    join = await proven_join(transport, job, "mallory")
     cid, token = join.client_id, join.session_token
     task = None
     while not isinstance(task, Task):

@@ -15,6 +15,7 @@ from fl_core.coordinator.store import Store
 from fl_core.transport.grpc_client import GrpcClientTransport
 from fl_core.transport.grpc_server import serve
 from fl_core.types import Layout
+from mpc import Stage
 
 pytestmark = pytest.mark.integration
 
@@ -40,10 +41,20 @@ def _oracle(trainers: list[LinearTrainer], rnd: int, names: list[str]) -> np.nda
     return (start + mean).astype(np.float32)
 
 
-@pytest.mark.parametrize("full_graph", [False, True], ids=["secagg+", "secagg"])
+@pytest.mark.parametrize(
+    ("full_graph", "kill_after"),
+    [
+        (False, "secagg.share_keys"),
+        (True, "secagg.share_keys"),
+        (True, "secagg.masked_input"),
+    ],
+    ids=["secagg+", "secagg", "secagg-killed-at-consistency-check"],
+)
 def test_secure_aggregation_survives_clients_killed_mid_round(
-    tmp_path: Path, full_graph: bool
+    tmp_path: Path, full_graph: bool, kill_after: str
 ) -> None:
+    """Killed after sharing keys, the victims' inputs are missing from the sum; killed after
+    sending their masked inputs (so at the consistency check), their inputs are in it."""
     extra = SECAGG + f"full_graph = {str(full_graph).lower()}\n"
     job = parse(job_text(rounds=3, clients=8, min_clients=6, quorum=0.5, timeout=20.0, extra=extra))
     trainers = [LinearTrainer(i) for i in range(8)]
@@ -59,7 +70,7 @@ def test_secure_aggregation_survives_clients_killed_mid_round(
             event.kind == "stage_progress"
             and event.round == 2
             and not killed.is_set()
-            and data["stage"] == "secagg.share_keys"
+            and data["stage"] == kill_after
             and data["answered"] == data["sent"]
         ):
             killed.set()
@@ -94,12 +105,15 @@ def test_secure_aggregation_survives_clients_killed_mid_round(
         v: repr(results[v]) for v in victims
     }
     metrics = store.metrics(job.job.name)
-    assert [m["num_clients"] for m in metrics] == [8, 6, 6]
+    stages = [f"secagg.{s.value}" for s in Stage]
+    dropped_at = stages[stages.index(kill_after) + 1]
+    summed = 6 if kill_after == "secagg.share_keys" else 8
+    assert [m["num_clients"] for m in metrics] == [8, summed, 6]
     assert metrics[1]["secagg_dropped"] == 2
-    assert set(metrics[1]["dropped"]) == {"secagg.masked_input"}
+    assert set(metrics[1]["dropped"]) == {dropped_at}
     # The dead clients were noticed (no open call for 3 s): the stage did not wait for its 20 s
     # deadline.
-    assert metrics[1]["stage_seconds"]["secagg.masked_input"] < 10.0
+    assert metrics[1]["stage_seconds"][dropped_at] < 10.0
     for rnd, m in enumerate(metrics, start=1):
         np.testing.assert_allclose(
             store.checkpoint(job.job.name, rnd), _oracle(trainers, rnd, m["clients"]), atol=5e-5

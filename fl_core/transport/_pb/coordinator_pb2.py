@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as bulwark_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62ulwark/v1/coordinator.proto\x12\nbulwark.v1\x1a\x17\x62ulwark/v1/common.proto\"\x82\x01\n\x0bJoinRequest\x12\x13\n\x0b\x63lient_name\x18\x01 \x01(\t\x12\x1b\n\x13identity_public_key\x18\x02 \x01(\x0c\x12\x19\n\x11job_config_sha256\x18\x03 \x01(\t\x12\x18\n\x10protocol_version\x18\x04 \x01(\r\x12\x0c\n\x04role\x18\x05 \x01(\t\"E\n\tJoinReply\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\"e\n\x0fPullTaskRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x03 \x01(\x01\x12\x12\n\nworking_on\x18\x04 \x01(\t\"\x82\x01\n\tTaskStart\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x16.bulwark.v1.TaskHeader\x12$\n\x07payload\x18\x02 \x01(\x0b\x32\x13.bulwark.v1.Payload\x12\x12\n\nblob_bytes\x18\x03 \x01(\x04\x12\x13\n\x0binline_blob\x18\x04 \x01(\x0c\"#\n\x04Wait\x12\x1b\n\x13retry_after_seconds\x18\x01 \x01(\x01\")\n\x07JobDone\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x92\x01\n\tTaskChunk\x12&\n\x05start\x18\x01 \x01(\x0b\x32\x15.bulwark.v1.TaskStartH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12 \n\x04wait\x18\x03 \x01(\x0b\x32\x10.bulwark.v1.WaitH\x00\x12#\n\x04\x64one\x18\x04 \x01(\x0b\x32\x13.bulwark.v1.JobDoneH\x00\x42\x06\n\x04kind\"\xd4\x01\n\x0bResultStart\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12&\n\x06header\x18\x03 \x01(\x0b\x32\x16.bulwark.v1.TaskHeader\x12$\n\x07payload\x18\x04 \x01(\x0b\x32\x13.bulwark.v1.Payload\x12\x12\n\nblob_bytes\x18\x05 \x01(\x04\x12$\n\x07refusal\x18\x06 \x01(\x0b\x32\x13.bulwark.v1.Refusal\x12\x13\n\x0binline_blob\x18\x07 \x01(\x0c\"O\n\x0bResultChunk\x12(\n\x05start\x18\x01 \x01(\x0b\x32\x17.bulwark.v1.ResultStartH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04kind\"#\n\x0fPushResultReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\"8\n\x0cLeaveRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\"\x0c\n\nLeaveReply2\x88\x02\n\x0b\x43oordinator\x12\x36\n\x04Join\x12\x17.bulwark.v1.JoinRequest\x1a\x15.bulwark.v1.JoinReply\x12@\n\x08PullTask\x12\x1b.bulwark.v1.PullTaskRequest\x1a\x15.bulwark.v1.TaskChunk0\x01\x12\x44\n\nPushResult\x12\x17.bulwark.v1.ResultChunk\x1a\x1b.bulwark.v1.PushResultReply(\x01\x12\x39\n\x05Leave\x12\x18.bulwark.v1.LeaveRequest\x1a\x16.bulwark.v1.LeaveReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62ulwark/v1/coordinator.proto\x12\nbulwark.v1\x1a\x17\x62ulwark/v1/common.proto\"\xa4\x01\n\x0bJoinRequest\x12\x13\n\x0b\x63lient_name\x18\x01 \x01(\t\x12\x1b\n\x13identity_public_key\x18\x02 \x01(\x0c\x12\x19\n\x11job_config_sha256\x18\x03 \x01(\t\x12\x18\n\x10protocol_version\x18\x04 \x01(\r\x12\x0c\n\x04role\x18\x05 \x01(\t\x12\x11\n\tchallenge\x18\x06 \x01(\x0c\x12\r\n\x05proof\x18\x07 \x01(\x0c\"\x8d\x01\n\tJoinReply\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x11\n\tchallenge\x18\x04 \x01(\x0c\x12\x18\n\x10\x63oordinator_name\x18\x05 \x01(\t\x12\x19\n\x11\x63oordinator_proof\x18\x06 \x01(\x0c\"e\n\x0fPullTaskRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x03 \x01(\x01\x12\x12\n\nworking_on\x18\x04 \x01(\t\"\x82\x01\n\tTaskStart\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x16.bulwark.v1.TaskHeader\x12$\n\x07payload\x18\x02 \x01(\x0b\x32\x13.bulwark.v1.Payload\x12\x12\n\nblob_bytes\x18\x03 \x01(\x04\x12\x13\n\x0binline_blob\x18\x04 \x01(\x0c\"#\n\x04Wait\x12\x1b\n\x13retry_after_seconds\x18\x01 \x01(\x01\")\n\x07JobDone\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x92\x01\n\tTaskChunk\x12&\n\x05start\x18\x01 \x01(\x0b\x32\x15.bulwark.v1.TaskStartH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12 \n\x04wait\x18\x03 \x01(\x0b\x32\x10.bulwark.v1.WaitH\x00\x12#\n\x04\x64one\x18\x04 \x01(\x0b\x32\x13.bulwark.v1.JobDoneH\x00\x42\x06\n\x04kind\"\xd4\x01\n\x0bResultStart\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12&\n\x06header\x18\x03 \x01(\x0b\x32\x16.bulwark.v1.TaskHeader\x12$\n\x07payload\x18\x04 \x01(\x0b\x32\x13.bulwark.v1.Payload\x12\x12\n\nblob_bytes\x18\x05 \x01(\x04\x12$\n\x07refusal\x18\x06 \x01(\x0b\x32\x13.bulwark.v1.Refusal\x12\x13\n\x0binline_blob\x18\x07 \x01(\x0c\"O\n\x0bResultChunk\x12(\n\x05start\x18\x01 \x01(\x0b\x32\x17.bulwark.v1.ResultStartH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04kind\"#\n\x0fPushResultReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\"8\n\x0cLeaveRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\"\x0c\n\nLeaveReply2\x88\x02\n\x0b\x43oordinator\x12\x36\n\x04Join\x12\x17.bulwark.v1.JoinRequest\x1a\x15.bulwark.v1.JoinReply\x12@\n\x08PullTask\x12\x1b.bulwark.v1.PullTaskRequest\x1a\x15.bulwark.v1.TaskChunk0\x01\x12\x44\n\nPushResult\x12\x17.bulwark.v1.ResultChunk\x1a\x1b.bulwark.v1.PushResultReply(\x01\x12\x39\n\x05Leave\x12\x18.bulwark.v1.LeaveRequest\x1a\x16.bulwark.v1.LeaveReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,29 +33,29 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'coordinator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_JOINREQUEST']._serialized_start=70
-  _globals['_JOINREQUEST']._serialized_end=200
-  _globals['_JOINREPLY']._serialized_start=202
-  _globals['_JOINREPLY']._serialized_end=271
-  _globals['_PULLTASKREQUEST']._serialized_start=273
-  _globals['_PULLTASKREQUEST']._serialized_end=374
-  _globals['_TASKSTART']._serialized_start=377
-  _globals['_TASKSTART']._serialized_end=507
-  _globals['_WAIT']._serialized_start=509
-  _globals['_WAIT']._serialized_end=544
-  _globals['_JOBDONE']._serialized_start=546
-  _globals['_JOBDONE']._serialized_end=587
-  _globals['_TASKCHUNK']._serialized_start=590
-  _globals['_TASKCHUNK']._serialized_end=736
-  _globals['_RESULTSTART']._serialized_start=739
-  _globals['_RESULTSTART']._serialized_end=951
-  _globals['_RESULTCHUNK']._serialized_start=953
-  _globals['_RESULTCHUNK']._serialized_end=1032
-  _globals['_PUSHRESULTREPLY']._serialized_start=1034
-  _globals['_PUSHRESULTREPLY']._serialized_end=1069
-  _globals['_LEAVEREQUEST']._serialized_start=1071
-  _globals['_LEAVEREQUEST']._serialized_end=1127
-  _globals['_LEAVEREPLY']._serialized_start=1129
-  _globals['_LEAVEREPLY']._serialized_end=1141
-  _globals['_COORDINATOR']._serialized_start=1144
-  _globals['_COORDINATOR']._serialized_end=1408
+  _globals['_JOINREQUEST']._serialized_end=234
+  _globals['_JOINREPLY']._serialized_start=237
+  _globals['_JOINREPLY']._serialized_end=378
+  _globals['_PULLTASKREQUEST']._serialized_start=380
+  _globals['_PULLTASKREQUEST']._serialized_end=481
+  _globals['_TASKSTART']._serialized_start=484
+  _globals['_TASKSTART']._serialized_end=614
+  _globals['_WAIT']._serialized_start=616
+  _globals['_WAIT']._serialized_end=651
+  _globals['_JOBDONE']._serialized_start=653
+  _globals['_JOBDONE']._serialized_end=694
+  _globals['_TASKCHUNK']._serialized_start=697
+  _globals['_TASKCHUNK']._serialized_end=843
+  _globals['_RESULTSTART']._serialized_start=846
+  _globals['_RESULTSTART']._serialized_end=1058
+  _globals['_RESULTCHUNK']._serialized_start=1060
+  _globals['_RESULTCHUNK']._serialized_end=1139
+  _globals['_PUSHRESULTREPLY']._serialized_start=1141
+  _globals['_PUSHRESULTREPLY']._serialized_end=1176
+  _globals['_LEAVEREQUEST']._serialized_start=1178
+  _globals['_LEAVEREQUEST']._serialized_end=1234
+  _globals['_LEAVEREPLY']._serialized_start=1236
+  _globals['_LEAVEREPLY']._serialized_end=1248
+  _globals['_COORDINATOR']._serialized_start=1251
+  _globals['_COORDINATOR']._serialized_end=1515
 # @@protoc_insertion_point(module_scope)

@@ -28,6 +28,8 @@ class JoinRequest(_message.Message):
     JOB_CONFIG_SHA256_FIELD_NUMBER: _builtins.int
     PROTOCOL_VERSION_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
+    CHALLENGE_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
     client_name: _builtins.str
     identity_public_key: _builtins.bytes
     """Ed25519, raw 32 bytes"""
@@ -36,6 +38,10 @@ class JoinRequest(_message.Message):
     protocol_version: _builtins.int
     role: _builtins.str
     """"owner" (a data owner) or "keyholder" (HE key holder)"""
+    challenge: _builtins.bytes
+    """the coordinator's challenge being answered (second call)"""
+    proof: _builtins.bytes
+    """Ed25519 signature of the join message by the identity key"""
     def __init__(
         self,
         *,
@@ -44,10 +50,12 @@ class JoinRequest(_message.Message):
         job_config_sha256: _builtins.str = ...,
         protocol_version: _builtins.int = ...,
         role: _builtins.str = ...,
+        challenge: _builtins.bytes = ...,
+        proof: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_name", b"client_name", "identity_public_key", b"identity_public_key", "job_config_sha256", b"job_config_sha256", "protocol_version", b"protocol_version", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge", b"challenge", "client_name", b"client_name", "identity_public_key", b"identity_public_key", "job_config_sha256", b"job_config_sha256", "proof", b"proof", "protocol_version", b"protocol_version", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -60,20 +68,32 @@ class JoinReply(_message.Message):
     CLIENT_ID_FIELD_NUMBER: _builtins.int
     SESSION_TOKEN_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
+    CHALLENGE_FIELD_NUMBER: _builtins.int
+    COORDINATOR_NAME_FIELD_NUMBER: _builtins.int
+    COORDINATOR_PROOF_FIELD_NUMBER: _builtins.int
     client_id: _builtins.str
     session_token: _builtins.str
     """proves later calls come from this session (until mTLS)"""
     job_id: _builtins.str
+    challenge: _builtins.bytes
+    """first call: sign this (client_id and token are empty)"""
+    coordinator_name: _builtins.str
+    """the coordinator's roster name (with a roster)"""
+    coordinator_proof: _builtins.bytes
+    """its signature over the challenge, by its roster key"""
     def __init__(
         self,
         *,
         client_id: _builtins.str = ...,
         session_token: _builtins.str = ...,
         job_id: _builtins.str = ...,
+        challenge: _builtins.bytes = ...,
+        coordinator_name: _builtins.str = ...,
+        coordinator_proof: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "job_id", b"job_id", "session_token", b"session_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge", b"challenge", "client_id", b"client_id", "coordinator_name", b"coordinator_name", "coordinator_proof", b"coordinator_proof", "job_id", b"job_id", "session_token", b"session_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

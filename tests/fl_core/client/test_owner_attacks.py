@@ -18,7 +18,8 @@ from support import LinearTrainer, job_text, parse
 from fl_core.client.ledger import PrivacyLedger
 from fl_core.client.policy import OwnerPolicy
 from fl_core.client.runtime import Client
-from fl_core.errors import PolicyRefused
+from fl_core.errors import PolicyRefused, ProtocolError
+from fl_core.federation import simulated_roster
 from fl_core.payload import Payload
 
 SECAGG = """
@@ -212,3 +213,66 @@ def test_a_release_reports_only_this_jobs_spend(tmp_path: Path) -> None:
     reported = aggregate.client_metrics["client-0"]["epsilon"]  # type: ignore[attr-defined]
     others = aggregate.client_metrics["client-1"]["epsilon"]  # type: ignore[attr-defined]
     assert reported == pytest.approx(others)  # the other job's spend is not in it
+
+
+@pytest.mark.parametrize("names", ["ghost", "client"], ids=["invented-names", "stolen-names"])
+def test_invented_peers_are_refused_by_an_owner_with_a_roster(names: str) -> None:
+    """Issue 9, item 3: five peers the coordinator made up, with keys it holds.
+
+    Without a roster the owner has only the identity keys the coordinator relays, so five signed
+    made-up peers pass (min_cohort 4) and the sum reveals the owner's input. With the roster
+    every peer must be a roster owner under its roster key.
+    """
+    job = secagg_job()
+    roster, keys = simulated_roster([f"client-{i}" for i in range(6)])
+    victim = Client(
+        name="client-0",
+        job=job,
+        trainer=LinearTrainer(0),
+        identity_key=keys["client-0"],
+        policy=OwnerPolicy(min_cohort=4),
+        roster=roster,
+    )
+    fakes = [
+        Client(name=f"{names}-{i}", job=job, trainer=LinearTrainer(i), policy=OwnerPolicy())
+        for i in range(1, 6)
+    ]
+    aggregate, refusals = drive(job, server_round(job, [victim, *fakes]), [victim, *fakes])
+    assert aggregate is None
+    assert isinstance(refusals["client-0"], PolicyRefused | ProtocolError)
+    assert "roster" in str(refusals["client-0"]) or "pinned" in str(refusals["client-0"])
+    assert trained([victim]) == 0
+
+
+def test_an_owner_with_a_roster_refuses_another_name_for_itself() -> None:
+    job = secagg_job()
+    roster, keys = simulated_roster([f"client-{i}" for i in range(6)])
+    clients = [
+        Client(
+            name=f"client-{i}",
+            job=job,
+            trainer=LinearTrainer(i),
+            identity_key=keys[f"client-{i}"],
+            policy=OwnerPolicy(min_cohort=4),
+            roster=roster,
+        )
+        for i in range(6)
+    ]
+    # The honest round passes the roster checks.
+    aggregate, refusals = drive(job, server_round(job, clients), clients)
+    assert not refusals and aggregate is not None
+
+    def swap(stage: str, tasks: dict[str, Payload]) -> dict[str, Payload]:
+        if stage != "secagg.advertise":
+            return tasks
+        out = {}
+        for c, p in tasks.items():
+            fields = dict(p.items())
+            fields["peers.name"] = tuple(reversed(fields["peers.name"]))  # type: ignore[arg-type]
+            out[c] = Payload(fields)
+        return out
+
+    aggregate, refusals = drive(
+        job, server_round(job, clients, round=2), clients, round=2, tamper=swap
+    )
+    assert aggregate is None and set(refusals) == {c.name for c in clients}

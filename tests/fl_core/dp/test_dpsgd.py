@@ -65,7 +65,7 @@ def test_session_survives_one_call_per_round() -> None:
     assert session.next_round_event() == event
     assert reports[0].epsilon.rdp < reports[1].epsilon.rdp < reports[2].epsilon.rdp
     assert reports[2].epsilon == compose([event] * 3, delta=DELTA)
-    assert reports[2].epsilon.prv is not None and reports[2].epsilon.prv <= reports[2].epsilon.rdp
+    assert reports[2].epsilon.pld is not None and reports[2].epsilon.pld <= reports[2].epsilon.rdp
     assert all(math.isfinite(r.mean_loss) for r in reports)
 
 
@@ -77,13 +77,13 @@ def test_per_layer_and_ghost_clipping_train(clipping: ClippingMode) -> None:
             delta=DELTA,
             noise_multiplier=1.0,
             clipping=clipping,
-            report_prv=False,
+            report_pld=False,
         )
     )
     before = session.weights()
     report = session.train_round()
     assert report.steps == 10
-    assert report.epsilon.prv is None
+    assert report.epsilon.pld is None
     assert any(not np.array_equal(session.weights()[k], before[k]) for k in before)
 
 
@@ -102,14 +102,15 @@ def test_auto_clipping_picks_ghost_only_where_every_layer_allows_it() -> None:
 
 
 def test_target_epsilon_is_met_after_the_planned_rounds() -> None:
-    config = DPSGDConfig(
-        max_grad_norm=1.0, delta=DELTA, target_epsilon=2.0, planned_rounds=3, report_prv=False
-    )
+    # Calibrated by PLD (the default): the PLD epsilon meets the target, the RDP bound exceeds it.
+    config = DPSGDConfig(max_grad_norm=1.0, delta=DELTA, target_epsilon=2.0, planned_rounds=3)
     session = _session(config)
     for _ in range(3):
         report = session.train_round()
-    assert report.epsilon.rdp <= 2.0
-    assert report.epsilon.rdp == pytest.approx(2.0, rel=0.02)  # calibrated, not padded
+    assert report.epsilon.pld is not None
+    assert report.epsilon.epsilon == report.epsilon.pld <= 2.0
+    assert report.epsilon.pld == pytest.approx(2.0, rel=0.02)  # calibrated, not padded
+    assert report.epsilon.rdp > 2.0
 
 
 def test_noise_does_not_come_from_torchs_global_generator() -> None:
@@ -117,7 +118,7 @@ def test_noise_does_not_come_from_torchs_global_generator() -> None:
     results = []
     for _ in range(2):
         session = _session(
-            DPSGDConfig(max_grad_norm=1.0, delta=DELTA, noise_multiplier=1.0, report_prv=False)
+            DPSGDConfig(max_grad_norm=1.0, delta=DELTA, noise_multiplier=1.0, report_pld=False)
         )
         torch.manual_seed(123)
         session.train_round()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -87,8 +89,28 @@ def test_header_join_and_refusal_roundtrip() -> None:
         client_name="h1", identity_public_key=b"k" * 32, job_config_sha256="a" * 64
     )
     assert join_request_from_proto(join_request_to_proto(request)) == request
+    proven = dataclasses.replace(request, challenge=b"c" * 32, proof=b"p" * 64)
+    assert join_request_from_proto(join_request_to_proto(proven)) == proven
+    # The certificate fingerprint is set by the server from the TLS handshake, never sent.
+    claimed = dataclasses.replace(request, peer_cert_sha256="ab" * 32)
+    assert join_request_from_proto(join_request_to_proto(claimed)).peer_cert_sha256 == ""
+    for bad in [
+        dataclasses.replace(request, challenge=b"short"),
+        dataclasses.replace(request, proof=b"p" * 63),
+    ]:
+        with pytest.raises(CodecError):
+            join_request_from_proto(join_request_to_proto(bad))
     reply = JoinReply(client_id="h1", session_token="s", job_id="j")
     assert join_reply_from_proto(join_reply_to_proto(reply)) == reply
+    offer = JoinReply(
+        client_id="",
+        session_token="",
+        job_id="j",
+        challenge=b"c" * 32,
+        coordinator_name="coord",
+        coordinator_proof=b"s" * 64,
+    )
+    assert join_reply_from_proto(join_reply_to_proto(offer)) == offer
     refusal = Refusal("budget", "epsilon would exceed 3.0")
     assert refusal_from_proto(refusal_to_proto(refusal)) == refusal
 

@@ -78,7 +78,7 @@ def run_round(
     inputs: Mapping[int, npt.NDArray[Any]],
     drop_stage: Mapping[int, int] | None = None,
 ) -> SecAggResult:
-    """Run all four stages; client i stays silent from stage drop_stage[i] on.
+    """Run all five stages; client i stays silent from stage drop_stage[i] on.
 
     A client that aborts its part (``ProtocolAbort``) is treated as a dropout, as the stage driver
     would. Server aborts propagate.
@@ -130,7 +130,7 @@ def expected_outcome(
         return len((set(graph[u]) | ({u} if full else set())) & alive)
 
     def alive_after(previous: set[int], position: int) -> set[int]:
-        return {u for u in previous if drop_stage.get(u, 4) > position}
+        return {u for u in previous if drop_stage.get(u, len(STAGES)) > position}
 
     dropped: dict[Stage, tuple[int, ...]] = {}
 
@@ -147,14 +147,20 @@ def expected_outcome(
     dropped[Stage.SHARE_KEYS] = tuple(sorted(u1 - u2))
     if len(u2) < t or any(holders(u, u2) < t for u in u2):
         return outcome(Stage.SHARE_KEYS, set())
+    q = params.consistency_threshold
     u3 = alive_after(u2, 2)
     dropped[Stage.MASKED_INPUT] = tuple(sorted(u2 - u3))
     needed = u3 | {v for v in u2 - u3 if set(graph[v]) & u3}
-    if len(u3) < t or any(holders(u, u3) < t for u in needed):
+    if len(u3) < max(t, q) or any(holders(u, u3) < t for u in needed):
         return outcome(Stage.MASKED_INPUT, set())
+    # The consistency check needs a quorum of signers, and t holders among them for each secret.
     u4 = alive_after(u3, 3)
-    dropped[Stage.UNMASK] = tuple(sorted(u3 - u4))
-    if len(u4) < t or any(holders(u, u4) < t for u in needed):
+    dropped[Stage.CONSISTENCY_CHECK] = tuple(sorted(u3 - u4))
+    if len(u4) < max(t, q) or any(holders(u, u4) < t for u in needed):
+        return outcome(Stage.CONSISTENCY_CHECK, set())
+    u5 = alive_after(u4, 4)
+    dropped[Stage.UNMASK] = tuple(sorted(u4 - u5))
+    if len(u5) < t or any(holders(u, u5) < t for u in needed):
         return outcome(Stage.UNMASK, set())
     return outcome(None, u3)
 

@@ -104,13 +104,11 @@ def test_unmask_request_listing_a_peer_that_never_shared_keys_is_refused() -> No
         "dropped before sharing keys",
     )
     rnd2 = _round()
-    honest2 = advance(rnd2, Stage.UNMASK, drop_stage={5: 1})[1]
+    honest2 = advance(rnd2, Stage.CONSISTENCY_CHECK, drop_stage={5: 1})[1]
     _refuses(
         rnd2.clients[1],
-        "unmask",
-        dataclasses.replace(
-            honest2, survivors=(*honest2.survivors, 5), cohort=(*honest2.cohort, 5)
-        ),
+        "consistency_check",
+        dataclasses.replace(honest2, cohort=(*honest2.cohort, 5)),
         "dropped out or never joined",
     )
 
@@ -122,19 +120,20 @@ def test_unmask_request_that_omits_a_share_owner_is_refused() -> None:
     _refuses(rnd.clients[1], "unmask", hostile, "does not say whether peer")
 
 
-def test_unmask_cohort_below_threshold_or_minimum_is_refused() -> None:
+def test_consistency_cohort_below_threshold_or_minimum_is_refused() -> None:
+    # The cohort of masked inputs is checked (and signed) at the consistency check.
     rnd = _round()
-    honest = advance(rnd, Stage.UNMASK)[1]
+    honest = advance(rnd, Stage.CONSISTENCY_CHECK)[1]
     _refuses(
         rnd.clients[1],
-        "unmask",
+        "consistency_check",
         dataclasses.replace(honest, cohort=(1, 2)),
         "below the threshold 3",
     )
     rnd2 = _round(min_cohort=5)
-    honest2 = advance(rnd2, Stage.UNMASK, drop_stage={5: 2})[1]
+    honest2 = advance(rnd2, Stage.CONSISTENCY_CHECK, drop_stage={5: 2})[1]
     with pytest.raises(ProtocolAbort, match="minimum 5") as aborted:
-        rnd2.clients[1].unmask(honest2)
+        rnd2.clients[1].consistency_check(honest2)
     assert not isinstance(aborted.value, CoordinatorMisbehaviour)
 
 
@@ -380,3 +379,137 @@ def test_secrets_never_appear_in_repr() -> None:
     text = repr(rnd.clients[1]) + repr(state)
     assert state.seed.hex() not in text and state.seed
     assert "held" not in text and "seed" not in text
+
+
+# -- malformed requests and the consistency check
+
+
+def test_a_malformed_session_field_aborts_the_client_and_forgets_its_secrets() -> None:
+    """Issue 9, item 8: a malformed unmask request ends the client's part with a clear error."""
+    # Prepare
+    rnd = _round()
+    honest = advance(rnd, Stage.UNMASK)[1]
+
+    # Execute: a request whose model hash is not 32 bytes.
+    with pytest.raises(CoordinatorMisbehaviour, match="malformed request: model_hash"):
+        rnd.clients[1].unmask(dataclasses.replace(honest, model_hash="not bytes"))
+
+    # Assert: the client aborted; the honest request gets nothing out of it any more.
+    with pytest.raises(ProtocolAbort, match="already aborted"):
+        rnd.clients[1].unmask(honest)
+
+
+def _signed_round(params: SecAggParams | None = None) -> tuple[Round, dict[int, Any]]:
+    rnd = _round(params)
+    return rnd, advance(rnd, Stage.UNMASK)
+
+
+def test_unmask_for_another_cohort_than_the_signed_one_is_refused() -> None:
+    rnd, requests = _signed_round()
+    hostile = dataclasses.replace(
+        requests[1], cohort=(1, 2, 3, 4), survivors=(1, 2, 3, 4), dropped=(5,)
+    )
+    _refuses(rnd.clients[1], "unmask", hostile, "differs from the one this client signed")
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (
+            lambda s: {v: s[v] for v in (1, 2)},
+            "2 valid consistency-check signatures .* quorum of 3",
+        ),
+        (lambda s: {**s, 2: bytes(64)}, "signature of 2 does not verify"),
+        (lambda s: {**s, 2: s[3]}, "signature of 2 does not verify"),
+        (lambda s: {**s, 9: s[3]}, "comes from 9, not from the cohort"),
+        (lambda s: None, "signatures must map"),
+    ],
+)
+def test_unmask_without_a_quorum_of_valid_signatures_on_the_cohort_is_refused(
+    change: Any, match: str
+) -> None:
+    rnd, requests = _signed_round()
+    signatures = dict(requests[1].signatures)
+    hostile = dataclasses.replace(requests[1], signatures=change(signatures))
+    _refuses(rnd.clients[1], "unmask", hostile, match)
+
+
+def test_signatures_from_another_session_do_not_count() -> None:
+    # Prepare: the same identities in two attempts; attempt 1's signatures relayed into attempt 2.
+    keys = {i: Ed25519PrivateKey.generate() for i in range(1, 6)}
+    first = _round(identity_keys=keys, attempt=1)
+    second = _round(identity_keys=keys, attempt=2)
+    old = advance(first, Stage.UNMASK)[1]
+    new = advance(second, Stage.UNMASK)[1]
+    hostile = dataclasses.replace(new, signatures=old.signatures)
+
+    _refuses(second.clients[1], "unmask", hostile, "does not verify over this cohort")
+
+
+def test_consistency_cohort_below_the_quorum_is_refused() -> None:
+    # n = 5, t = 2: the quorum is 3 (a strict majority), above the threshold.
+    params = _full(5, 2)
+    assert params.consistency_threshold == 3
+    rnd = _round(params)
+    honest = advance(rnd, Stage.CONSISTENCY_CHECK)[1]
+    _refuses(
+        rnd.clients[1],
+        "consistency_check",
+        dataclasses.replace(honest, cohort=(1, 2)),
+        "below the consistency quorum 3",
+    )
+
+
+def test_a_second_consistency_check_is_refused_so_a_client_signs_one_cohort() -> None:
+    rnd = _round()
+    honest = advance(rnd, Stage.CONSISTENCY_CHECK)[1]
+    rnd.clients[1].consistency_check(honest)
+    _refuses(
+        rnd.clients[1],
+        "consistency_check",
+        dataclasses.replace(honest, cohort=(1, 2, 3, 4)),
+        "expected stage unmask",
+    )
+
+
+@pytest.mark.parametrize("quorum", [2, 6])
+def test_a_consistency_quorum_outside_majority_and_n_is_refused_at_set_up(quorum: int) -> None:
+    rnd = _round()
+    request = rnd.server.start([1, 2, 3, 4, 5])[1]
+    _refuses(
+        rnd.clients[1],
+        "advertise_keys",
+        dataclasses.replace(request, consistency_threshold=quorum),
+        rf"consistency_threshold {quorum} is outside \[3, 5\]",
+    )
+
+
+def test_a_round_with_pinned_identities_completes() -> None:
+    # Prepare: every client pins every peer's identity key (signatures verify under the pins).
+    from tests.mpc.secagg.secagg_harness import run_round
+
+    rnd = _round()
+    pins = {i: identity_public_bytes(k) for i, k in rnd.identity_keys.items()}
+    for i, key in rnd.identity_keys.items():
+        rnd.clients[i] = SecAggClient(index=i, identity_key=key, pinned_identities=pins)
+    inputs = {i: np.full(6, i, np.uint32) for i in range(1, 6)}
+
+    # Execute
+    result = run_round(rnd, inputs)
+
+    # Assert
+    np.testing.assert_array_equal(result.total, np.full(6, 15, np.uint32))
+    assert not rnd.client_aborts
+
+
+def test_the_last_guard_never_lets_both_shares_of_a_peer_out() -> None:
+    from mpc.secagg._checks import check_one_kind_per_peer
+
+    share = bytes(33)
+    with pytest.raises(CoordinatorMisbehaviour, match="both shares of peer 2"):
+        check_one_kind_per_peer({2: share}, {2: share}, cohort={1, 2})
+    with pytest.raises(CoordinatorMisbehaviour, match="self-mask share of 3, outside"):
+        check_one_kind_per_peer({3: share}, {}, cohort={1, 2})
+    with pytest.raises(CoordinatorMisbehaviour, match="key share of 2, inside"):
+        check_one_kind_per_peer({}, {2: share}, cohort={1, 2})
+    check_one_kind_per_peer({1: share}, {3: share}, cohort={1, 2})

@@ -199,3 +199,26 @@ def test_params_are_frozen_and_normalise_types() -> None:
     assert isinstance(params.dropout_rate, float)
     with pytest.raises(AttributeError):
         params.threshold = 2  # type: ignore[misc]
+
+
+def test_the_consistency_quorum_is_a_majority_above_the_corrupt_count() -> None:
+    # n = 8, t = 4 (semi-honest, 50% dropouts): floor((8 + 0) / 2) + 1 = 5 signatures.
+    params = SecAggParams(num_clients=8, threshold=4, degree=7, dropout_rate=0.5, corrupt_rate=0.05)
+    assert params.consistency_threshold == 5
+    # 20% corrupt of 10: floor((10 + 2) / 2) + 1 = 7.
+    wider = SecAggParams(num_clients=10, threshold=7, degree=9, dropout_rate=0.3, corrupt_rate=0.2)
+    assert wider.consistency_threshold == 7
+    # fcp's semi-malicious complete graph already has t > (n + gamma n) / 2: the quorum is t.
+    strict = find_parameters(
+        num_clients=20, dropout_rate=0.2, corrupt_rate=0.1, adversary="semi_malicious"
+    )
+    assert strict.consistency_threshold == max(strict.threshold, (20 + 2) // 2 + 1)
+
+
+@pytest.mark.parametrize("n", [2, 3, 7, 50, 1000])
+@pytest.mark.parametrize("gamma", [0.0, 0.05, 0.3])
+def test_any_two_consistency_quorums_share_an_honest_client(n: int, gamma: float) -> None:
+    params = find_parameters(num_clients=n, dropout_rate=0.05, corrupt_rate=gamma)
+    q, corrupt = params.consistency_threshold, int(gamma * n + 1e-9)
+    assert params.threshold <= q <= n
+    assert 2 * q - n > corrupt

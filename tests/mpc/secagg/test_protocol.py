@@ -101,7 +101,7 @@ def test_without_dropouts_every_client_is_summed(plan: RoundPlan) -> None:
     assert all(result.dropped[s] == () for s in Stage)
 
 
-@pytest.mark.parametrize("drop_position", [0, 1, 2, 3])
+@pytest.mark.parametrize("drop_position", [0, 1, 2, 3, 4])
 def test_full_graph_tolerates_exactly_n_minus_t_dropouts_at_each_stage(drop_position: int) -> None:
     # Prepare: n = 7, t = 4; dropping 3 is tolerated, dropping 4 is not.
     params = SecAggParams(

@@ -30,6 +30,7 @@ from mpc.secagg.messages import (
 )
 from mpc.shamir import FIELD_PRIME
 from tests.mpc.secagg.secagg_harness import MODEL_HASH, advance, make_round, run_round
+from tests.mpc.secagg.test_split_view import VICTIM, split_view_attack
 
 
 def _full(n: int = 5, t: int = 3) -> SecAggParams:
@@ -50,7 +51,13 @@ def test_check_rejects_responses_for_another_stage_sender_or_type() -> None:
     with pytest.raises(InvalidMessage, match="not asked"):
         rnd.server.check(Stage.ADVERTISE_KEYS, 9, advert)
     with pytest.raises(InvalidMessage, match="not AdvertiseKeysResponse"):
-        rnd.server.check(Stage.ADVERTISE_KEYS, 1, ShareKeysResponse(envelopes={}))
+        rnd.server.check(
+            Stage.ADVERTISE_KEYS,
+            1,
+            ShareKeysResponse(
+                envelopes={}, seed_commitments={}, key_commitments={}, seed_commitment=b""
+            ),
+        )
 
 
 @pytest.mark.parametrize(
@@ -81,17 +88,19 @@ def test_check_rejects_envelopes_for_unknown_recipients_or_of_the_wrong_size() -
     rnd.server.check(Stage.SHARE_KEYS, 1, response)
     with pytest.raises(InvalidMessage, match="do not match its holders \\(9\\)"):
         rnd.server.check(
-            Stage.SHARE_KEYS, 1, ShareKeysResponse(envelopes={**envelopes, 9: envelopes[2]})
+            Stage.SHARE_KEYS,
+            1,
+            dataclasses.replace(response, envelopes={**envelopes, 9: envelopes[2]}),
         )
     with pytest.raises(InvalidMessage, match="do not match its holders \\(2\\)"):
         rnd.server.check(
             Stage.SHARE_KEYS,
             1,
-            ShareKeysResponse(envelopes={k: v for k, v in envelopes.items() if k != 2}),
+            dataclasses.replace(response, envelopes={k: v for k, v in envelopes.items() if k != 2}),
         )
     with pytest.raises(InvalidMessage, match="bytes"):
         rnd.server.check(
-            Stage.SHARE_KEYS, 1, ShareKeysResponse(envelopes={**envelopes, 2: b"short"})
+            Stage.SHARE_KEYS, 1, dataclasses.replace(response, envelopes={**envelopes, 2: b"short"})
         )
 
 
@@ -201,18 +210,78 @@ def test_a_sparse_round_aborts_when_one_clients_holders_are_too_few() -> None:
     assert aborted.value.stage == Stage.MASKED_INPUT
 
 
-def test_an_altered_key_share_is_detected_against_the_advertised_key() -> None:
-    # Prepare: exactly t = 3 holders answer, one of them with a wrong (well-formed) key share.
+def _altered(value: bytes) -> bytes:
+    return (int.from_bytes(value, "big") ^ 1).to_bytes(33, "big")
+
+
+@pytest.mark.parametrize("kind", ["key_shares", "self_mask_shares"])
+def test_an_altered_share_is_rejected_naming_its_holder(kind: str) -> None:
+    """Issue 9, item 8: one altered (well-formed) share no longer gives a silently wrong sum."""
+    # Prepare: clients 4 and 5 dropped after sharing keys; client 1 alters a share it reveals.
     rnd = make_round(_full(), vector_length=4)
     requests = advance(rnd, Stage.UNMASK, drop_stage={4: 2, 5: 2})
     responses = {i: rnd.clients[i].unmask(requests[i]) for i in (1, 2, 3)}
-    shares = dict(responses[1].key_shares)
-    shares[4] = (int.from_bytes(shares[4], "big") ^ 1).to_bytes(33, "big")
-    responses[1] = dataclasses.replace(responses[1], key_shares=MappingProxyType(shares))
+    shares = dict(getattr(responses[1], kind))
+    owner = 4 if kind == "key_shares" else 2
+    shares[owner] = _altered(shares[owner])
+    hostile = dataclasses.replace(responses[1], **{kind: MappingProxyType(shares)})
+
+    # Execute / Assert: the response is refused as it arrives, naming the holder and the owner.
+    with pytest.raises(InvalidMessage, match=f"client 1's share of client {owner}'s .* altered"):
+        rnd.server.check(Stage.UNMASK, 1, hostile)
+    with pytest.raises(InvalidMessage, match="client 1's share"):
+        rnd.server.unmask({**responses, 1: hostile})
+
+
+def test_a_round_completes_exactly_without_the_holder_of_an_altered_share() -> None:
+    """The stage driver drops a rejected response; with t honest holders left the sum is exact."""
+    # Prepare: n = 5, t = 3, nobody drops; client 1 alters its share of client 2's seed.
+    rnd = make_round(_full(), vector_length=4)
+    inputs = {i: np.full(4, i, np.uint32) for i in range(1, 6)}
+    requests = advance(rnd, Stage.UNMASK, inputs)
+    responses = {i: rnd.clients[i].unmask(requests[i]) for i in range(1, 6)}
+    shares = dict(responses[1].self_mask_shares)
+    shares[2] = _altered(shares[2])
+    hostile = dataclasses.replace(responses[1], self_mask_shares=MappingProxyType(shares))
+
+    # Execute: what the driver does: check each response, keep those that pass.
+    kept = {}
+    for i, response in {**responses, 1: hostile}.items():
+        try:
+            rnd.server.check(Stage.UNMASK, i, response)
+        except InvalidMessage:
+            continue
+        kept[i] = response
+    result = rnd.server.unmask(kept)
+
+    # Assert
+    assert set(kept) == {2, 3, 4, 5}
+    np.testing.assert_array_equal(result.total, np.full(4, 15, np.uint32))
+
+
+def test_a_dealer_whose_shares_are_not_on_one_polynomial_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A dealer that commits to inconsistent seed shares is caught by its seed commitment."""
+    import mpc.secagg.client as client_module
+    from mpc.shamir import Share, split_among
+
+    calls = {"n": 0}
+
+    def inconsistent(secret: bytes, *, threshold: int, holders: Any) -> tuple[Share, ...]:
+        shares = split_among(secret, threshold=threshold, holders=holders)
+        calls["n"] += 1
+        if calls["n"] == 3:  # client 2's seed (clients share in index order, seed then key)
+            first = shares[0]
+            shares = (Share(first.x, (first.y + 1) % FIELD_PRIME), *shares[1:])
+        return shares
+
+    monkeypatch.setattr(client_module, "split_among", inconsistent)
+    rnd = make_round(_full(), vector_length=4)
 
     # Execute / Assert
-    with pytest.raises(ProtocolAbort, match="does not match its advertised key"):
-        rnd.server.unmask(responses)
+    with pytest.raises(ProtocolAbort, match="client 2 dealt inconsistent shares"):
+        run_round(rnd, {i: np.zeros(4, np.uint32) for i in range(1, 6)})
 
 
 # -- what the coordinator holds
@@ -270,9 +339,9 @@ def test_the_coordinator_never_holds_t_shares_of_both_secrets_of_a_client(plan: 
 def test_a_coordinator_lying_about_a_dropout_never_gets_t_shares_of_both_kinds(
     told_survived: int,
 ) -> None:
-    # Prepare: semi-malicious parameters (t = 6 of n = 10 > (n + gamma n) / 2). Client 10 sent its
-    # input; the coordinator tells holders 1..told_survived that it survived and the others that it
-    # dropped, hoping to rebuild both b_10 and s_10 (REFERENCES.md 1.1). Client 10 answers too.
+    # Prepare: semi-malicious parameters (t = 6 of n = 10 > (n + gamma n) / 2). The coordinator
+    # tells holders 1..told_survived and the victim that the victim survived, the others that it
+    # dropped, each group with its own cohort at the consistency check (REFERENCES.md 1.1).
     params = SecAggParams(
         num_clients=10,
         threshold=6,
@@ -282,20 +351,67 @@ def test_a_coordinator_lying_about_a_dropout_never_gets_t_shares_of_both_kinds(
         adversary=Adversary.SEMI_MALICIOUS,
     )
     rnd = make_round(params, vector_length=2)
-    requests = advance(rnd, Stage.UNMASK)
-    for h in range(told_survived + 1, 10):
-        requests[h] = dataclasses.replace(
-            requests[h],
-            cohort=tuple(v for v in requests[h].cohort if v != 10),
-            survivors=tuple(v for v in requests[h].survivors if v != 10),
-            dropped=(10,),
-        )
+    alive = {VICTIM, *range(2, told_survived + 2)} & set(range(1, 11))
+    inputs = {i: np.full(2, i, np.uint32) for i in range(1, 11)}
 
     # Execute
-    responses = {h: rnd.clients[h].unmask(requests[h]) for h in range(1, 11)}
-    seed_shares = sum(10 in r.self_mask_shares for r in responses.values())
-    key_shares = sum(10 in r.key_shares for r in responses.values())
+    recovered, aborts = split_view_attack(rnd, inputs, alive=alive, dead=set(range(1, 11)) - alive)
 
-    # Assert: every honest holder gives one kind only, and 2t > n.
-    assert seed_shares + key_shares == 10
-    assert not (seed_shares >= params.threshold and key_shares >= params.threshold)
+    # Assert: a group that answered saw a quorum of signatures on its own cohort; the other
+    # group cannot have, so it refused.
+    assert recovered is None
+    assert aborts.keys() >= alive or aborts.keys() >= set(range(1, 11)) - alive
+
+
+# -- the consistency check and share commitments
+
+
+def test_check_rejects_a_consistency_signature_that_does_not_verify_over_the_cohort() -> None:
+    rnd = make_round(_full(), vector_length=4)
+    requests = advance(rnd, Stage.CONSISTENCY_CHECK)
+    good = rnd.clients[1].consistency_check(requests[1])
+    rnd.server.check(Stage.CONSISTENCY_CHECK, 1, good)
+    with pytest.raises(InvalidMessage, match="client 1's consistency-check signature"):
+        rnd.server.check(Stage.CONSISTENCY_CHECK, 1, dataclasses.replace(good, signature=b"x"))
+    # A signature over another cohort (client 2 was told a smaller one) is refused too.
+    lied = rnd.clients[2].consistency_check(dataclasses.replace(requests[2], cohort=(1, 2, 3, 4)))
+    with pytest.raises(InvalidMessage, match="client 2's consistency-check signature"):
+        rnd.server.check(Stage.CONSISTENCY_CHECK, 2, lied)
+
+
+def test_the_round_aborts_when_fewer_than_the_quorum_sign() -> None:
+    # n = 5, t = 2, quorum 3: two signers are enough holders but not enough signatures.
+    params = _full(5, 2)
+    inputs = {i: np.zeros(3, np.uint32) for i in range(1, 6)}
+    with pytest.raises(ProtocolAbort, match="below its quorum 3") as aborted:
+        run_round(make_round(params, vector_length=3), inputs, dict.fromkeys((3, 4, 5), 3))
+    assert aborted.value.stage == Stage.CONSISTENCY_CHECK
+
+
+def test_the_unmask_request_relays_a_quorum_of_the_signers_signatures() -> None:
+    # n = 5, t = 3: quorum 3; client 5 sent its input but not its signature.
+    rnd = make_round(_full(), vector_length=4)
+    requests = advance(rnd, Stage.UNMASK, drop_stage={5: 3})
+    assert set(requests) == {1, 2, 3, 4}
+    assert all(set(r.signatures) == {1, 2, 3} for r in requests.values())
+    assert all(r.cohort == (1, 2, 3, 4, 5) for r in requests.values())
+
+
+@pytest.mark.parametrize(
+    ("field", "change", "match"),
+    [
+        ("seed_commitments", lambda c: {k: v for k, v in c.items() if k != 2}, "holders \\(2\\)"),
+        ("key_commitments", lambda c: {**c, 9: bytes(32)}, "holders \\(9\\)"),
+        ("seed_commitments", lambda c: {**c, 2: b"short"}, "not 32 bytes"),
+        ("seed_commitment", lambda c: b"", "seed commitment is not 32 bytes"),
+    ],
+)
+def test_check_rejects_missing_or_malformed_share_commitments(
+    field: str, change: Any, match: str
+) -> None:
+    rnd = make_round(_full(), vector_length=4)
+    requests = advance(rnd, Stage.SHARE_KEYS)
+    response = rnd.clients[1].share_keys(requests[1])
+    hostile = dataclasses.replace(response, **{field: change(getattr(response, field))})
+    with pytest.raises(InvalidMessage, match=match):
+        rnd.server.check(Stage.SHARE_KEYS, 1, hostile)
