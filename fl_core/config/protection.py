@@ -91,6 +91,7 @@ class SecAggSection:
 
 HE_CKKS_PRESETS = ("ckks_8192",)
 HE_BFV_PRESETS = ("bfv_4096", "bfv_8192")
+HE_REALS = ("bfv", "ckks")
 NO_MODEL = "none"
 """``model.name`` of a statistics job, which trains no model."""
 
@@ -102,9 +103,19 @@ class HESection:
     Attributes:
         min_contributors: k, the fewest distinct owners whose aggregate the key holder decrypts
             (an owner whose policy demands more refuses the job; the key holder may raise it).
-        ckks: the CKKS parameter preset (real values).
-        bfv: the BFV parameter preset (exact counts and histograms).
-        flood_bits: statistical security s of the key holder's flooding of CKKS releases.
+        reals: how real values (moments, training updates) are encrypted: ``"bfv"`` (default:
+            exact fixed point in BFV's plaintext ring, nothing to flood) or ``"ckks"`` (CKKS,
+            flooded so that the job's total statistical distance is at most 2^-64, which at
+            these parameters leaves little precision; see he/README.md).
+        ckks: the CKKS parameter preset (real values when ``reals = "ckks"``).
+        bfv: the BFV parameter preset (exact counts and histograms; and the reals when
+            ``reals = "bfv"``, for which its plain modulus must leave enough fraction bits).
+        masking: owners add pairwise zero-sum masks (``he/masking.py``) to their plaintexts so
+            that even the key holder, with the coordinator, learns only the cohort's sum; an
+            extra stage ``he.keys`` advertises the owners' masking keys. Applies with
+            ``reals = "bfv"`` (BFV's exact ring); a CKKS job is never masked.
+        flood_bits: the least s of the key holder's flooding of CKKS releases; it floods with
+            at least what the job needs for a total distance of 2^-64.
         max_decryptions: the key holder's decryption budget for the job (0: one per round).
         clip: training: every update coordinate is clipped to [-clip, clip] before encryption.
         max_weight: training: examples are capped at this when weighting updates.
@@ -114,8 +125,10 @@ class HESection:
     """
 
     min_contributors: int = 3
+    reals: str = "bfv"
+    masking: bool = True
     ckks: str = "ckks_8192"
-    bfv: str = "bfv_4096"
+    bfv: str = "bfv_8192"
     flood_bits: int = 40
     max_decryptions: int = 0
     clip: float = 1.0
@@ -134,6 +147,7 @@ class HESection:
             self.ckks in HE_CKKS_PRESETS, "he.ckks", f"one of {list(HE_CKKS_PRESETS)}", self.ckks
         )
         _require(self.bfv in HE_BFV_PRESETS, "he.bfv", f"one of {list(HE_BFV_PRESETS)}", self.bfv)
+        _require(self.reals in HE_REALS, "he.reals", f"one of {list(HE_REALS)}", self.reals)
         _require(
             20 <= self.flood_bits <= 60, "he.flood_bits", "an integer in [20, 60]", self.flood_bits
         )
