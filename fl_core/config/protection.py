@@ -298,9 +298,9 @@ class DPSection:
             self.accountant in ("rdp", "pld"), "dp.accountant", "'rdp' or 'pld'", self.accountant
         )
         _require(
-            self.clipping in ("flat", "per_layer", "ghost", "auto"),
+            self.clipping in ("flat", "per_layer", "ghost", "bookkeeping", "auto"),
             "dp.clipping",
-            "flat, per_layer, ghost or auto",
+            "flat, per_layer, ghost, bookkeeping or auto",
             self.clipping,
         )
         _require(8 <= self.bits <= 32, "dp.bits", "an integer in [8, 32]", self.bits)
