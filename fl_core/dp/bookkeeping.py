@@ -20,8 +20,8 @@ Per layer (the hybrid rule of Bu et al., section 3):
   ``2 T^2 < p d``, else the per-example gradients ``g_i^T a_i`` (``p x d``) are formed.
 - ``nn.Conv2d`` (zero padding, one group): the per-example gradients (``B x Cout x Cin kh kw``)
   are formed by one grouped weight-gradient convolution: for images the ghost norm's
-  ``T = H W`` makes ``2 T^2`` larger than ``Cout Cin kh kw`` in every layer of the built-in CNNs (conv2 of ``cnn``:
-  76,832 against 4,608), so forming them is the cheaper of the two.
+  ``T = H W`` makes ``2 T^2`` larger than ``Cout Cin kh kw`` in every layer of the built-in
+  CNNs (conv2 of ``cnn``: 76,832 against 4,608), so forming them is the cheaper of the two.
 
 Notes:
     Soundness. The squared norms are accumulated in float64 from float32 per-layer terms, and the
@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.grad import conv2d_weight
 
 from fl_core.errors import ConfigError
 
@@ -269,7 +270,7 @@ def _prepare_conv(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> _Prepa
         # cnn's conv2 at batch 256, one thread).
         cin, height, width = a.shape[1], a.shape[2], a.shape[3]
         cout = g.shape[1]
-        per_example = torch.nn.grad.conv2d_weight(
+        per_example = conv2d_weight(  # type: ignore[no-untyped-call]
             a.reshape(1, batch * cin, height, width),
             (batch * cout, cin, *module.kernel_size),
             g.reshape(1, batch * cout, g.shape[2], g.shape[3]),
