@@ -245,7 +245,7 @@ class DPSection:
         clip: L2 bound (per example for dpsgd/fedsgd, per update for central/distributed).
         accountant: ``pld`` (the default, the tight one) or ``rdp``: which accountant certifies
             that the calibrated Gaussian noise meets ``epsilon``.
-        clipping: DP-SGD clipping: ``flat``, ``per_layer``, ``ghost`` or ``auto``.
+        clipping: DP-SGD clipping: ``flat``, ``per_layer``, ``ghost``, ``bookkeeping`` or ``auto``.
         secure_mode: DP-SGD: Opacus's secure noise construction.
         bits: Skellam modular-clipping width (distributed/fedsgd), at most 32.
         colluders: clients assumed to collude with the coordinator (their noise is not counted).
