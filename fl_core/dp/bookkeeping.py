@@ -50,12 +50,11 @@ _MARGIN = 1.0 - 2.0**-16
 
 
 def supports(model: nn.Module) -> bool:
-    """Whether every trainable parameter of ``model`` belongs to a supported layer (once)."""
+    """Whether ``model`` has trainable parameters and each belongs to a supported layer."""
     try:
-        _layers(model)
+        return bool(_layers(model))
     except ConfigError:
         return False
-    return True
 
 
 def _layers(model: nn.Module) -> list[nn.Module]:

@@ -105,6 +105,8 @@ def test_frozen_parameters_are_left_out() -> None:
 def test_unsupported_layers_are_refused_with_a_clear_error() -> None:
     odd = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
     assert not supports(odd)
+    frozen = nn.Linear(3, 3).requires_grad_(False)
+    assert not supports(frozen)  # nothing to train: AUTO falls back to Opacus's modes
     with pytest.raises(ConfigError, match="LayerNorm"):
         BookKeeper(odd)
     grouped = nn.Sequential(nn.Conv2d(4, 4, 3, groups=2))

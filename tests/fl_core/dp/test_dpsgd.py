@@ -143,6 +143,35 @@ def test_bookkeeping_takes_the_same_steps_as_opacus_ghost_clipping(
         assert not np.allclose(ghost[name], start[name].numpy(), atol=1e-4)
 
 
+def test_a_bookkeeping_step_on_an_empty_poisson_batch_still_adds_noise() -> None:
+    # q = 1/2000: with this key (found by trying keys) the three Poisson batches are all empty,
+    # and the released update is still the noise (an empty batch must not show in the weights).
+    model = _model(0)
+    x, y = _data(2000)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    session = DPSGDSession(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        data_loader=DataLoader(TensorDataset(x, y), batch_size=1),
+        criterion=nn.CrossEntropyLoss(),
+        config=DPSGDConfig(
+            max_grad_norm=1.0,
+            delta=DELTA,
+            noise_multiplier=1.0,
+            max_steps_per_round=3,
+            clipping=ClippingMode.BOOKKEEPING,
+            report_pld=False,
+        ),
+        rng=csprng(seed=bytes([68]) * 16),
+    )
+    report = session.train_round()
+    assert (report.steps, report.examples) == (3, 0)
+    assert math.isnan(report.mean_loss)
+    after = session.weights()
+    assert all(np.isfinite(after[k]).all() for k in after)
+    assert all(not np.array_equal(after[k], before[k].numpy()) for k in after)
+
+
 def test_target_epsilon_is_met_after_the_planned_rounds() -> None:
     # Calibrated by PLD (the default): the PLD epsilon meets the target, the RDP bound exceeds it.
     config = DPSGDConfig(max_grad_norm=1.0, delta=DELTA, target_epsilon=2.0, planned_rounds=3)
