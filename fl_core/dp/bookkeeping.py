@@ -172,7 +172,7 @@ class BookKeeper:
         outputs = [r.output for r in records]
         grads_out = torch.autograd.grad(loss, outputs, allow_unused=True)
         batch = inputs.shape[0]
-        sq = torch.zeros(batch, dtype=torch.float64)
+        sq = torch.zeros(batch, dtype=torch.float64, device=inputs.device)
         prepared = []
         for record, g in zip(records, grads_out, strict=True):
             g = torch.zeros_like(record.output) if g is None else g.detach()
@@ -225,7 +225,7 @@ def _prepare_linear(module: nn.Linear, a: torch.Tensor, g: torch.Tensor) -> _Pre
     a3 = a.reshape(batch, -1, a.shape[-1])  # (B, T, d)
     g3 = g.reshape(batch, -1, g.shape[-1])  # (B, T, p)
     steps = a3.shape[1]
-    sq = torch.zeros(batch, dtype=a.dtype)
+    sq = torch.zeros(batch, dtype=a.dtype, device=a.device)
     per_example: torch.Tensor | None = None
     if weight is not None:
         if steps == 1:
@@ -261,7 +261,7 @@ def _prepare_conv(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> _Prepa
     weight, bias = _trainable(module, "weight"), _trainable(module, "bias")
     batch = a.shape[0]
     g3 = g.reshape(batch, g.shape[1], -1)  # (B, Cout, T)
-    sq = torch.zeros(batch, dtype=a.dtype)
+    sq = torch.zeros(batch, dtype=a.dtype, device=a.device)
     per_example: torch.Tensor | None = None
     if weight is not None:
         # One grouped weight-gradient convolution, group i = example i: torch's own conv

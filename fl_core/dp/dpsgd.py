@@ -2,10 +2,12 @@
 
 This is the only module of Bulwark that imports Opacus. It provides:
 
-- :class:`DPSGDSession`: one ``PrivacyEngine.make_private`` call turns (model, optimizer, data
-  loader) into a private training session with Poisson sampling, a noise multiplier (given, or
-  calibrated to a target epsilon over the planned rounds), flat, per-layer or ghost clipping, and
-  an epsilon report (RDP and PLD) after each round. The same session serves every federated round:
+- :class:`DPSGDSession`: turns (model, optimizer, data loader) into a private training session
+  with Poisson sampling, a noise multiplier (given, or calibrated to a target epsilon over the
+  planned rounds), flat, per-layer, ghost (one ``PrivacyEngine.make_private`` call) or
+  book-keeping clipping (:mod:`fl_core.dp.bookkeeping`, Opacus's Poisson loader and the same
+  update as Opacus's optimizer, in one backward pass), and an epsilon report (RDP and PLD)
+  after each round. The same session serves every federated round:
   ``load_weights`` (new global model), ``train_round``, read the report.
 - :func:`clipped_gradient_sum`: for DP-FedSGD, the sum of per-example clipped gradients over a
   Poisson-sampled batch, as a flat vector, plus the batch size (Opacus computes the per-example
@@ -19,12 +21,12 @@ Notes:
     Opacus draws noise and batches from torch's Mersenne Twister. The session therefore replaces
     the two places where Opacus draws randomness: the optimizer's ``add_noise`` (the same step as
     Opacus's, with the noise from :func:`fl_core.dp._torch_rng.gaussian_like`: Holohan-Braghin
-    in secure mode) and the Poisson loader's batch sampler
-    (:class:`fl_core.dp._torch_rng.PoissonBatchSampler`). Both read one AES-128-CTR stream keyed
-    with 128 bits from ``os.urandom`` (:func:`fl_core.dp.noise.csprng`), or the ``rng`` the caller
-    passes (tests). No ``torch.Generator`` is involved. The noise is a float added to float
-    gradients (see the floating-point caveat in ``fl_core/dp/README.md``); DP-FedSGD adds integer
-    noise instead.
+    in secure mode; the book-keeping step calls the same function) and the Poisson loader's
+    batch sampler (:class:`fl_core.dp._torch_rng.PoissonBatchSampler`). Both read one
+    AES-128-CTR stream keyed with 128 bits from ``os.urandom`` (:func:`fl_core.dp.noise.csprng`),
+    or the ``rng`` the caller passes (tests). No ``torch.Generator`` is involved. The noise is a
+    float added to float gradients (see the floating-point caveat in ``fl_core/dp/README.md``);
+    DP-FedSGD adds integer noise instead.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ class ClippingMode(StrEnum):
 
 
 def resolve_clipping(model: nn.Module, mode: ClippingMode) -> ClippingMode:
-    """Return the concrete mode for ``model``: AUTO becomes GHOST or FLAT, others are kept."""
+    """Return the concrete mode for ``model``: AUTO becomes BOOKKEEPING, GHOST or FLAT."""
     if mode is not ClippingMode.AUTO:
         return mode
     if bookkeeping.supports(model):
