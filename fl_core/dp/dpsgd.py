@@ -22,12 +22,11 @@ Notes:
     the two places where Opacus draws randomness: the optimizer's ``add_noise`` (the same step as
     Opacus's, with the noise from :func:`fl_core.dp._torch_rng.gaussian_like`: Holohan-Braghin
     in secure mode; the book-keeping step calls the same function) and the Poisson loader's
-    batch sampler (:class:`fl_core.dp._torch_rng.PoissonBatchSampler`). The batches read one
+    batch sampler (:class:`fl_core.dp._torch_rng.PoissonBatchSampler`). Both read one
     AES-128-CTR stream keyed with 128 bits from ``os.urandom`` (:func:`fl_core.dp.noise.csprng`),
-    or the ``rng`` the caller passes (tests); the noise reads a second AES-128-CTR stream keyed
-    with the first 16 bytes of that one (so that it can be drawn ahead in a worker thread). No
-    ``torch.Generator`` is involved. The noise is a float added to float gradients (see the
-    floating-point caveat in ``fl_core/dp/README.md``); DP-FedSGD adds integer noise instead.
+    or the ``rng`` the caller passes (tests). No ``torch.Generator`` is involved. The noise is a
+    float added to float gradients (see the floating-point caveat in ``fl_core/dp/README.md``);
+    DP-FedSGD adds integer noise instead.
 """
 
 from __future__ import annotations
@@ -35,9 +34,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
@@ -252,13 +249,6 @@ class _BookKeepingStep:
     divides by the expected, not the drawn, batch size, so that the batch size leaks nothing).
     An empty Poisson batch still adds the noise.
 
-    Inside :meth:`prefetching` the next step's noise is drawn by a worker thread while the
-    current step runs its forward and backward passes (numpy's generators and torch's kernels
-    release the GIL, so on a second core the draw costs no step time). ``rng`` is the session's
-    noise stream, which nothing else reads (the batches come from another), so the order of the
-    noise values does not depend on thread timing. A prefetched draw left over at the end of a
-    round is discarded (it was never released).
-
     Raises:
         ConfigError: if the criterion has no ``reduction`` (the per-example losses are its
             ``reduction="sum"`` copy).
@@ -276,7 +266,6 @@ class _BookKeepingStep:
         secure: bool,
         rng: np.random.Generator,
     ) -> None:
-        """``rng`` is the noise stream (read only by this step)."""
         if not isinstance(getattr(criterion, "reduction", None), str):
             raise ConfigError(
                 "book-keeping clipping needs a criterion with a 'reduction' attribute "
@@ -291,40 +280,11 @@ class _BookKeepingStep:
         self._max_grad_norm = max_grad_norm
         self._scale = 1.0 / max(expected_batch_size, 1)
         self._secure = secure
-        self._noise_rng = rng
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending: Future[list[torch.Tensor]] | None = None
-
-    def _draw(self) -> list[torch.Tensor]:
-        return [
-            gaussian_like(p, std=self._std, rng=self._noise_rng, secure=self._secure)
-            for p in self._params
-        ]
-
-    @contextmanager
-    def prefetching(self) -> Iterator[None]:
-        """Draw each step's noise ahead, in one worker thread that ends with the block."""
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpsgd-noise")
-        try:
-            yield
-        finally:
-            pending, self._pending = self._pending, None
-            if pending is not None:
-                pending.result()  # wait for it; the values are dropped
-            self._pool.shutdown(wait=True)
-            self._pool = None
-
-    def _noise(self) -> list[torch.Tensor]:
-        """This step's noise; with a worker, start drawing the next step's."""
-        pending = self._pending
-        noise = pending.result() if pending is not None else self._draw()
-        self._pending = self._pool.submit(self._draw) if self._pool is not None else None
-        return noise
+        self._rng = rng
 
     def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> float | None:
         """Take one step on a Poisson batch; return its mean loss (``None`` if it is empty)."""
         mean_loss: float | None = None
-        noises = self._noise()
         if len(targets):
             result = self._keeper.clipped_sum(
                 inputs, targets, loss_fn=self._summed, max_grad_norm=self._max_grad_norm
@@ -333,7 +293,8 @@ class _BookKeepingStep:
             mean_loss = float(result.loss) / len(targets)
         else:
             sums = [torch.zeros_like(p) for p in self._params]
-        for p, total, noise in zip(self._params, sums, noises, strict=True):
+        for p, total in zip(self._params, sums, strict=True):
+            noise = gaussian_like(total, std=self._std, rng=self._rng, secure=self._secure)
             p.grad = (total + noise).mul_(self._scale).view_as(p)
         self._optimizer.step()
         for p in self._params:
@@ -403,12 +364,6 @@ class DPSGDSession:
                 )
             max_grad_norm = list(norms)
         self.rng = csprng() if rng is None else rng
-        # The noise has its own AES-128-CTR stream, keyed with 16 bytes of the session's stream,
-        # and the Poisson batches read the session's stream: the noise can be drawn ahead in a
-        # worker thread (book-keeping mode) without its order depending on thread timing, and
-        # every mode consumes the two streams in the same order (a session is still a function
-        # of ``rng`` alone).
-        self._noise_rng = csprng(seed=self.rng.bytes(16))
         self._module: nn.Module
         self._optimizer: Any  # opacus.optimizers.DPOptimizer
         self._loader: Any  # opacus.data_loader.DPDataLoader
@@ -423,7 +378,7 @@ class DPSGDSession:
                 max_grad_norm=float(config.max_grad_norm),
                 expected_batch_size=int(len(data_loader.dataset) * self.sample_rate),  # type: ignore[arg-type]
                 secure=config.secure_mode,
-                rng=self._noise_rng,
+                rng=self.rng,
             )
             self._module, self._optimizer, self._criterion = model, optimizer, criterion
             self._base_optimizer = optimizer
@@ -465,7 +420,7 @@ class DPSGDSession:
             self._module, self._optimizer, self._loader = made
             self._criterion = criterion
         self._optimizer.secure_mode = self._config.secure_mode
-        _use_csprng_noise(self._optimizer, self._noise_rng)
+        _use_csprng_noise(self._optimizer, self.rng)
 
     @property
     def model(self) -> nn.Module:
@@ -529,26 +484,25 @@ class DPSGDSession:
         self._module.train()
         steps = examples = 0
         losses: list[float] = []
-        with self._bk.prefetching() if self._bk is not None else nullcontext():
-            for _ in range(self._config.epochs_per_round):
-                batches = iter(self._loader)
-                while steps < self.steps_per_round:
-                    try:
-                        inputs, targets = next(batches)
-                    except StopIteration:
-                        break
-                    if self._bk is not None:
-                        mean_loss = self._bk.step(inputs, targets)
-                    else:
-                        self._optimizer.zero_grad()
-                        loss = self._criterion(self._module(inputs), targets)
-                        _backward(loss)
-                        self._optimizer.step()
-                        mean_loss = float(loss.detach()) if len(targets) else None
-                    steps += 1
-                    examples += len(targets)
-                    if mean_loss is not None:
-                        losses.append(mean_loss)
+        for _ in range(self._config.epochs_per_round):
+            batches = iter(self._loader)
+            while steps < self.steps_per_round:
+                try:
+                    inputs, targets = next(batches)
+                except StopIteration:
+                    break
+                if self._bk is not None:
+                    mean_loss = self._bk.step(inputs, targets)
+                else:
+                    self._optimizer.zero_grad()
+                    loss = self._criterion(self._module(inputs), targets)
+                    _backward(loss)
+                    self._optimizer.step()
+                    mean_loss = float(loss.detach()) if len(targets) else None
+                steps += 1
+                examples += len(targets)
+                if mean_loss is not None:
+                    losses.append(mean_loss)
         self._optimizer.zero_grad()
         event = GaussianEvent(
             noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate, steps=steps

@@ -99,20 +99,3 @@ def test_poisson_batches_have_the_sampling_rate() -> None:
     assert len(sampler) == len(sizes) == 400
     assert np.mean(sizes) == pytest.approx(50, rel=0.05)
     assert 0 < np.var(sizes) < 2 * 50  # binomial variance n q (1 - q) = 47.5, not a fixed size
-
-
-def test_noise_drawn_ahead_in_a_worker_is_reproducible_and_the_worker_ends_with_the_round() -> None:
-    # Book-keeping mode draws the next step's noise in a thread: the same key still gives the
-    # same weights (the noise has its own stream, so thread timing cannot reorder it), and no
-    # worker thread outlives train_round.
-    import threading
-
-    key = bytes(range(16, 32))
-    runs = []
-    for _ in range(2):
-        session = _session(rng=csprng(seed=key))
-        assert session.clipping.value == "bookkeeping"
-        session.train_round()
-        assert not [t for t in threading.enumerate() if t.name.startswith("dpsgd-noise")]
-        runs.append(session.weights())
-    assert all(np.array_equal(runs[0][k], runs[1][k]) for k in runs[0])
