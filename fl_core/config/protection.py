@@ -259,7 +259,7 @@ class DPSection:
         clip: L2 bound (per example for dpsgd/fedsgd, per update for central/distributed).
         accountant: ``pld`` (the default, the tight one) or ``rdp``: which accountant certifies
             that the calibrated Gaussian noise meets ``epsilon``.
-        clipping: DP-SGD clipping: ``flat``, ``per_layer``, ``ghost`` or ``auto``.
+        clipping: DP-SGD clipping: ``flat``, ``per_layer``, ``ghost``, ``bookkeeping`` or ``auto``.
         secure_mode: DP-SGD: Opacus's secure noise construction.
         bits: Skellam modular-clipping width (distributed/fedsgd), at most 32.
         colluders: clients assumed to collude with the coordinator (their noise is not counted).
@@ -312,9 +312,9 @@ class DPSection:
             self.accountant in ("rdp", "pld"), "dp.accountant", "'rdp' or 'pld'", self.accountant
         )
         _require(
-            self.clipping in ("flat", "per_layer", "ghost", "auto"),
+            self.clipping in ("flat", "per_layer", "ghost", "bookkeeping", "auto"),
             "dp.clipping",
-            "flat, per_layer, ghost or auto",
+            "flat, per_layer, ghost, bookkeeping or auto",
             self.clipping,
         )
         _require(8 <= self.bits <= 32, "dp.bits", "an integer in [8, 32]", self.bits)
