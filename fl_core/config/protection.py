@@ -14,6 +14,10 @@ if TYPE_CHECKING:
     from he import StatsSpec
 
 
+ADVERSARIES = ("semi_honest", "semi_malicious", "malicious")
+"""``secagg.adversary``: what the coordinator is assumed to do (``mpc.Adversary``)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SecAggSection:
     """``[secagg]``: secure aggregation (SecAgg+; the complete graph is SecAgg).
@@ -21,7 +25,10 @@ class SecAggSection:
     Attributes:
         dropout_rate: the fraction of the cohort that may drop out (delta).
         corrupt_rate: the assumed fraction of clients colluding with the coordinator (gamma).
-        adversary: ``"semi_honest"`` or ``"semi_malicious"`` coordinator.
+        adversary: ``"semi_honest"``, ``"semi_malicious"`` or ``"malicious"`` coordinator (the
+            last two choose the same, stricter thresholds; the consistency check runs for all).
+            Unset, it is ``"malicious"`` for a deployment with a roster (see
+            :func:`with_deployment_defaults`) and ``"semi_honest"`` otherwise.
         full_graph: use SecAgg's complete graph instead of the finder's sparse one.
         degree: an explicit neighbourhood size k (0: chosen by the parameter finder).
         threshold: an explicit threshold t (0: chosen by the parameter finder).
@@ -56,9 +63,9 @@ class SecAggSection:
             self.corrupt_rate,
         )
         _require(
-            self.adversary in ("semi_honest", "semi_malicious"),
+            self.adversary in ADVERSARIES,
             "secagg.adversary",
-            "'semi_honest' or 'semi_malicious'",
+            "'semi_honest', 'semi_malicious' or 'malicious'",
             self.adversary,
         )
         _require(self.degree >= 0, "secagg.degree", "an integer >= 0 (0: finder)", self.degree)
