@@ -19,6 +19,7 @@ from .client.policy import OwnerPolicy
 from .client.trainer import TorchTrainer
 from .config import JobConfig, SchemaSection
 from .data import ClientData, load_table_data
+from .data.federated import WithdrawnMask
 from .errors import ConfigError
 from .simulation import client_shares, job_dataset, model_factory, model_shape
 from .types import Trainer
@@ -35,8 +36,14 @@ def load_owner_data(
     partition: int | None,
     data: Path | None,
     schema: SchemaSection | None = None,
+    withdrawn: WithdrawnMask | None = None,
 ) -> ClientData:
     """The owner's arrays: share ``partition`` of the job's data set, or its own file.
+
+    With ``withdrawn`` (the owner's ledger, :func:`fl_core.client.consent.withdrawn_mask`)
+    the withdrawn records are left out before anything else sees the data; data without
+    record ids (an ``.npz`` of four arrays, a table without ``schema.id_column``) is then
+    refused, since no record could be excluded.
 
     With a schema (the job's ``[schema]``, or ``schema`` from a schema file when the job has
     none) ``data`` is a table (CSV, Parquet or ``.npz`` with one array per column) read by
@@ -50,7 +57,7 @@ def load_owner_data(
     if partition is not None:
         if not 0 <= partition < job.data.num_clients:
             raise ConfigError(f"--partition {partition} is outside [0, {job.data.num_clients - 1}]")
-        return client_shares(job, job_dataset(job))[partition]
+        return client_shares(job, job_dataset(job), withdrawn=withdrawn)[partition]
     if data is None:
         raise ConfigError("give --partition or --data")
     if job.schema is not None and schema is not None and schema != job.schema:
@@ -62,9 +69,10 @@ def load_owner_data(
                 f"--schema has {len(schema.features)} features; the job's model.input_shape is "
                 f"{list(job.model.input_shape)}"
             )
-        return load_table_data(
+        table = load_table_data(
             data, declared, num_classes=job.model.num_classes, seed=job.data.seed
         )
+        return table if withdrawn is None else table.without(withdrawn)
     if data.suffix != ".npz":
         raise ConfigError(
             f"{data}: a {data.suffix or 'suffix-less'} table needs a schema: a [schema] table in "
@@ -78,12 +86,13 @@ def load_owner_data(
             arrays = {k: np.asarray(npz[k]) for k in NPZ_KEYS}
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read {data}: {exc}") from exc
-    return ClientData(
+    share = ClientData(
         x_train=arrays["x_train"].astype(np.float32),
         y_train=arrays["y_train"],
         x_test=arrays["x_test"].astype(np.float32),
         y_test=arrays["y_test"],
     )
+    return share if withdrawn is None else share.without(withdrawn)
 
 
 def owner_trainer(job: JobConfig, share: ClientData) -> Trainer:

@@ -51,7 +51,11 @@ def client(
     ] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM key of --tls-cert.")] = None,
     ledger: Annotated[
-        Path | None, typer.Option(help="The owner's privacy ledger (SQLite), for DP jobs.")
+        Path | None,
+        typer.Option(
+            help="The owner's privacy ledger (SQLite): needed for DP jobs; with it, withdrawn "
+            "records (bulwark data withdraw) are left out and each round's use is recorded."
+        ),
     ] = None,
     dataset: Annotated[
         str | None, typer.Option(help="The ledger's name for this data (default: the job's).")
@@ -123,7 +127,14 @@ def client(
         if job.code is not None:  # the job's own code: checked before anything is imported
             verify_code(job.code)
         declared = load_schema(schema) if schema is not None else None
-        share = load_owner_data(job, partition=partition, data=data, schema=declared)
+        withdrawn = None
+        if ledger is not None:
+            from ..client.consent import withdrawn_mask
+
+            withdrawn = withdrawn_mask(ledger, data_name)
+        share = load_owner_data(
+            job, partition=partition, data=data, schema=declared, withdrawn=withdrawn
+        )
         trainer = owner_trainer(job, share)
         key = identity_key(identity)
         credentials = channel_credentials(coordinator, tls_ca, tls_cert=tls_cert, tls_key=tls_key)
@@ -147,6 +158,15 @@ def client(
             tls=credentials is not None,
             coordinator=coordinator_name,
         )
+        if ledger is not None:
+            from ..client.consent import DataUse
+
+            me.data_use = DataUse(
+                ledger=ledger,
+                dataset=data_name,
+                ids=share.record_ids(),
+                rows=share.num_train + share.num_test,
+            )
     except (FlCoreError, OSError) as exc:
         raise fail(str(exc)) from None
 

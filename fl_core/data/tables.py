@@ -24,14 +24,17 @@ TABLE_SUFFIXES = (".csv", ".parquet", ".npz")
 """The file types :func:`load_table_data` reads, by suffix."""
 
 
-def _columns_pyarrow(path: Path, names: list[str]) -> dict[str, npt.NDArray[np.generic]]:
+def _columns_pyarrow(
+    path: Path, names: list[str], text: tuple[str, ...] = ()
+) -> dict[str, npt.NDArray[np.generic]]:
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     try:
         if path.suffix == ".csv":
-            table = pacsv.read_csv(path)
+            options = pacsv.ConvertOptions(column_types={n: pa.string() for n in text})
+            table = pacsv.read_csv(path, convert_options=options)
         else:
             schema = pq.read_schema(path)
             present = [n for n in names if n in schema.names]
@@ -49,6 +52,8 @@ def _columns_pyarrow(path: Path, names: list[str]) -> dict[str, npt.NDArray[np.g
         if column.null_count:
             first = next(i for i, v in enumerate(column.is_null().to_pylist()) if v)
             raise ConfigError(f"{path}: column {name!r} has an empty value in data row {first + 1}")
+        if name in text:
+            column = column.cast(pa.string())
         out[name] = column.to_numpy(zero_copy_only=False)
     return out
 
@@ -110,8 +115,13 @@ def load_table_data(
     """
     if path.suffix not in TABLE_SUFFIXES:
         raise ConfigError(f"{path}: --data reads {list(TABLE_SUFFIXES)} files, not {path.suffix!r}")
-    names = [*schema.features, schema.label]
-    columns = _columns_npz(path, names) if path.suffix == ".npz" else _columns_pyarrow(path, names)
+    id_column = (schema.id_column,) if schema.id_column else ()
+    names = [*schema.features, schema.label, *id_column]
+    if path.suffix == ".npz":
+        columns = _columns_npz(path, names)
+    else:
+        columns = _columns_pyarrow(path, names, text=id_column)
+    ids = record_ids(path, schema.id_column, columns[schema.id_column]) if id_column else None
     x = np.column_stack(
         [_convert(path, n, columns[n], schema.feature_dtype) for n in schema.features]
     )
@@ -147,4 +157,37 @@ def load_table_data(
         y_train=y[train],
         x_test=x[test].astype(np.float32),
         y_test=y[test],
+        ids_train=None if ids is None else ids[train],
+        ids_test=None if ids is None else ids[test],
     )
+
+
+MAX_ID_LENGTH = 256
+"""The longest record id accepted (the ledger's limit on names)."""
+
+
+def record_ids(path: Path, name: str, values: npt.NDArray[Any]) -> npt.NDArray[np.str_]:
+    """The id column as distinct, non-empty strings of at most :data:`MAX_ID_LENGTH` characters.
+
+    Raises:
+        ConfigError: an empty, too long or repeated id (the message names the data row).
+    """
+    if values.dtype.kind not in "iuUSO":
+        raise ConfigError(
+            f"{path}: id column {name!r} has dtype {values.dtype}; ids are text or integers"
+        )
+    ids = np.array([str(v) for v in values.tolist()], dtype=np.str_)
+    seen: dict[str, int] = {}
+    for row, value in enumerate(ids.tolist()):
+        if not value or len(value) > MAX_ID_LENGTH:
+            raise ConfigError(
+                f"{path}: id column {name!r} in data row {row + 1} is empty or longer than "
+                f"{MAX_ID_LENGTH} characters"
+            )
+        if value in seen:
+            raise ConfigError(
+                f"{path}: id column {name!r} repeats id {value!r} in data rows "
+                f"{seen[value] + 1} and {row + 1}"
+            )
+        seen[value] = row
+    return ids
