@@ -163,6 +163,7 @@ def _ledgers(paths: Sequence[Path], job_name: str) -> list[dict[str, Any]]:
             with PrivacyLedger(path) as book:
                 rows = book.verify()
                 entries = book.entries()
+                withdrawals = book.withdrawals()
                 names = sorted({e.dataset for e in entries})
                 caps = []
                 for name in names:  # each entry carries the data set's composed total
@@ -176,9 +177,21 @@ def _ledgers(paths: Sequence[Path], job_name: str) -> list[dict[str, Any]]:
                 for e in entries
                 if e.job == job_name
             ]
-            row.update(verified=True, audit_rows=rows, error="", releases=mine, datasets=caps)
+            withdrawn = [
+                {"dataset": w.dataset, "requested": w.requested, "withdrawn": w.new,
+                 "at": w.created_at, "rounds_used": [f"{j}:{r}" for j, r in w.rounds_used]}
+                for w in withdrawals
+            ]  # fmt: skip
+            row.update(
+                verified=True,
+                audit_rows=rows,
+                error="",
+                releases=mine,
+                datasets=caps,
+                withdrawals=withdrawn,
+            )
         except FlCoreError as exc:
-            row.update(verified=False, error=str(exc), releases=[], datasets=[])
+            row.update(verified=False, error=str(exc), releases=[], datasets=[], withdrawals=[])
         out.append(row)
     return out
 
@@ -287,7 +300,7 @@ def collect(
         "parties": False,
         "audit": bool(logs),
         "report": True,
-        "withdrawal": False,
+        "withdrawal": any(b["withdrawals"] for b in books),
     }
     obligations = [
         {
@@ -326,8 +339,14 @@ def collect(
         "epsilon": {"owners": owner_eps, "job": job_eps, "source": source},
         "refusals": refusals,
         "withdrawn_records": {
-            "supported": False,
-            "note": "record withdrawal (bulwark data withdraw) is not implemented in this version",
+            "supported": True,
+            "note": "records an owner withdrew by id (bulwark data withdraw), from its verified "
+            "privacy ledger: every task after the withdrawal leaves them out; 'rounds used' "
+            "are the rounds that read the data set before it",
+            "withdrawals": [
+                {"owner": b["owner"], **w} for b in books if b["verified"] for w in b["withdrawals"]
+            ],
+            "total": sum(w["withdrawn"] for b in books if b["verified"] for w in b["withdrawals"]),
         },
         "utility": utility,
         "statistics_released": released,

@@ -155,6 +155,21 @@ def render(facts: dict[str, Any]) -> str:
         ),
         "<h2 id='withdrawn'>Withdrawn records</h2>",
         f"<p class='note'>{escape(facts['withdrawn_records']['note'])}.</p>",
+        _table(
+            ["owner", "data set", "records withdrawn", "ids given", "when (UTC)", "rounds used"],
+            (
+                [
+                    w["owner"],
+                    w["dataset"],
+                    w["withdrawn"],
+                    w["requested"],
+                    w["at"],
+                    ", ".join(w["rounds_used"]) or None,
+                ]
+                for w in facts["withdrawn_records"]["withdrawals"]
+            ),  # fmt: skip
+            "no owner withdrew records",
+        ),
         _released(facts.get("statistics_released")),
         "<h2 id='utility'>Utility</h2>",
         line_chart(accuracy, title="accuracy over rounds", x_label="round", y_label="accuracy"),

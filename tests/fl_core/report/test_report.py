@@ -92,3 +92,20 @@ def test_a_folder_without_metrics_or_job_is_named(tmp_path: Path) -> None:
     (tmp_path / "metrics.json").write_text(json.dumps({"job": "x", "rounds": []}))
     with pytest.raises(ConfigError, match="give the job file"):
         build_report(tmp_path)
+
+
+def test_withdrawn_records_are_shown_with_counts_and_rounds(tmp_path: Path) -> None:
+    from fl_core.client.ledger import PrivacyLedger
+
+    run = _run(tmp_path / "run")
+    (run / "ledgers").mkdir()
+    with PrivacyLedger(run / "ledgers" / "client-0.db") as book:
+        book.record_use(job="test-job", round=1, dataset="breast_cancer", rows=90)
+        book.withdraw("breast_cancer", ["p-1", "p-2", "p-3"])
+    page, facts = build_report(run)
+    (row,) = facts["withdrawn_records"]["withdrawals"]
+    assert (row["owner"], row["dataset"], row["withdrawn"]) == ("client-0", "breast_cancer", 3)
+    assert row["rounds_used"] == ["test-job:1"]
+    assert facts["withdrawn_records"]["total"] == 3
+    assert next(o for o in facts["obligations"]["rows"] if o["key"] == "withdrawal")["in_force"]
+    assert "test-job:1" in page and "p-1" not in page
