@@ -225,12 +225,33 @@ def stats_owner(
         typer.Option(help="The pinned federation authority public key (PEM)."),
     ] = None,
     audit: Annotated[Path | None, typer.Option(help="The owner's audit log (SQLite).")] = None,
+    ledger: Annotated[
+        Path | None,
+        typer.Option(
+            help="The owner's privacy ledger: withdrawn records (bulwark data withdraw) are left "
+            "out and the job's use of the data is recorded."
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="The ledger's name for this data (default: the job's).")
+    ] = None,
+    id_column: Annotated[
+        str | None,
+        typer.Option(help="The --data table's column of record ids (whole numbers; not used)."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Take part in a statistics job as a data owner: only encrypted statistics leave."""
+    from ..client.consent import DataUse, withdrawn_mask
     from ..client.policy import OwnerPolicy
-    from ..stats import StatsOwner, dataset_tables, load_table
+    from ..stats import (
+        StatsOwner,
+        dataset_share_ids,
+        dataset_tables,
+        load_table,
+        table_without,
+    )
 
     setup_logging(verbose, quiet)
     job = load(job_file)
@@ -241,15 +262,24 @@ def stats_owner(
     check_address(coordinator, "--coordinator")
     check_timeout(connect_timeout)
     credentials = channel_credentials(coordinator, tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+    if ledger is not None and data is not None and not id_column:
+        raise fail("--ledger with --data needs --id-column (withdrawals name records by id)")
+    data_name = dataset or job.data.dataset
     try:
+        withdrawn = withdrawn_mask(ledger, data_name) if ledger is not None else None
+        ids: tuple[str, ...] = ()
         if partition is not None:
-            tables = dataset_tables(job)
+            tables = dataset_tables(job, withdrawn=withdrawn)
             if not 0 <= partition < len(tables):
                 raise fail(f"--partition {partition} is outside [0, {len(tables) - 1}]")
             table = tables[partition]
+            if ledger is not None:  # the share's ids, to notice a later withdrawal
+                ids = dataset_share_ids(job, withdrawn=withdrawn)[partition]
         else:
             assert data is not None  # noqa: S101 - narrowing; checked above
             table = load_table(data)
+            if id_column:
+                table, ids = table_without(table, id_column=id_column, withdrawn=withdrawn)
         from ..audit import AuditLog
 
         me_name = name or f"client-{partition}"
@@ -264,6 +294,9 @@ def stats_owner(
             audit=log,
             tls=credentials is not None,
         )
+        if ledger is not None:
+            rows = len(next(iter(table.values()))) if table else 0
+            me.data_use = DataUse(ledger=ledger, dataset=data_name, ids=ids, rows=rows)
     except (FlCoreError, OSError) as exc:
         raise fail(str(exc)) from None
     try:

@@ -84,3 +84,29 @@ def test_tables_load_from_csv_and_npz(tmp_path: Path) -> None:
     ragged.write_text("a,b\n1,2\n3\n")
     with pytest.raises(ConfigError, match="cannot read table"):
         load_table(ragged)
+
+
+def test_withdrawn_rows_are_not_counted_by_the_statistics(tmp_path: Path) -> None:
+    # Prepare: three canaries of owner 0's part, withdrawn in its ledger
+    from fl_core.client.consent import withdrawn_mask
+    from fl_core.client.ledger import PrivacyLedger
+    from fl_core.stats import dataset_share_ids
+
+    job = stats_job()
+    before = dataset_tables(job)
+    canaries = list(dataset_share_ids(job)[0][:3])
+    with PrivacyLedger(tmp_path / "l.db") as book:
+        book.withdraw(job.data.dataset, canaries)
+    mask = withdrawn_mask(tmp_path / "l.db", job.data.dataset)
+
+    # Execute
+    tables = dataset_tables(job, withdrawn=mask)
+    outcome = compute_statistics(job, tables)
+
+    # Assert: exact counts, and the canaries' ids are gone from owner 0's part only
+    total = sum(len(t[COLUMNS[0]]) for t in before)
+    assert outcome.statistics is not None
+    assert outcome.statistics["count"] == total - 3
+    assert len(tables[0][COLUMNS[0]]) == len(before[0][COLUMNS[0]]) - 3
+    assert not set(canaries) & set(dataset_share_ids(job, withdrawn=mask)[0])
+    assert_matches_pooled(outcome.statistics, pooled(tables))
