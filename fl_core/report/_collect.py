@@ -196,6 +196,10 @@ def _ledgers(paths: Sequence[Path], job_name: str) -> list[dict[str, Any]]:
     return out
 
 
+def _names(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
 def collect(
     run_dir: Path,
     *,
@@ -275,6 +279,25 @@ def collect(
         if e.direction == "refused"
         or (e.role == "coordinator" and e.kind in ("refusal", "rejected", "round_aborted"))
     ]
+    deidentification = [
+        {
+            "owner": e.party,
+            "at": e.created_at,
+            "refused": e.direction == "refused",
+            "reason": e.reason,
+            "pseudonymized": list(_names(e.detail.get("pseudonymized"))),
+            "dropped": list(_names(e.detail.get("dropped"))),
+            "quasi_identifiers": list(_names(e.detail.get("quasi_identifiers"))),
+            "smallest_class": e.detail.get("smallest_class"),
+            "min_k": e.detail.get("min_k"),
+            "rows": e.detail.get("rows"),
+            "withdrawn_excluded": e.detail.get("withdrawn_excluded"),
+            "log_verified": verified.get(e.party, False),
+        }
+        for e in entries
+        if e.role == "owner"
+        and e.kind in ("deidentification", "deidentification_refused", "withdrawn_excluded")
+    ]
     utility = [
         {
             "round": r["round"],
@@ -348,6 +371,7 @@ def collect(
             ],
             "total": sum(w["withdrawn"] for b in books if b["verified"] for w in b["withdrawals"]),
         },
+        "deidentification": deidentification,
         "utility": utility,
         "statistics_released": released,
         "audit": logs,
