@@ -245,6 +245,46 @@ def load_table(path: Path) -> dict[str, npt.NDArray[np.float64]]:
     return table
 
 
+def deidentify_table(
+    table: dict[str, npt.NDArray[np.float64]],
+    *,
+    job: JobConfig,
+    policy: OwnerPolicy,
+    key: bytes,
+    audit: AuditLog | None,
+) -> dict[str, npt.NDArray[np.float64]]:
+    """A statistics owner's table after its policy's de-identification (audited).
+
+    Direct identifiers are dropped, k-anonymity is checked over the quasi-identifiers, and
+    identifier columns (pseudonymized: text, never a statistic) leave the table; a job whose
+    statistics read an identifier column is refused.
+
+    Raises:
+        PolicyRefused: the job reads an identifier, or the table is below the policy's k.
+        ConfigError: a declared column the table lacks.
+    """
+    if not policy.deidentifies:
+        return table
+    assert job.stats is not None  # noqa: S101 - a statistics job, checked by the caller
+    deid = policy.deidentifier(key)
+    try:
+        deid.check_used(tuple(job.stats.spec().columns), where="the job's statistics")
+        out, report = deid.apply(table)
+    except PolicyRefused as exc:
+        if audit is not None:
+            audit.append(
+                "deidentification_refused", direction="refused", job=job.job.name,
+                manifest=job.sha256, reason=exc.reason[:2000],
+            )  # fmt: skip
+        raise
+    if audit is not None:
+        audit.append(
+            "deidentification", direction="local", job=job.job.name, manifest=job.sha256,
+            detail=report.detail(),
+        )  # fmt: skip
+    return {k: v for k, v in out.items() if k not in deid.pseudonymize_columns}
+
+
 # --- running a statistics job on one machine ---------------------------------------------------
 
 

@@ -235,6 +235,12 @@ def stats_owner(
     dataset: Annotated[
         str | None, typer.Option(help="The ledger's name for this data (default: the job's).")
     ] = None,
+    pseudonym_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="The owner's key for policy.pseudonymize_columns (hex; created 0600 if missing)."
+        ),
+    ] = None,
     id_column: Annotated[
         str | None,
         typer.Option(help="The --data table's column of record ids (whole numbers; not used)."),
@@ -249,6 +255,7 @@ def stats_owner(
         StatsOwner,
         dataset_share_ids,
         dataset_tables,
+        deidentify_table,
         load_table,
         table_without,
     )
@@ -281,15 +288,21 @@ def stats_owner(
             if id_column:
                 table, ids = table_without(table, id_column=id_column, withdrawn=withdrawn)
         from ..audit import AuditLog
+        from ..client.deidentify import load_pseudonym_key
 
         me_name = name or f"client-{partition}"
         log = AuditLog(audit, party=me_name, role="owner") if audit is not None else None
+        owner_policy = OwnerPolicy.from_toml(policy) if policy else OwnerPolicy()
+        if owner_policy.pseudonymize_columns and pseudonym_key is None:
+            raise fail("policy.pseudonymize_columns needs --pseudonym-key FILE")
+        key = load_pseudonym_key(pseudonym_key) if pseudonym_key is not None else b""
+        table = deidentify_table(table, job=job, policy=owner_policy, key=key, audit=log)
         me = StatsOwner(
             name=me_name,
             job=job,
             table=table,
             identity_key=identity_key(identity),
-            policy=OwnerPolicy.from_toml(policy) if policy else OwnerPolicy(),
+            policy=owner_policy,
             roster=roster(federation, authority),
             audit=log,
             tls=credentials is not None,

@@ -100,3 +100,60 @@ def test_withdrawn_records_are_left_out_of_the_next_run(tmp_path: Path) -> None:
     assert "breast-cancer-fedavg:1" in shown.stdout
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("ledger-0.db*")).decode("latin-1")
     assert not any(f'{i}"' in stored or f"{i}\n" in stored for i in withdrawn)
+
+
+def test_a_client_refuses_a_table_below_its_k_in_one_line(tmp_path: Path) -> None:
+    # Prepare: breast-cancer columns, synthetic ids, and one quasi-identifier class of one row
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    lines = ["patient_id,name,region,mean radius,mean texture,target"]
+    for i in range(60):
+        region = "island" if i == 3 else ["north", "south"][i % 2]
+        lines.append(f"P{i},Person {i},{region},{data.data[i, 0]},{data.data[i, 1]},"
+                     f"{data.target[i]}")  # fmt: skip
+    table = tmp_path / "h1.csv"
+    table.write_text("\n".join(lines) + "\n")
+    job = tmp_path / "job.toml"
+    job.write_text(
+        '[job]\nname = "bc"\nrounds = 1\n[data]\ndataset = "owner"\nnum_clients = 1\n'
+        '[model]\nname = "logreg"\ninput_shape = [2]\nnum_classes = 2\n[sampling]\n'
+        'min_clients = 1\n[schema]\nfeatures = ["mean radius", "mean texture"]\n'
+        'label = "target"\nid_column = "patient_id"\n'
+    )
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        '[policy]\npseudonymize_columns = ["patient_id"]\ndrop_columns = ["name"]\n'
+        'quasi_identifiers = ["region"]\nmin_k_anonymity = 3\n'
+    )
+
+    # Execute: nothing listens on the port; the owner refuses before it dials
+    done = bulwark(
+        "client", "--coordinator", f"127.0.0.1:{free_port()}", "--job", str(job), "--data",
+        str(table), "--policy", str(policy), "--pseudonym-key", str(tmp_path / "p.key"),
+        "--audit", str(tmp_path / "audit.db"), "--name", "h1", "--connect-timeout", "1",
+    )  # fmt: skip
+    shown = bulwark("audit", "export", str(tmp_path / "audit.db"))
+
+    # Assert
+    assert done.returncode == 2
+    assert "not 3-anonymous over ['region']: its smallest equivalence class has 1" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert (tmp_path / "p.key").stat().st_mode & 0o777 == 0o600
+    assert '"kind":"deidentification_refused"' in shown.stdout.replace(" ", "")
+
+
+def test_withdraw_errors_are_one_line(tmp_path: Path) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n\n")
+    with PrivacyLedger(tmp_path / "l.db") as book:
+        book.record_use(job="j", round=1, dataset="a", rows=1)
+        book.record_use(job="j", round=1, dataset="b", rows=1)
+    empty = bulwark("data", "withdraw", "--ids", str(ids), "--ledger", str(tmp_path / "l.db"))
+    ids.write_text("x\n")
+    ambiguous = bulwark("data", "withdraw", "--ids", str(ids), "--ledger", str(tmp_path / "l.db"))
+    missing = bulwark("data", "withdraw", "--ids", str(ids), "--ledger", str(tmp_path / "no.db"))
+    assert empty.returncode == ambiguous.returncode == missing.returncode == 2
+    assert "no record ids" in empty.stderr
+    assert "give --dataset NAME" in ambiguous.stderr
+    assert "no ledger at" in missing.stderr

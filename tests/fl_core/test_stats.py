@@ -110,3 +110,31 @@ def test_withdrawn_rows_are_not_counted_by_the_statistics(tmp_path: Path) -> Non
     assert len(tables[0][COLUMNS[0]]) == len(before[0][COLUMNS[0]]) - 3
     assert not set(canaries) & set(dataset_share_ids(job, withdrawn=mask)[0])
     assert_matches_pooled(outcome.statistics, pooled(tables))
+
+
+def test_a_statistics_owner_drops_identifiers_and_checks_k(tmp_path: Path) -> None:
+    from fl_core.audit import AuditLog, read_audit
+    from fl_core.errors import PolicyRefused
+    from fl_core.stats import deidentify_table
+
+    job = stats_job()
+    table = dict(dataset_tables(job)[0])
+    n = len(table[COLUMNS[0]])
+    table["phone"] = np.arange(n, dtype=np.float64)
+    table["band"] = np.arange(n, dtype=np.float64) % 4
+    policy = OwnerPolicy(
+        drop_columns=("phone",), quasi_identifiers=("band",), min_k_anonymity=n // 4
+    )
+    with AuditLog(tmp_path / "a.db", party="client-0", role="owner") as log:
+        out = deidentify_table(table, job=job, policy=policy, key=b"", audit=log)
+        strict = OwnerPolicy(quasi_identifiers=("band",), min_k_anonymity=n)
+        with pytest.raises(PolicyRefused, match=f"not {n}-anonymous"):
+            deidentify_table(table, job=job, policy=strict, key=b"", audit=log)
+        reads = OwnerPolicy(drop_columns=(COLUMNS[0],))
+        with pytest.raises(PolicyRefused, match="the job's statistics reads column"):
+            deidentify_table(table, job=job, policy=reads, key=b"", audit=log)
+    assert "phone" not in out and set(COLUMNS) <= set(out)
+    _, entries = read_audit(tmp_path / "a.db")
+    assert [e.kind for e in entries] == [
+        "deidentification", "deidentification_refused", "deidentification_refused",
+    ]  # fmt: skip

@@ -109,3 +109,19 @@ def test_withdrawn_records_are_shown_with_counts_and_rounds(tmp_path: Path) -> N
     assert facts["withdrawn_records"]["total"] == 3
     assert next(o for o in facts["obligations"]["rows"] if o["key"] == "withdrawal")["in_force"]
     assert "test-job:1" in page and "p-1" not in page
+
+
+def test_deidentification_is_shown_from_the_owners_log(tmp_path: Path) -> None:
+    run = _run(tmp_path / "run")
+    with AuditLog(run / "audit" / "client-0.db", party="client-0", role="owner") as log:
+        log.append(
+            "deidentification", direction="local",
+            detail={"pseudonymized": ["patient_id"], "dropped": ["name"],
+                    "quasi_identifiers": ["age_band", "region"], "smallest_class": 20,
+                    "min_k": 5, "rows": 120, "withdrawn_excluded": 1},
+        )  # fmt: skip
+    page, facts = build_report(run)
+    (row,) = facts["deidentification"]
+    assert (row["owner"], row["smallest_class"], row["min_k"]) == ("client-0", 20, 5)
+    assert row["dropped"] == ["name"] and row["log_verified"]
+    assert "patient_id" in page and "age_band, region" in page
