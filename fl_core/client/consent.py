@@ -27,7 +27,8 @@ import numpy.typing as npt
 
 from ..data.federated import WithdrawnMask
 from ..errors import PolicyRefused
-from .ledger import PrivacyLedger, Withdrawal, record_digests
+from ._record_ids import Withdrawal, record_digests
+from .ledger import PrivacyLedger
 
 
 def withdrawn_mask(ledger: str | os.PathLike[str], dataset: str) -> WithdrawnMask | None:

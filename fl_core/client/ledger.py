@@ -21,19 +21,20 @@ read-check-write, so two processes sharing one ledger cannot both spend the last
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import math
 import os
 import secrets
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from fl_core.dp.accounting import PrivacyEvent, compose, event_from_dict, event_to_dict
 from fl_core.errors import BudgetExceeded, ConfigError, LedgerTampered
+
+from ._record_ids import Withdrawal, record_digests
 
 SCHEMA_VERSION: Final = 1
 GENESIS: Final = "0" * 64
@@ -82,27 +83,6 @@ class LedgerEntry:
 
 
 @dataclass(frozen=True, slots=True)
-class Withdrawal:
-    """One withdrawal of records (by id) from a data set, as the ledger recorded it.
-
-    Attributes:
-        id: its audit row.
-        dataset: the data set.
-        requested: how many ids were given.
-        new: how many of them were not withdrawn before.
-        rounds_used: ``(job, round)`` of every round that read the data set before.
-        created_at: when (UTC).
-    """
-
-    id: int
-    dataset: str
-    requested: int
-    new: int
-    rounds_used: tuple[tuple[str, int], ...]
-    created_at: str
-
-
-@dataclass(frozen=True, slots=True)
 class DatasetBudget:
     """Cap, spend and entries of one data set (what ``bulwark budget show`` prints)."""
 
@@ -146,12 +126,6 @@ def _row_hash(row_id: int, created_at: str, kind: str, payload: str, prev_hash: 
         }
     )
     return hashlib.sha256(body.encode()).hexdigest()
-
-
-def record_digests(key: bytes, dataset: str, ids: Iterable[str]) -> list[str]:
-    """HMAC-SHA256 under ``key`` of each record id of ``dataset`` (hex): what a ledger stores."""
-    prefix = dataset.encode() + b"\x00"
-    return [hmac.new(key, prefix + i.encode(), hashlib.sha256).hexdigest() for i in ids]
 
 
 def _check_name(value: object, name: str) -> str:
