@@ -8,8 +8,9 @@ the script times, side by side in one process:
 * ``flat``: :class:`fl_core.dp.dpsgd.DPSGDSession` with flat clipping (Opacus hooks), Poisson
   sampling, Opacus's secure noise construction, noise and batches drawn from the AES-CTR
   CSPRNG stream;
-* ``ghost``: the same session with Opacus's fast gradient / ghost clipping: what Bulwark runs
-  (``dp.clipping = "auto"`` picks it for every model here);
+* ``ghost``: the same session with Opacus's fast gradient / ghost clipping (two backward passes);
+* ``bk``: the same session with book-keeping clipping (:mod:`fl_core.dp.bookkeeping`, one
+  backward pass): what Bulwark runs (``dp.clipping = "auto"`` picks it for every model here);
 * ``opacus``: raw Opacus ``make_private`` (hooks, ``secure_mode=False``, global RNG), to show what
   the wrapper's secure noise costs on top of Opacus itself.
 
@@ -45,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "dpsgd.json"
 MODELS = ("cnn", "tanh_cnn", "mlp")
 BATCHES = (64, 256)
-METHODS = ("plain", "flat", "ghost", "opacus")
+METHODS = ("plain", "flat", "ghost", "bk", "opacus")
 N_EXAMPLES = 60_000
 LR = 0.05
 
@@ -76,13 +77,16 @@ def _runner(
     dataset = TensorDataset(*data)
     criterion = nn.CrossEntropyLoss()
 
-    if method in ("flat", "ghost"):
+    if method in ("flat", "ghost", "bk"):
+        clipping = {"flat": ClippingMode.FLAT, "ghost": ClippingMode.GHOST}.get(
+            method, ClippingMode.BOOKKEEPING
+        )
         config = DPSGDConfig(
             max_grad_norm=1.0,
             delta=1e-5,
             noise_multiplier=1.0,
             max_steps_per_round=steps,
-            clipping=ClippingMode.GHOST if method == "ghost" else ClippingMode.FLAT,
+            clipping=clipping,
             report_pld=False,
         )
         session = DPSGDSession(
@@ -150,13 +154,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    print(f"load average before: {os.getloadavg()}")
+    load_before = os.getloadavg()
+    print(f"load average before: {load_before}")
     data = _data(N_EXAMPLES)
     results: list[dict[str, Any]] = []
     header = (
         f"{'model':<9} {'batch':>5} {'params':>8} | {'plain ms':>9} {'flat ms':>10} "
-        f"{'ratio':>6} {'ghost ms':>9} {'ratio':>6} {'opacus ms':>9} {'ratio':>6} | "
-        f"{'cpu ratio f/g/o':>17}"
+        f"{'ratio':>6} {'ghost ms':>9} {'ratio':>6} {'bk ms':>7} {'ratio':>6} "
+        f"{'opacus ms':>9} {'ratio':>6} | {'cpu ratio f/g/b/o':>23}"
     )
     print(header)
     print("-" * len(header))
@@ -200,9 +205,10 @@ def main() -> None:
                 f"{model_name:<9} {batch:>5} {params:>8} | {ms['plain']:9.1f} "
                 f"{ms['flat']:10.1f} {ratios['flat']:6.2f} "
                 f"{ms['ghost']:9.1f} {ratios['ghost']:6.2f} "
+                f"{ms['bk']:7.1f} {ratios['bk']:6.2f} "
                 f"{ms['opacus']:9.1f} {ratios['opacus']:6.2f} | "
                 f"{cpu_ratios['flat']:5.2f} {cpu_ratios['ghost']:5.2f} "
-                f"{cpu_ratios['opacus']:5.2f}",
+                f"{cpu_ratios['bk']:5.2f} {cpu_ratios['opacus']:5.2f}",
                 flush=True,
             )
     out = {
@@ -214,6 +220,7 @@ def main() -> None:
         "versions": {"torch": torch.__version__, "opacus": opacus.__version__},
         "torch_threads": torch.get_num_threads(),
         "machine": platform.platform(),
+        "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "results": results,
     }

@@ -39,7 +39,8 @@ from .errors import ConfigError, PolicyRefused, ProtocolError
 from .payload import Payload
 
 if TYPE_CHECKING:
-    from he import HEParams, PublicContext, VectorSpec
+    import he
+    from he import Aggregator, DecryptionRequest, HEParams, PublicContext, Release, VectorSpec
 
     from .client.policy import OwnerPolicy
 
@@ -63,10 +64,17 @@ def raw_public_key(key: Ed25519PrivateKey) -> bytes:
 
 
 def job_params(job: JobConfig) -> tuple[HEParams, ...]:
-    """The HE parameters the job's ``[he]`` presets name (CKKS, plus BFV for statistics)."""
+    """The HE parameters the job's ``[he]`` presets name.
+
+    With ``he.reals = "bfv"`` (the default) only the BFV preset: real values are exact fixed
+    point in its plaintext ring (:mod:`he.fixed`). With ``"ckks"``: CKKS for reals, plus BFV for
+    the counts of a statistics job.
+    """
     import he
 
     presets = {"ckks_8192": he.CKKS_8192, "bfv_4096": he.BFV_4096, "bfv_8192": he.BFV_8192}
+    if job.he.reals == "bfv":
+        return (presets[job.he.bfv],)
     if job.job.kind == "stats":
         return (presets[job.he.ckks], presets[job.he.bfv])
     return (presets[job.he.ckks],)
@@ -173,7 +181,7 @@ class SignedContext:
         if by_scheme != {p.scheme: p for p in job_params(job)}:
             raise ProtocolError(
                 "the public context's parameters differ from the job's [he] presets "
-                f"({job.he.ckks}, {job.he.bfv})"
+                f"(reals {job.he.reals}: {job.he.ckks}, {job.he.bfv})"
             )
         return public
 
@@ -257,3 +265,119 @@ def reject_he_errors(what: str) -> Iterator[None]:
         yield
     except HeError as exc:
         raise CodecError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+def check_release_against(
+    release: Release, request: DecryptionRequest | None, aggregator: Aggregator | None
+) -> None:
+    """Check a key holder's release against the request the coordinator relayed to it.
+
+    The key holder may leave out a contribution it refuses (its reason is in its refusals), so
+    the release's contributors are a subset of the relayed ones, never anyone else.
+
+    Raises:
+        CodecError: another job, round or statistic, or contributors that were not relayed.
+    """
+    from .errors import CodecError
+
+    if request is None or aggregator is None:
+        raise CodecError("no decryption request was sent this round")
+    if (release.job_id, release.round) != (request.job_id, request.round):
+        raise CodecError("the release is not for this round's decryption request")
+    if release.spec.digest != request.spec.digest:
+        raise CodecError("the release holds another statistic than the request's")
+    names = list(release.contributors)
+    if len(set(names)) != len(names) or not set(names) <= set(aggregator.contributors):
+        raise CodecError("the release names contributors the coordinator did not relay")
+
+
+# --- owner-side masking (he.masking) over the stage driver ------------------------------------
+
+STAGE_KEYS = "he.keys"
+
+
+def masked(job: JobConfig) -> bool:
+    """Whether the job's owners mask their plaintexts (``he.masking`` with BFV reals)."""
+    return job.he.masking and job.he.reals == "bfv"
+
+
+def advertisement_fields(advertisement: he.MaskAdvertisement) -> dict[str, object]:
+    """Payload fields of an owner's ``he.keys`` answer."""
+    return {"he.mask_key": advertisement.public_key, "he.mask_signature": advertisement.signature}
+
+
+def advertisement_from_payload(payload: Payload, owner: str) -> he.MaskAdvertisement:
+    """An owner's ``he.keys`` answer, sizes checked.
+
+    The signature is checked by each owner and by the key holder against their own enrolment.
+    """
+    import he
+
+    return he.MaskAdvertisement(
+        owner_id=owner,
+        public_key=payload.get_bytes("he.mask_key", size=KEY_BYTES),
+        signature=payload.get_bytes("he.mask_signature", size=SIGNATURE_BYTES),
+    )
+
+
+def cohort_fields(cohort: he.Cohort, identities: Mapping[str, bytes]) -> dict[str, object]:
+    """Payload fields of the ``he.contribute`` task: the cohort and its relayed identities."""
+    peers = {name: identities.get(name, b"").hex() for name in cohort.owners}
+    return {"he.cohort": cohort.to_bytes(), "he.peers": enrolment_json(peers)}
+
+
+def enrolment_json(peers: Mapping[str, str]) -> bytes:
+    """Owner name -> hex key, as canonical JSON bytes."""
+    import json
+
+    return json.dumps(dict(sorted(peers.items())), separators=(",", ":")).encode()
+
+
+def owner_masking(
+    job: JobConfig,
+    policy: OwnerPolicy,
+    payload: Payload,
+    key: he.MaskingKey | None,
+    *,
+    k: int,
+    own_identity: bytes,
+    roster_owners: Mapping[str, bytes] | None = None,
+) -> he.Masking | None:
+    """The owner's masking for ``he.contribute``, computed from its own job and policy.
+
+    The cohort's members are checked against the owner's pinned peer keys: the verified
+    roster's owners when it has a roster, else ``policy.peer_keys``, and only when neither
+    exists against the identities the coordinator relays.
+
+    Raises:
+        PolicyRefused: the job is masked but the task carries no cohort or this owner advertised
+            no key this attempt.
+        CodecError: a malformed cohort or identity list.
+    """
+    import json
+
+    import he
+
+    from .errors import CodecError
+
+    if not masked(job):
+        return None
+    if key is None or "he.cohort" not in payload:
+        raise PolicyRefused(
+            "this job masks contributions (he.masking): the task carries no cohort, or this "
+            "owner advertised no masking key for this attempt"
+        )
+    try:
+        cohort = he.Cohort.from_bytes(payload.get_bytes("he.cohort", max_size=MAX_CONTEXT_BYTES))
+        pinned = dict(roster_owners) if roster_owners else policy.pinned_peers()
+        if pinned:
+            peers = pinned
+        else:
+            raw = json.loads(payload.get_bytes("he.peers", max_size=MAX_CONTEXT_BYTES))
+            peers = {str(n): bytes.fromhex(str(v)) for n, v in dict(raw).items()}
+    except (he.HeError, ValueError, TypeError) as exc:
+        raise CodecError(f"the masking cohort is malformed: {exc}") from exc
+    peers[key.owner_id] = own_identity  # the owner knows its own key
+    with map_he_errors("the masking cohort is refused"):  # before anything is trained or sent
+        cohort.check(he.envelope.load_enrolment(peers), min_size=k)
+    return he.Masking(key, cohort, peers, min_size=k)

@@ -5,22 +5,26 @@ key lives in this process's memory only, and answers two stages:
 
 * ``he.context``: the public context (no secret key), signed with the key holder's Ed25519
   identity key for this job (:class:`fl_core.he_job.SignedContext`);
-* ``he.decrypt``: an aggregate envelope in, a release envelope out. Everything
-  :meth:`he.KeyHolder.decrypt` refuses is refused with its reason (an individual contribution,
-  fewer than k distinct enrolled owners, a foreign context, a bad receipt, a spent budget).
+* ``he.decrypt``: the owners' contributions in, as the coordinator relayed them
+  (``he.request``, a :class:`he.DecryptionRequest`), a release envelope out. The key holder
+  never decrypts a ciphertext the coordinator made: :meth:`he.KeyHolder.decrypt` checks each
+  contribution (signature against the key holder's own enrolment, job, round, attempt,
+  statistic, parameters, level, scale), adds them itself, and decrypts that sum only, once per
+  (job, round, statistic). An aggregate envelope (the coordinator's own sum) is refused.
 
 Steps of :meth:`KeyholderParticipant.decrypt`:
-    1. parse the aggregate (an owner's contribution is refused outright);
-    2. check that it names this job, the task's round and the job's spec;
-    3. refuse a second release for the same round over a different set of contributors: the
-       difference of two releases over sets S and S + {o} would be owner o's input;
-    4. let :meth:`he.KeyHolder.decrypt` verify receipts against the key holder's own enrolment,
-       apply k, decrypt, flood and round; remember the release.
+    1. parse the request (a contribution or an aggregate is refused outright);
+    2. check that it names this job, the task's round and attempt, and the job's spec;
+    3. let :meth:`he.KeyHolder.decrypt` check every contribution, apply k, add, decrypt, flood
+       (s from the job: total statistical distance at most 2^-64) and round.
+Every refusal is recorded with its reason and logged
+(:attr:`KeyholderParticipant.decryption_refusals`).
 
 Trust: the enrolment (owner name -> Ed25519 public key) is given to the key holder by the
-deployment (``bulwark keyholder --enrolment FILE``), never taken from the coordinator, which could
-otherwise enrol sock puppets to reach k. In a simulation it is built from the simulated owners'
-keys (:class:`SimulatedKeys`).
+deployment (``bulwark keyholder --enrolment FILE``, or a signed roster's owner keys,
+``Roster.keys("owner")``), never taken from the coordinator, which could otherwise enrol sock
+puppets to reach k. In a simulation it is built from the simulated owners' keys
+(:class:`SimulatedKeys`).
 """
 
 from __future__ import annotations
@@ -125,13 +129,13 @@ class KeyholderParticipant(Participant):
                 min_contributors=k,
                 enrolment=enrolment,
                 flood_bits=job.he.flood_bits,
-                max_decryptions=job.he.max_decryptions or job.job.rounds,
+                max_decryptions=max_decryptions(job),
             )
         except he.HeError as exc:
             raise ConfigError(f"key holder: {exc}") from exc
         self._spec_digest = job.stats.spec().digest if job.stats is not None else ""
         self._signed = SignedContext.create(job, self._holder.public_context(), self.identity_key)
-        self._released: dict[int, tuple[tuple[str, ...], bytes]] = {}
+        self._refusals: list[he.Refusal] = []
         self._lock = threading.Lock()
 
     @property
@@ -148,6 +152,12 @@ class KeyholderParticipant(Participant):
         """Every decryption so far."""
         return self._holder.decryption_log
 
+    @property
+    def decryption_refusals(self) -> tuple[he.Refusal, ...]:
+        """Every request refused so far, with its reason (contributions left out included)."""
+        with self._lock:
+            return tuple(self._refusals)
+
     def check_job(self) -> None:
         """Refuse a job that has no use for a key holder."""
         if not needs_keyholder(self.job):
@@ -161,66 +171,81 @@ class KeyholderParticipant(Participant):
         if header.stage == STAGE_CONTEXT:
             return Payload(self._signed.fields())
         if header.stage == STAGE_DECRYPT:
-            data = task.payload.get_bytes("he.aggregate", max_size=MAX_ENVELOPE_BYTES)
-            return Payload({"he.release": self.decrypt(data, round=header.round)})
+            field = "he.request" if "he.request" in task.payload else "he.aggregate"
+            data = task.payload.get_bytes(field, max_size=MAX_ENVELOPE_BYTES)
+            release = self.decrypt(data, round=header.round, attempt=header.attempt)
+            return Payload({"he.release": release})
         raise PolicyRefused(f"stage {header.stage!r} is not a key-holder stage")
 
-    def decrypt(self, data: bytes, *, round: int) -> bytes:
-        """Decrypt an aggregate of this job's ``round`` and return the release bytes.
+    def decrypt(self, data: bytes, *, round: int, attempt: int = 1) -> bytes:
+        """Assemble and decrypt this job's ``round``; return the release bytes.
 
         Raises:
             PolicyRefused: naming why the key holder refuses (see the module steps).
         """
         import he
 
-        try:
-            aggregate = he.EncryptedAggregate.from_bytes(data, max_bytes=MAX_ENVELOPE_BYTES)
-        except he.HeError as exc:
-            raise PolicyRefused(f"key holder refuses: {type(exc).__name__}: {exc}") from exc
-        self._check_binding(aggregate, round)
-        contributors = tuple(sorted(aggregate.contributors))
         with self._lock:
-            earlier = self._released.get(round)
-            if earlier is not None:
-                if earlier[0] == contributors:
-                    return earlier[1]  # the same release again: nothing new leaves
-                raise PolicyRefused(
-                    f"key holder refuses: round {round} was released for contributors "
-                    f"{list(earlier[0])}; a second release over {list(contributors)} would let "
-                    "the difference reveal individual owners"
-                )
+            seen = len(self._holder.refusals)
             try:
-                release = self._holder.decrypt(aggregate)
-            except he.HeError as exc:
-                raise PolicyRefused(f"key holder refuses: {type(exc).__name__}: {exc}") from exc
+                request = he.DecryptionRequest.from_bytes(data, max_bytes=MAX_ENVELOPE_BYTES)
+                self._check_binding(request, round, attempt)
+                release = self._holder.decrypt(request)
+            except (he.HeError, PolicyRefused) as exc:
+                reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, he.HeError) else str(exc)
+                self._record(seen, round, attempt, reason)
+                log.warning("key holder refuses round %d attempt %d: %s", round, attempt, reason)
+                raise PolicyRefused(f"key holder refuses: {reason}") from exc
+            self._record(seen, round, attempt, None)
             out = release.to_bytes()
-            self._released[round] = (contributors, out)
             self.record(
                 "decryption",
                 direction="local",
                 round=round,
                 stage=STAGE_DECRYPT,
-                detail={"contributors": list(contributors), "k": self.min_contributors},
+                detail={
+                    "contributors": list(release.contributors),
+                    "k": self.min_contributors,
+                },
             )
-        log.info("released round %d of job %s for %s", round, aggregate.job_id, contributors)
+        log.info("released round %d of job %s for %s", round, request.job_id, release.contributors)
         return out
 
-    def _check_binding(self, aggregate: he.EncryptedAggregate, round: int) -> None:
+    def _record(self, seen: int, round: int, attempt: int, reason: str | None) -> None:
+        """Keep the library's new refusals (left-out contributions) and this one, if any."""
         import he
 
-        if aggregate.job_id != self.job.job.name or aggregate.round != round:
+        new = self._holder.refusals[seen:]
+        for r in new:
+            if r.owner is not None:
+                self._refusals.append(r)
+                log.warning("key holder leaves out %s: %s", r.owner, r.reason)
+        if reason is not None:
+            job = self.job.job.name
+            self._refusals.append(he.Refusal(job, round, attempt, None, reason))
+
+    def _check_binding(self, request: he.DecryptionRequest, round: int, attempt: int) -> None:
+        import he
+
+        if (request.job_id, request.round, request.attempt) != (self.job.job.name, round, attempt):
             raise PolicyRefused(
-                f"key holder refuses: the aggregate is for job {aggregate.job_id!r} round "
-                f"{aggregate.round}, the task for job {self.job.job.name!r} round {round}"
+                f"the request is for job {request.job_id!r} round {request.round} attempt "
+                f"{request.attempt}, the task for job {self.job.job.name!r} round {round} "
+                f"attempt {attempt}"
             )
-        spec = aggregate.spec
+        spec = request.spec
         if self.job.job.kind == "stats":
             ok = isinstance(spec, he.StatsSpec) and spec.digest == self._spec_digest
         else:
             length = spec.length if isinstance(spec, he.VectorSpec) else 1
             ok = isinstance(spec, he.VectorSpec) and spec == vector_spec(self.job, length=length)
         if not ok:
-            raise PolicyRefused("key holder refuses: the aggregate's spec is not this job's")
+            raise PolicyRefused("the request's spec is not this job's")
+
+
+def max_decryptions(job: JobConfig) -> int:
+    """N_d: how many sums the job's keys may decrypt (``he.max_decryptions``, or one a round)."""
+    return job.he.max_decryptions or job.job.rounds
 
 
 # --- simulations: identities, enrolment and trust made on one machine -------------------------
@@ -253,11 +278,17 @@ class SimulatedKeys:
         return {name: raw_public_key(key) for name, key in self.owners.items()}
 
     def owner_policy(self, base: OwnerPolicy | None = None) -> OwnerPolicy:
-        """``base`` (or the default policy) trusting exactly this key holder."""
+        """``base`` (or the default policy) trusting exactly this key holder and these peers."""
         from dataclasses import replace
 
         trusted = (raw_public_key(self.keyholder).hex(),)
-        return replace(base or OwnerPolicy(), trusted_keyholders=trusted)
+        return replace(
+            base or OwnerPolicy(), trusted_keyholders=trusted, peer_keys=self.peer_keys()
+        )
+
+    def peer_keys(self) -> tuple[str, ...]:
+        """``policy.peer_keys`` entries pinning every simulated owner's identity."""
+        return tuple(f"{n}={raw_public_key(k).hex()}" for n, k in sorted(self.owners.items()))
 
     def keyholder_participant(
         self,
@@ -284,8 +315,10 @@ class SimulatedKeys:
         enrolment = folder / "enrolment.toml"
         enrolment.write_text(enrolment_toml(self.enrolment()))
         policy = folder / "owner-policy.toml"
+        peers = ", ".join(f'"{entry}"' for entry in self.peer_keys())
         policy.write_text(
             f'[policy]\ntrusted_keyholders = ["{raw_public_key(self.keyholder).hex()}"]\n'
+            f"peer_keys = [{peers}]\n"
         )
         return SimulatedFiles(
             enrolment=enrolment,

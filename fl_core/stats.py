@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -43,12 +43,25 @@ from .coordinator.store import Store
 from .data.federated import WithdrawnMask
 from .errors import CodecError, ConfigError, PolicyRefused
 from .federation import Roster
-from .he_job import SignedContext, map_he_errors, owner_min_contributors, trusted_keyholders
+from .he_job import (
+    STAGE_KEYS,
+    SignedContext,
+    advertisement_fields,
+    map_he_errors,
+    masked,
+    owner_masking,
+    owner_min_contributors,
+    raw_public_key,
+    trusted_keyholders,
+)
 from .keyholder import SimulatedKeys
 from .payload import Payload
 from .strategies import create_strategy
 from .supervise import supervise, supervise_processes
 from .transport.base import ClientTransport, JobDone, Task
+
+if TYPE_CHECKING:
+    import he
 
 Table = Mapping[str, npt.ArrayLike] | npt.ArrayLike
 """An owner's rows: column name -> values, or a 2-D array in the spec's column order."""
@@ -102,6 +115,7 @@ class StatsOwner(Participant):
         self.policy = policy or OwnerPolicy()
         self.table = table
         self._spec = job.stats.spec()
+        self._mask_keys: dict[tuple[int, int], he.MaskingKey] = {}  # (round, attempt), in memory
 
     def check_job(self) -> None:
         """The owner's policy decides whether it takes part (purpose, k, protections)."""
@@ -124,11 +138,35 @@ class StatsOwner(Participant):
             raise PolicyRefused(f"task for job {header.job_id!r}, not {self.job.job.name!r}")
         self.check_job()  # the whole job, against the policy, before any data is read
         self.policy.check_task(self.job, stage=header.stage, round=header.round)
+        attempt_key = (header.round, header.attempt)
+        if header.stage == STAGE_KEYS:
+            if not masked(self.job):
+                raise PolicyRefused("this job does not mask contributions (he.masking)")
+            if attempt_key in self._mask_keys:
+                raise PolicyRefused("a second he.keys task in one attempt")
+            key, advertisement = he.MaskingKey.generate(
+                identity_key=self.identity_key,
+                owner_id=self.name,
+                job_id=self.job.job.name,
+                round=header.round,
+                attempt=header.attempt,
+            )
+            self._mask_keys = {attempt_key: key}  # a new attempt forgets the old keys
+            return Payload(advertisement_fields(advertisement))
         if header.stage != STAGE_CONTRIBUTE:
             raise CodecError(f"stage {header.stage!r} is not an owner's stage")
         k = owner_min_contributors(self.job, self.policy)
         public = SignedContext.from_payload(task.payload).open(
             self.job, trusted=trusted_keyholders(self.job, self.policy)
+        )
+        masking = owner_masking(
+            self.job,
+            self.policy,
+            task.payload,
+            self._mask_keys.get(attempt_key),
+            k=k,
+            own_identity=raw_public_key(self.identity_key),
+            roster_owners=self.roster.keys("owner") if self.roster is not None else None,
         )
         with map_he_errors("encrypting the owner's statistics"):
             blob = he.encrypt_statistics(
@@ -140,6 +178,8 @@ class StatsOwner(Participant):
                 owner_id=self.name,
                 signing_key=self.identity_key,
                 min_contributors=k,
+                attempt=header.attempt,
+                masking=masking,
             )
         return Payload({"he.contribution": blob})
 

@@ -1,8 +1,9 @@
 """he: homomorphic-encrypted statistics and model aggregation on TenSEAL, with a key holder.
 
-Roles: owners encrypt (`encrypt_statistics`, `encrypt_vector`), the coordinator adds
-(`Aggregator`, `add_ciphertexts`), the key holder decrypts aggregates of at least k owners
-(`KeyHolder`), and anyone finalizes a release (`finalize_statistics`). See README.md.
+Roles: owners encrypt (`encrypt_statistics`, `encrypt_vector`), the coordinator checks and
+relays their contributions (`Aggregator`, `Aggregator.request`), the key holder assembles and
+decrypts only sums of at least k owners' contributions (`KeyHolder`, `DecryptionRequest`), and
+anyone finalizes a release (`finalize_statistics`). See README.md.
 """
 
 from he._finalize import Histogram, OLSResult
@@ -24,9 +25,11 @@ from he.errors import (
     ParameterError,
     SpecError,
 )
-from he.keyholder import DecryptionRecord, KeyHolder
+from he.keyholder import DecryptionRecord, KeyHolder, Refusal
+from he.masking import Cohort, MaskAdvertisement, Masking, MaskingKey
 from he.params import BFV_4096, BFV_8192, CKKS_8192, DEFAULT_STATS_PARAMS, HEParams, Scheme
-from he.release import DPNoise, Release
+from he.release import DPNoise, Release, flood_bits_for
+from he.request import DecryptionRequest
 from he.spec import (
     ColumnRange,
     DPSpec,
@@ -53,6 +56,7 @@ __all__ = [
     "Aggregator",
     "BelowMinimumCohort",
     "BindingError",
+    "Cohort",
     "ColumnRange",
     "ContextMismatch",
     "DPNoise",
@@ -61,6 +65,7 @@ __all__ = [
     "DecodeError",
     "DecryptionError",
     "DecryptionRecord",
+    "DecryptionRequest",
     "EncryptedAggregate",
     "HEParams",
     "HeError",
@@ -68,6 +73,9 @@ __all__ = [
     "HistogramSpec",
     "InsecureParameters",
     "KeyHolder",
+    "MaskAdvertisement",
+    "Masking",
+    "MaskingKey",
     "MissingSecretKey",
     "NotAnAggregate",
     "OLSResult",
@@ -76,6 +84,7 @@ __all__ = [
     "ParameterError",
     "PublicContext",
     "Receipt",
+    "Refusal",
     "Release",
     "Scheme",
     "SpecError",
@@ -87,6 +96,7 @@ __all__ = [
     "encrypt_statistics",
     "encrypt_vector",
     "finalize_statistics",
+    "flood_bits_for",
     "spec_from_dict",
     "sufficient_statistics",
 ]

@@ -35,12 +35,13 @@ _U64 = struct.Struct("<Q")
 
 
 class Kind(IntEnum):
-    """What an envelope holds; the key holder refuses anything but AGGREGATE for decryption."""
+    """What an envelope holds; the key holder decrypts only sums of a REQUEST's contributions."""
 
     PUBLIC_CONTEXT = 1
     CONTRIBUTION = 2
     AGGREGATE = 3
     RELEASE = 4
+    REQUEST = 5
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,14 @@
-"""Coordinator side: add ciphertexts under one context fingerprint and count contributors.
+"""Coordinator side: check contributions, keep them for the key holder, and add ciphertexts.
 
-Threat model: the coordinator is honest-but-curious. It holds only the `PublicContext` (no secret
-key: it cannot decrypt, see `he.context`), checks every contribution's receipt and ciphertexts
-(`he.envelope`, `he.encoding`) before adding, and hands the key holder an AGGREGATE envelope with
-all receipts. It refuses a second contribution from the same owner, more than ``max_owners``
-contributions, and it refuses to produce an aggregate below the largest k any contributor asked
-for (the key holder enforces its own k again).
+The coordinator holds only the `PublicContext` (no secret key: it cannot decrypt, see
+`he.context`). It checks every contribution's receipt and ciphertexts (`he.envelope`,
+`he.encoding`) as it arrives, so a bad one is refused at once with its reason, and keeps the
+accepted envelopes byte for byte: `Aggregator.request` is what goes to the key holder, which
+checks them all again and adds them itself (it never decrypts a sum the coordinator built;
+see `he.request`). It refuses a second contribution from the same owner, more than
+``max_owners`` contributions, and a request below the largest k any contributor asked for (the
+key holder enforces its own k again). `Aggregator.result` (the coordinator's own encrypted sum)
+stays for callers that want it; the key holder refuses it.
 
 Steps of `Aggregator.add`:
     1. parse the envelope, bounded by the sizes the spec implies;
@@ -27,7 +30,7 @@ from typing import Any
 
 from he._wire import digest_section
 from he.context import PublicContext
-from he.encoding import add_into, load_ciphertexts, max_ciphertext_bytes, serialize
+from he.encoding import add_into, load_sections, max_ciphertext_bytes, max_sections, serialize
 from he.envelope import (
     EncryptedAggregate,
     Receipt,
@@ -38,7 +41,8 @@ from he.envelope import (
     load_enrolment,
 )
 from he.errors import BelowMinimumCohort, BindingError
-from he.params import Scheme
+from he.masking import Cohort
+from he.request import DecryptionRequest
 from he.spec import Spec, vector_lengths
 
 
@@ -65,6 +69,7 @@ class Aggregator:
         job_id: str,
         round: int,
         enrolment: Mapping[str, bytes],
+        attempt: int | None = None,
     ) -> None:
         """Prepare to sum contributions.
 
@@ -74,6 +79,8 @@ class Aggregator:
             job_id: the job every contribution must name.
             round: the round every contribution must name.
             enrolment: owner id -> raw Ed25519 public key of every owner of the job.
+            attempt: the attempt every contribution must name (None: any; then `request`
+                needs it).
 
         Raises:
             SpecError: the spec's sums could overflow these parameters.
@@ -84,10 +91,12 @@ class Aggregator:
         self._spec = spec
         self._job_id = check_id(job_id, "job_id")
         self._round = check_round(round)
+        self._attempt = attempt
         self._keys = load_enrolment(enrolment)
+        self._envelopes: list[bytes] = []
         self._n_int, self._n_real = vector_lengths(spec)
         self._receipts: list[Receipt] = []
-        self._sums: dict[Scheme, list[Any] | None] = {Scheme.BFV: None, Scheme.CKKS: None}
+        self._sums: dict[str, list[Any] | None] = {"integers": None, "reals": None}
 
     @property
     def contributors(self) -> tuple[str, ...]:
@@ -98,12 +107,7 @@ class Aggregator:
         return max(max_ciphertext_bytes(p) for p in self._public.params)
 
     def _max_blobs(self) -> int:
-        count = 0
-        for scheme, length in ((Scheme.BFV, self._n_int), (Scheme.CKKS, self._n_real)):
-            if length:
-                slots = self._public.params_for(scheme).slot_count
-                count += -(-length // slots)
-        return count
+        return max_sections(self._public.params, self._spec, self._n_int, self._n_real)
 
     def add(self, contribution: bytes) -> Receipt:
         """Check one owner's contribution and add it to the sums.
@@ -135,14 +139,16 @@ class Aggregator:
             raise
         if digest.result() != receipt.ciphertext_digest:
             raise digest_mismatch(receipt)
-        for scheme, vectors in loaded.items():
-            self._sums[scheme] = add_into(self._sums[scheme], vectors)
+        for part, vectors in loaded.items():
+            if vectors:
+                self._sums[part] = add_into(self._sums[part], vectors)
         self._receipts.append(receipt)
+        self._envelopes.append(bytes(contribution))
         return receipt
 
     def _check_and_load(
         self, receipt: Receipt, bfv: tuple[bytes, ...], ckks: tuple[bytes, ...]
-    ) -> dict[Scheme, list[Any]]:
+    ) -> dict[str, list[Any]]:
         """Steps 2 to 4: binding and signature, duplicates, then every ciphertext."""
         receipt.verify(
             self._keys,
@@ -150,29 +156,53 @@ class Aggregator:
             round=self._round,
             fingerprint=self._public.fingerprint,
             spec=self._spec,
+            attempt=self._attempt,
         )
         if receipt.owner_id in self.contributors:
             raise BindingError(f"owner {receipt.owner_id!r} already contributed to this round")
         if len(self._receipts) >= self._spec.max_owners:
             raise BindingError(f"max_owners={self._spec.max_owners} contributions already added")
-        loaded = {}
-        for scheme, blobs, length in (
-            (Scheme.BFV, bfv, self._n_int),
-            (Scheme.CKKS, ckks, self._n_real),
-        ):
-            params = self._public.params_for(scheme) if length or blobs else None
-            loaded[scheme] = (
-                load_ciphertexts(
-                    self._public.tenseal(scheme),
-                    params,
-                    blobs,
-                    length=length,
-                    what=f"contribution of {receipt.owner_id!r}",
-                )
-                if params is not None
-                else []
-            )
+        loaded = load_sections(
+            self._public.tenseal,
+            self._public.params,
+            self._spec,
+            bfv,
+            ckks,
+            lengths=(self._n_int, self._n_real),
+            what=f"contribution of {receipt.owner_id!r}",
+        )
         return loaded
+
+    def request(
+        self, attempt: int | None = None, *, cohort: Cohort | None = None
+    ) -> DecryptionRequest:
+        """The accepted contributions, unchanged, for the key holder to assemble and decrypt.
+
+        Args:
+            attempt: the attempt the contributions name (default: the one given at creation).
+            cohort: the attempt's masking cohort, relayed as the owners advertised it.
+
+        Raises:
+            BelowMinimumCohort: fewer contributors than the largest k any of them asked for.
+            BindingError: no attempt is known.
+        """
+        self._check_k()
+        chosen = self._attempt if attempt is None else attempt
+        if chosen is None:
+            raise BindingError("a decryption request needs the attempt its contributions name")
+        return DecryptionRequest(
+            job_id=self._job_id,
+            round=self._round,
+            attempt=chosen,
+            spec=self._spec,
+            contributions=tuple(self._envelopes),
+            cohort=cohort,
+        )
+
+    def _check_k(self) -> None:
+        required = max([2, *(r.min_contributors for r in self._receipts)])
+        if len(self._receipts) < required:
+            raise BelowMinimumCohort(contributors=len(self._receipts), required=required)
 
     def result(self) -> EncryptedAggregate:
         """The encrypted sum with every receipt, for the key holder.
@@ -180,17 +210,15 @@ class Aggregator:
         Raises:
             BelowMinimumCohort: fewer contributors than the largest k any of them asked for.
         """
-        required = max([2, *(r.min_contributors for r in self._receipts)])
-        if len(self._receipts) < required:
-            raise BelowMinimumCohort(contributors=len(self._receipts), required=required)
+        self._check_k()
         return EncryptedAggregate(
             job_id=self._job_id,
             round=self._round,
             fingerprint=self._public.fingerprint,
             spec=self._spec,
             receipts=tuple(self._receipts),
-            bfv=tuple(serialize(self._sums[Scheme.BFV] or [])),
-            ckks=tuple(serialize(self._sums[Scheme.CKKS] or [])),
+            bfv=tuple(serialize(self._sums["integers"] or [])),
+            ckks=tuple(serialize(self._sums["reals"] or [])),
         )
 
 

@@ -22,9 +22,12 @@ import numpy as np
 import numpy.typing as npt
 import tenseal as ts
 
-from he.context import map_tenseal_errors
-from he.errors import DecodeError, DecryptionError, MissingSecretKey
+from he.context import PublicContext, map_tenseal_errors
+from he.errors import DecodeError, DecryptionError, MissingSecretKey, SpecError
+from he.fixed import encode_fixed
+from he.masking import Masking, apply_mask
 from he.params import HEParams, Scheme
+from he.spec import Spec, real_encoding
 
 _CT_OVERHEAD_BYTES = 64 * 1024
 
@@ -57,6 +60,94 @@ def encrypt(ctx: Any, params: HEParams, values: npt.NDArray[Any]) -> list[bytes]
                 vec = ts.bfv_vector(ctx, chunk)
             out.append(vec.serialize())
     return out
+
+
+def encrypt_reals(
+    public: PublicContext, spec: Spec, values: npt.NDArray[np.float64]
+) -> list[bytes]:
+    """Encrypt a contribution's real values: CKKS, or BFV fixed point (`he.fixed`)."""
+    params, bits = real_encoding(spec, public.params)
+    data = values if bits is None else encode_fixed(values, bits=bits)
+    return encrypt(public.tenseal(params.scheme), params, data)
+
+
+def encrypt_masked(
+    public: PublicContext,
+    spec: Spec,
+    integers: npt.NDArray[np.int64],
+    reals: npt.NDArray[np.float64],
+    masking: Masking,
+) -> tuple[list[bytes], list[bytes]]:
+    """Encrypt both sections with the owner's pairwise masks added in Z_t (`he.masking`).
+
+    Raises:
+        SpecError: the reals are not BFV fixed point (masks need BFV's exact ring).
+    """
+    params, bits = real_encoding(spec, public.params) if reals.size else (None, 0)
+    if bits is None or (params is not None and params.scheme is not Scheme.BFV):
+        raise SpecError("masking needs real values in BFV fixed point (no CKKS in the context)")
+    bfv = public.params_for(Scheme.BFV)
+    t = bfv.plain_modulus or 0
+    fixed = encode_fixed(reals, bits=bits) if reals.size else np.zeros(0, dtype=np.int64)
+    values = np.concatenate([integers.astype(np.int64), fixed])
+    masked = apply_mask(values, masking.mask(values.size, modulus=t), modulus=t)
+    ctx = public.tenseal(Scheme.BFV)
+    ints = encrypt(ctx, bfv, masked[: integers.size]) if integers.size else []
+    rest = encrypt(ctx, bfv, masked[integers.size :]) if reals.size else []
+    return ints, rest
+
+
+def load_sections(
+    ctx_of: Any,
+    params: tuple[HEParams, ...],
+    spec: Spec,
+    integers: Sequence[bytes],
+    reals: Sequence[bytes],
+    *,
+    lengths: tuple[int, int],
+    what: str,
+) -> dict[str, list[Any]]:
+    """Load and check a contribution's two sections: BFV integers, then reals.
+
+    Args:
+        ctx_of: scheme -> the TenSEAL context to load under (public or secret).
+        params: the context's parameters.
+        spec: the contribution's spec (it decides how reals are encoded).
+        integers: the BFV ciphertexts of counts and histograms.
+        reals: the ciphertexts of real values (CKKS, or BFV fixed point).
+        lengths: (number of integers, number of reals).
+        what: names the contribution in errors.
+
+    Raises:
+        DecodeError: a ciphertext is malformed, foreign, of the wrong size, level or scale.
+    """
+    by_scheme = {p.scheme: p for p in params}
+    out: dict[str, list[Any]] = {"integers": [], "reals": []}
+    n_int, n_real = lengths
+    if n_int or integers:
+        bfv = by_scheme.get(Scheme.BFV)
+        if bfv is None:
+            raise DecodeError(f"{what}: integers need BFV parameters")
+        out["integers"] = load_ciphertexts(
+            ctx_of(Scheme.BFV), bfv, integers, length=n_int, what=what
+        )
+    if n_real or reals:
+        chosen, _ = real_encoding(spec, params)
+        out["reals"] = load_ciphertexts(
+            ctx_of(chosen.scheme), chosen, reals, length=n_real, what=f"{what} (reals)"
+        )
+    return out
+
+
+def max_sections(params: tuple[HEParams, ...], spec: Spec, n_int: int, n_real: int) -> int:
+    """How many ciphertexts a contribution of ``spec`` holds under ``params``."""
+    count = 0
+    if n_int:
+        bfv = {p.scheme: p for p in params}.get(Scheme.BFV)
+        count += -(-n_int // bfv.slot_count) if bfv is not None else 0
+    if n_real:
+        count += -(-n_real // real_encoding(spec, params)[0].slot_count)
+    return max(count, 1)
 
 
 def load_ciphertexts(

@@ -1,23 +1,19 @@
 """Signed contributions and the aggregate envelope: what binds a ciphertext to its job.
 
-Threat model (honest-but-curious coordinator, enrolled owners):
+Threat model (a malicious coordinator, enrolled owners):
 
-* Every owner contribution carries a *receipt*: job id, round, context fingerprint, spec digest,
-  payload kind, owner id, the owner's own minimum cohort k, and the SHA-256 and size of its
-  ciphertexts, signed with the owner's Ed25519 key. The coordinator checks receipts against the
-  enrolment before adding, so a ciphertext from outside the job, round, key or spec is refused
-  before any arithmetic.
-* The coordinator's sum travels as an AGGREGATE envelope (only `he.aggregate` builds one) with
-  every contributor's receipt. The key holder verifies each signature against its own copy of the
-  enrolment, counts *distinct enrolled owners*, takes k as the maximum of its own k and every
-  owner's, and refuses a CONTRIBUTION envelope outright. It also refuses an aggregate whose
-  ciphertexts hash to one owner's receipt (a lone contribution relabelled as a sum).
+* Every owner contribution carries a *receipt*: job id, round, attempt, context fingerprint,
+  spec digest, payload kind, owner id, the owner's own minimum cohort k, and the SHA-256 and
+  size of its ciphertexts, signed with the owner's Ed25519 key. The coordinator checks receipts
+  against the enrolment before adding, so a ciphertext from outside the job, round, key or spec
+  is refused before any arithmetic.
+* The key holder never decrypts a sum the coordinator built (an AGGREGATE envelope, kept for
+  callers that want the coordinator's encrypted sum, is refused): it receives the contribution
+  envelopes themselves (`he.request`), verifies each receipt against its own copy of the
+  enrolment, checks each ciphertext against the receipt's digest, and adds them itself.
 
-What this does not cover: a *malicious* coordinator that collects k genuine receipts but submits
-one owner's ciphertext plus encryptions of zero as "the sum" is not detected (the key holder never
-sees the individual ciphertexts, so it cannot recompute the sum). Stopping that needs verifiable
-aggregation or threshold decryption (REFERENCES 4.4, item 6). Collusion between the coordinator
-and the key holder breaks confidentiality by construction.
+Collusion between the coordinator and the key holder, or with an enrolled owner that signs a
+crafted ciphertext, is discussed in he/README.md.
 """
 
 from __future__ import annotations
@@ -36,6 +32,7 @@ from he.spec import Spec, StatsSpec
 
 MAX_ID_LEN = 128
 MAX_ROUND = 2**53
+MAX_ATTEMPT = 2**31
 MAX_RECEIPTS = 2**20
 DEFAULT_MAX_ENVELOPE_BYTES = 4 * 1024**3
 
@@ -56,6 +53,13 @@ def check_round(value: int) -> int:
     """A round number: an integer in [0, 2^53]."""
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_ROUND:
         raise BindingError(f"round must be an integer in [0, {MAX_ROUND}]")
+    return value
+
+
+def check_attempt(value: int) -> int:
+    """An attempt number: an integer in [1, 2^31]."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_ATTEMPT:
+        raise BindingError(f"attempt must be an integer in [1, {MAX_ATTEMPT}]")
     return value
 
 
@@ -86,6 +90,7 @@ class Receipt:
 
     job_id: str
     round: int
+    attempt: int
     fingerprint: str
     spec_digest: str
     payload: str
@@ -94,12 +99,15 @@ class Receipt:
     ciphertext_digest: str
     ciphertext_bytes: int
     signature: bytes
+    cohort: str = ""
+    """SHA-256 of the masking cohort the plaintexts are masked for ("" when not masked)."""
 
     def fields(self) -> dict[str, Any]:
         """The signed fields."""
         return {
             "job_id": self.job_id,
             "round": self.round,
+            "attempt": self.attempt,
             "fingerprint": self.fingerprint,
             "spec_digest": self.spec_digest,
             "payload": self.payload,
@@ -107,6 +115,7 @@ class Receipt:
             "min_contributors": self.min_contributors,
             "ciphertext_digest": self.ciphertext_digest,
             "ciphertext_bytes": self.ciphertext_bytes,
+            "cohort": self.cohort,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -128,6 +137,7 @@ class Receipt:
         return cls(
             job_id=_wire.get_str(f, "job_id", what=what, max_len=MAX_ID_LEN),
             round=_wire.get_int(f, "round", what=what, low=0, high=MAX_ROUND),
+            attempt=_wire.get_int(f, "attempt", what=what, low=1, high=MAX_ATTEMPT),
             fingerprint=_wire.get_str(f, "fingerprint", what=what, max_len=64),
             spec_digest=_wire.get_str(f, "spec_digest", what=what, max_len=64),
             payload=_wire.get_str(f, "payload", what=what, max_len=16),
@@ -136,6 +146,7 @@ class Receipt:
             ciphertext_digest=_wire.get_str(f, "ciphertext_digest", what=what, max_len=64),
             ciphertext_bytes=_wire.get_int(f, "ciphertext_bytes", what=what, low=0, high=2**62),
             signature=signature,
+            cohort=_cohort_field(f),
         )
 
     def verify(
@@ -146,24 +157,31 @@ class Receipt:
         round: int,
         fingerprint: str,
         spec: Spec,
+        attempt: int | None = None,
     ) -> None:
         """Check that the receipt is bound to this job and signed by its enrolled owner.
 
+        ``attempt`` None accepts any attempt (the coordinator's aggregator, which runs per
+        attempt anyway); the key holder always passes the attempt it is decrypting.
+
         Raises:
             ContextMismatch: another context fingerprint.
-            BindingError: another job, round, spec or payload; unknown owner; bad signature.
+            BindingError: another job, round, attempt, spec or payload; unknown owner; bad
+                signature.
         """
         if self.fingerprint != fingerprint:
             raise ContextMismatch(
                 f"contribution of {self.owner_id!r} is under context {self.fingerprint[:16]}..., "
                 f"not {fingerprint[:16]}..."
             )
-        expected = {
+        expected: dict[str, object] = {
             "job_id": job_id,
             "round": round,
             "spec_digest": spec.digest,
             "payload": payload_of(spec),
         }
+        if attempt is not None:
+            expected["attempt"] = attempt
         for key, value in expected.items():
             if getattr(self, key) != value:
                 raise BindingError(
@@ -177,6 +195,16 @@ class Receipt:
             public_key.verify(self.signature, _wire.canonical_json(self.fields()))
         except InvalidSignature as exc:
             raise BindingError(f"receipt of {self.owner_id!r} has an invalid signature") from exc
+
+
+def _cohort_field(fields: dict[str, Any]) -> str:
+    """A receipt's cohort digest: "" (unmasked) or 64 hex digits."""
+    value = fields.get("cohort")
+    if not isinstance(value, str) or not (
+        value == "" or (len(value) == 64 and all(c in "0123456789abcdef" for c in value))
+    ):
+        raise DecodeError("receipt field 'cohort' must be empty or a SHA-256 in hex")
+    return value
 
 
 def sign_receipt(signing_key: Ed25519PrivateKey, **fields: Any) -> Receipt:

@@ -13,7 +13,8 @@ Steps for the CKKS part (`flood_and_round`):
     2. add noise drawn uniformly from [-W, W], W = 2^s * B, from the OS CSPRNG. For any two noise
        values of size at most B the outputs are within statistical distance 2^-(s+1) per value
        (the noise-flooding lemma), so the release hides the noise (IND-CPA^D, Li-Micciancio
-       Section 5; REFERENCES 4.3 recommends s = 30..40);
+       Section 5). The key holder takes s from the job (`flood_bits_for`): the total distance
+       over every value of every decryption the job can make is at most 2^-64;
     3. round to the published grid (post-processing), which removes floating-point low bits.
 
 BFV decryptions are exact and carry no key-dependent noise, so they are released as they are
@@ -43,7 +44,9 @@ from he.spec import Spec, StatsSpec, real_scales, vector_lengths
 
 DEFAULT_FLOOD_BITS = 40
 MIN_FLOOD_BITS = 20
-MAX_FLOOD_BITS = 60
+MAX_FLOOD_BITS = 128
+TOTAL_DISTANCE_BITS = 64
+"""The job's whole release budget: total statistical distance at most 2^-64."""
 ENCRYPTION_NOISE_SIGMA = 3.2
 GRID_BELOW_FLOOD_BITS = 8
 FP_GRID_BITS = 48  # grid at least largest * 2^-48, so int64 and float64 round exactly
@@ -56,6 +59,32 @@ def fresh_noise_bound(params: HEParams) -> float:
     sigma = ENCRYPTION_NOISE_SIGMA
     coeff = 8 * math.sqrt(2) * sigma * n + 6 * sigma * math.sqrt(n) + 16 * sigma * n
     return coeff / 2.0 ** (params.scale_bits or 0)
+
+
+def flood_bits_for(*, values: int, decryptions: int) -> int:
+    """The flooding s that keeps a job's total statistical distance at most 2^-64.
+
+    Each released value is within statistical distance 2^-(s+1) of a simulation that does not
+    depend on the secret key (`flood_and_round`, step 2); distances add over values and over
+    decryptions, so for ``values`` CKKS values per decryption and at most ``decryptions``
+    decryptions under one key the total is ``values * decryptions * 2^-(s+1)``. It is at most
+    2^-64 when ``s >= 63 + log2(values * decryptions)``; this returns the smallest such
+    integer.
+
+    Raises:
+        SpecError: a count below 1, or an s beyond MAX_FLOOD_BITS.
+    """
+    if values < 1 or decryptions < 1:
+        raise SpecError(f"values and decryptions must be >= 1, got {values}, {decryptions}")
+    bits = TOTAL_DISTANCE_BITS - 1 + math.ceil(math.log2(values * decryptions))
+    if bits > MAX_FLOOD_BITS:
+        raise SpecError(f"flooding would need s = {bits} bits, above {MAX_FLOOD_BITS}")
+    return bits
+
+
+def statistical_distance(*, values: int, flood_bits: int) -> float:
+    """The statistical distance one release of ``values`` values flooded with s bits may add."""
+    return values * 2.0 ** -(flood_bits + 1)
 
 
 def _csprng_bytes(size: int) -> bytes:

@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from he import _wire
 from he.errors import SpecError
+from he.fixed import fraction_bits, real_params
 from he.params import HEParams, Scheme
 
 DEFAULT_DDOF = 1
@@ -283,8 +284,9 @@ class StatsSpec:
             )
         if self.layout.n_reals:
             ckks = by_scheme.get(Scheme.CKKS)
-            if ckks is None:
-                raise SpecError("real-valued statistics need CKKS parameters in the context")
+            if ckks is None:  # exact BFV fixed point; raises if too few fraction bits fit
+                real_encoding(self, params)
+                return
             # each CKKS slot holds its sum divided by its per-row bound (see real_scales)
             if total_rows > ckks.max_abs_value:
                 raise SpecError(
@@ -344,12 +346,15 @@ class VectorSpec:
     def check_params(self, params: tuple[HEParams, ...]) -> None:
         """Check that max_owners * max_abs fits CKKS without wrapping.
 
+        Without CKKS, BFV fixed point (`he.fixed`) must leave enough fraction bits.
+
         Raises:
-            SpecError: CKKS is missing or the sum could exceed its limit.
+            SpecError: neither scheme is there, or the sum could exceed its limit.
         """
         ckks = {p.scheme: p for p in params}.get(Scheme.CKKS)
-        if ckks is None:
-            raise SpecError("encrypted vector aggregation needs CKKS parameters in the context")
+        if ckks is None:  # exact BFV fixed point; raises if too few fraction bits fit
+            real_encoding(self, params)
+            return
         if self.max_abs * self.max_owners > ckks.max_abs_value:
             raise SpecError(
                 f"max_abs * max_owners = {self.max_abs * self.max_owners:.3g} exceeds the CKKS "
@@ -396,3 +401,22 @@ def vector_lengths(spec: Spec) -> tuple[int, int]:
     if isinstance(spec, StatsSpec):
         return spec.layout.n_integers, spec.layout.n_reals
     return 0, spec.length
+
+
+def real_limit(spec: Spec) -> float:
+    """The largest magnitude the honest total of one real slot can reach (scaled slots)."""
+    if isinstance(spec, StatsSpec):
+        return float(spec.max_rows_per_owner * spec.max_owners)
+    return float(spec.max_abs * spec.max_owners)
+
+
+def real_encoding(spec: Spec, params: tuple[HEParams, ...]) -> tuple[HEParams, int | None]:
+    """The parameters real values go under, and the fixed-point fraction bits (None: CKKS).
+
+    Raises:
+        SpecError: no scheme for reals, or too few fraction bits in BFV (`he.fixed`).
+    """
+    chosen = real_params(params)
+    if chosen.scheme is Scheme.CKKS:
+        return chosen, None
+    return chosen, fraction_bits(chosen, limit=real_limit(spec), max_owners=spec.max_owners)

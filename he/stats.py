@@ -29,6 +29,7 @@ from he import _wire, encoding
 from he._finalize import Histogram, OLSResult, finalize
 from he.context import PublicContext
 from he.envelope import (
+    check_attempt,
     check_id,
     check_min_contributors,
     check_round,
@@ -36,6 +37,7 @@ from he.envelope import (
     sign_receipt,
 )
 from he.errors import DataError, SpecError
+from he.masking import Masking
 from he.params import Scheme
 from he.release import DPNoise, Release
 from he.spec import OutOfRange, Statistic, StatsSpec, real_scales
@@ -129,6 +131,8 @@ def encrypt_statistics(
     owner_id: str,
     signing_key: Ed25519PrivateKey,
     min_contributors: int = 2,
+    attempt: int = 1,
+    masking: Masking | None = None,
 ) -> bytes:
     """Encrypt one owner's sufficient statistics into a signed contribution.
 
@@ -141,6 +145,10 @@ def encrypt_statistics(
         owner_id: this owner's enrolled id.
         signing_key: this owner's Ed25519 key (its public half is in the enrolment).
         min_contributors: the smallest cohort this owner's policy accepts (raises k).
+        attempt: the attempt of the round (signed, so the key holder never mixes attempts).
+        masking: this owner's masking key and the attempt's cohort (`he.masking`): the
+            plaintexts get pairwise zero-sum masks in Z_t, so only the cohort's sum means
+            anything; None: unmasked.
 
     Returns:
         CONTRIBUTION envelope bytes for the coordinator.
@@ -153,17 +161,21 @@ def encrypt_statistics(
         raise SpecError("encrypt_statistics needs a StatsSpec")
     spec.check_params(public.params)
     integers, reals = sufficient_statistics(table, spec)
-    bfv_params = public.params_for(Scheme.BFV)
-    bfv = encoding.encrypt(public.tenseal(Scheme.BFV), bfv_params, integers)
-    ckks: list[bytes] = []
-    if reals.size:
-        ckks_params = public.params_for(Scheme.CKKS)
-        scaled = reals / real_scales(spec)
-        ckks = encoding.encrypt(public.tenseal(Scheme.CKKS), ckks_params, scaled)
+    if masking is not None:  # both sections masked in Z_t, reals in BFV fixed point
+        bfv, ckks = encoding.encrypt_masked(
+            public, spec, integers, reals / real_scales(spec), masking
+        )
+    else:
+        bfv_params = public.params_for(Scheme.BFV)
+        bfv = encoding.encrypt(public.tenseal(Scheme.BFV), bfv_params, integers)
+        ckks = []  # the reals section: CKKS, or BFV fixed point without CKKS
+        if reals.size:
+            ckks = encoding.encrypt_reals(public, spec, reals / real_scales(spec))
     receipt = sign_receipt(
         signing_key,
         job_id=check_id(job_id, "job_id"),
         round=check_round(round),
+        attempt=check_attempt(attempt),
         fingerprint=public.fingerprint,
         spec_digest=spec.digest,
         payload="statistics",
@@ -171,6 +183,7 @@ def encrypt_statistics(
         min_contributors=check_min_contributors(min_contributors),
         ciphertext_digest=_wire.digest_blobs([*bfv, *ckks]),
         ciphertext_bytes=sum(len(b) for b in [*bfv, *ckks]),
+        cohort=masking.cohort.digest if masking is not None else "",
     )
     return encode_contribution(receipt, bfv, ckks)
 

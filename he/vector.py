@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from he import _wire, encoding
 from he.context import PublicContext
 from he.envelope import (
+    check_attempt,
     check_id,
     check_min_contributors,
     check_round,
@@ -24,7 +25,7 @@ from he.envelope import (
     sign_receipt,
 )
 from he.errors import DataError, SpecError
-from he.params import Scheme
+from he.masking import Masking
 from he.spec import VectorSpec
 
 
@@ -38,6 +39,8 @@ def encrypt_vector(
     owner_id: str,
     signing_key: Ed25519PrivateKey,
     min_contributors: int = 2,
+    attempt: int = 1,
+    masking: Masking | None = None,
 ) -> bytes:
     """Encrypt one owner's update (float32 or float64) into a signed contribution.
 
@@ -50,6 +53,10 @@ def encrypt_vector(
         owner_id: this owner's enrolled id.
         signing_key: this owner's Ed25519 key.
         min_contributors: the smallest cohort this owner's policy accepts (raises k).
+        attempt: the attempt of the round (signed, so the key holder never mixes attempts).
+        masking: this owner's masking key and the attempt's cohort (`he.masking`): the
+            plaintexts get pairwise zero-sum masks in Z_t, so only the cohort's sum means
+            anything; None: unmasked.
 
     Returns:
         CONTRIBUTION envelope bytes for the coordinator.
@@ -71,12 +78,17 @@ def encrypt_vector(
         raise DataError("vector holds NaN or infinite values")
     if np.any(np.abs(values) > spec.max_abs):
         raise DataError(f"vector has values beyond max_abs={spec.max_abs}; clip it first")
-    params = public.params_for(Scheme.CKKS)
-    ckks = encoding.encrypt(public.tenseal(Scheme.CKKS), params, values)
+    if masking is not None:  # BFV fixed point with the owner's pairwise masks in Z_t
+        _, ckks = encoding.encrypt_masked(
+            public, spec, np.zeros(0, dtype=np.int64), values, masking
+        )
+    else:
+        ckks = encoding.encrypt_reals(public, spec, values)  # CKKS, or BFV fixed point
     receipt = sign_receipt(
         signing_key,
         job_id=check_id(job_id, "job_id"),
         round=check_round(round),
+        attempt=check_attempt(attempt),
         fingerprint=public.fingerprint,
         spec_digest=spec.digest,
         payload="vector",
@@ -84,5 +96,6 @@ def encrypt_vector(
         min_contributors=check_min_contributors(min_contributors),
         ciphertext_digest=_wire.digest_blobs(ckks),
         ciphertext_bytes=sum(len(b) for b in ckks),
+        cohort=masking.cohort.digest if masking is not None else "",
     )
     return encode_contribution(receipt, [], ckks)

@@ -78,6 +78,8 @@ class Purpose(StrEnum):
     """AES-CTR key of the mask two neighbours add with opposite signs (symmetric)."""
     SELF_MASK = "bulwark/secagg/v1/self-mask"
     """AES-CTR key of a client's own mask, from its seed b_u."""
+    HE_PAIRWISE_MASK = "bulwark/he/v1/pairwise-mask"
+    """AES-CTR key of the zero-sum mask two HE owners add in BFV's plaintext ring (symmetric)."""
 
 
 def encode_fields(*fields: str | int | bytes) -> bytes:

@@ -179,3 +179,38 @@ def expand(key: bytes, length: int, *, ring_bits: int) -> RingVector:
 def _check_key(key: bytes) -> None:
     if not isinstance(key, bytes) or len(key) != PRG_KEY_BYTES:
         raise ParameterError(f"a mask key must be {PRG_KEY_BYTES} bytes")
+
+
+def expand_mod(key: bytes, length: int, *, modulus: int) -> npt.NDArray[np.int64]:
+    """Return ``length`` values uniform on Z_modulus from the AES-256-CTR keystream of ``key``.
+
+    For a modulus that is not a power of two (the BFV plaintext modulus of an HE job): 64-bit
+    little-endian words are read from the keystream in order and every word at or above the
+    largest multiple of ``modulus`` below 2^64 is rejected, so each accepted word mod
+    ``modulus`` is exactly uniform (rejection sampling; the chance of rejecting a word is
+    below modulus / 2^64). Both parties of a pair read the same stream and keep the same words.
+
+    Args:
+        key: a 32-byte key.
+        length: how many values.
+        modulus: an integer in [2, 2^62].
+
+    Returns:
+        int64 values in [0, modulus).
+    """
+    _check_key(key)
+    if not isinstance(modulus, int) or not 2 <= modulus <= 1 << 62:
+        raise ParameterError(f"modulus must be an integer in [2, 2^62], got {modulus!r}")
+    if length < 0:
+        raise ParameterError(f"length must be >= 0, got {length}")
+    limit = np.uint64(((1 << 64) // modulus) * modulus)
+    encryptor = Cipher(algorithms.AES(key), modes.CTR(_COUNTER_BLOCK)).encryptor()
+    out = np.empty(length, dtype=np.int64)
+    filled = 0
+    while filled < length:
+        want = length - filled
+        words = np.frombuffer(encryptor.update(bytes(8 * (want + 16))), dtype="<u8")
+        kept = words[words < limit][:want]
+        out[filled : filled + kept.size] = (kept % np.uint64(modulus)).astype(np.int64)
+        filled += kept.size
+    return out

@@ -85,7 +85,10 @@ def pooled(tables: Sequence[Mapping[str, np.ndarray]]) -> np.ndarray:
 def assert_matches_pooled(result: Mapping[str, Any], data: np.ndarray) -> None:
     """Check released statistics against numpy on the pooled rows.
 
-    Counts and histograms exactly (BFV), moments within the stated tolerance (CKKS).
+    Counts and histograms exactly (BFV), moments within the stated tolerance (the rounding of
+    BFV fixed point, or CKKS flooding). OLS has no stated tolerance: with 26 fraction bits
+    (BFV_8192 and at most 8000 rows) the normal equations' condition number brings its
+    relative error to about 1e-6, so it is checked at 1e-5.
     """
     n = data.shape[0]
     assert result["count"] == n
@@ -110,4 +113,4 @@ def assert_matches_pooled(result: Mapping[str, Any], data: np.ndarray) -> None:
     np.testing.assert_allclose(result["correlation"], np.corrcoef(data, rowvar=False), atol=1e-8)
     design = np.column_stack([np.ones(n), data[:, :-1]])
     beta, *_ = np.linalg.lstsq(design, data[:, -1], rcond=None)
-    np.testing.assert_allclose(result["ols"]["coefficients"], beta, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(result["ols"]["coefficients"], beta, rtol=1e-5, atol=1e-5)

@@ -8,14 +8,18 @@ Stages (``he.<stage>``):
    (:meth:`fl_core.he_job.SignedContext.open`), trains, clips every coordinate to ``he.clip`` and
    sends ``he.encrypt_vector([w * update, w])`` (w = min(examples, he.max_weight): FedAvg's
    weighting with examples capped), signed with its identity key;
-3. the coordinator checks each contribution's receipt and ciphertexts and adds them
-   (:class:`he.Aggregator`, public key only);
-4. ``he.decrypt`` (to the key holder): the aggregate in, a flooded, rounded release of the sums
-   out, only if at least k enrolled owners contributed; the mean update is sum / sum of w.
+3. the coordinator checks each contribution's receipt and ciphertexts as it arrives
+   (:class:`he.Aggregator`, public key only) and keeps the accepted envelopes unchanged;
+4. ``he.decrypt`` (to the key holder): the owners' contributions in (``he.request``, a
+   :class:`he.DecryptionRequest`), which the key holder checks again, adds itself and decrypts
+   only if at least k enrolled owners' contributions verify; a flooded, rounded release of the
+   sums out; the mean update is sum / sum of w.
 
-Threat model: an honest-but-curious coordinator that never holds the secret key, and a key holder
-that is not the coordinator and sees only sums of at least k owners (``he/README.md``). Unlike
-secure aggregation, a dropped owner costs nothing: there are no masks to remove.
+Threat model: a malicious coordinator that never holds the secret key and whose own ciphertexts
+are never decrypted, and a key holder that is not the coordinator and decrypts only sums it
+assembled from at least k signed contributions, once per round (``he/README.md`` says who must
+not collude with whom). Unlike secure aggregation, a dropped owner costs nothing: there are no
+masks to remove.
 """
 
 from __future__ import annotations
@@ -28,12 +32,20 @@ import numpy as np
 
 from ..client.training import owner_fit
 from ..config import JobConfig
-from ..errors import CodecError, RoundAborted
+from ..errors import CodecError, PolicyRefused, RoundAborted
 from ..he_job import (
     MAX_ENVELOPE_BYTES,
+    STAGE_KEYS,
     SignedContext,
+    advertisement_fields,
+    advertisement_from_payload,
+    check_release_against,
+    cohort_fields,
     map_he_errors,
+    masked,
+    owner_masking,
     owner_min_contributors,
+    raw_public_key,
     reject_he_errors,
     trusted_keyholders,
     vector_spec,
@@ -49,6 +61,7 @@ STAGE_CONTEXT = "he.context"
 STAGE_CONTRIBUTE = "he.contribute"
 STAGE_DECRYPT = "he.decrypt"
 STAGES = (STAGE_CONTEXT, STAGE_CONTRIBUTE, STAGE_DECRYPT)
+MASKED_STAGES = (STAGE_CONTEXT, STAGE_KEYS, STAGE_CONTRIBUTE, STAGE_DECRYPT)
 MIN_OWNERS = 2
 
 
@@ -62,6 +75,8 @@ class HESumServerRound:
             raise RoundAborted(stage=STAGE_CONTEXT, reason="no key holder is live")
         self._ctx = ctx
         self._job = job
+        self.stages = MASKED_STAGES if masked(job) else STAGES
+        self._masking: he.Cohort | None = None
         self._keyholder = ctx.keyholder
         self._quorum_fraction = quorum_fraction
         self._dim = int(ctx.global_weights.shape[0])
@@ -69,8 +84,9 @@ class HESumServerRound:
         self._cohort = tuple(sorted(ctx.cohort))
         self._signed: SignedContext | None = None
         self._aggregator: he.Aggregator | None = None
-        self._aggregate: he.EncryptedAggregate | None = None
+        self._request: he.DecryptionRequest | None = None
         self._release: he.Release | None = None
+        self._fingerprint = ""
 
     def tasks(self, stage: str, alive: Sequence[str]) -> dict[str, Payload]:
         """The key holder's task, or one per owner still in the round.
@@ -79,24 +95,40 @@ class HESumServerRound:
         """
         if stage == STAGE_CONTEXT:
             return {self._keyholder: Payload({"he.job_sha256": self._job.sha256})}
+        if stage == STAGE_KEYS:
+            return {client: Payload({"he.job_sha256": self._job.sha256}) for client in self._cohort}
         if stage == STAGE_CONTRIBUTE:
             if self._signed is None:
                 raise RoundAborted(stage=stage, reason="no public context")
+            masking = (
+                cohort_fields(self._masking, self._ctx.identities)
+                if self._masking is not None
+                else {}
+            )
             task = Payload(
                 {
                     "weights": self._ctx.global_weights,
                     **fit_to_fields(self._ctx.fit),
                     **self._signed.fields(),
+                    **masking,
                 }
             )
             return {client: task for client in self._cohort}
-        if self._aggregate is None:
-            raise RoundAborted(stage=stage, reason="no aggregate to decrypt")
-        return {self._keyholder: Payload({"he.aggregate": self._aggregate.to_bytes()})}
+        if self._request is None:
+            raise RoundAborted(stage=stage, reason="no contributions to decrypt")
+        return {self._keyholder: Payload({"he.request": self._request.to_bytes()})}
 
     def quorum(self, stage: str, sent: int) -> int:
-        """One key holder; the job's quorum of the cohort, at least two owners."""
+        """One key holder; the job's quorum of the cohort, at least two owners.
+
+        Masked, every owner of the cohort must contribute (the masks cancel only over all of
+        them): below that the attempt aborts and restarts with fresh keys and the survivors.
+        """
+        if stage == STAGE_KEYS:
+            return quorum_of(sent, self._quorum_fraction, MIN_OWNERS)
         if stage == STAGE_CONTRIBUTE:
+            if self._masking is not None:
+                return sent
             return quorum_of(sent, self._quorum_fraction, MIN_OWNERS)
         return 1
 
@@ -104,6 +136,10 @@ class HESumServerRound:
         """Check the signed context, add a contribution, or check a release."""
         import he
 
+        if stage == STAGE_KEYS:
+            if client_id not in self._cohort:
+                raise CodecError(f"client {client_id!r} is not in this round's cohort")
+            return advertisement_from_payload(payload, client_id)
         if stage == STAGE_CONTRIBUTE:
             if client_id not in self._cohort or self._aggregator is None:
                 raise CodecError(f"client {client_id!r} is not in this round's cohort")
@@ -127,11 +163,7 @@ class HESumServerRound:
         data = payload.get_bytes("he.release", max_size=MAX_ENVELOPE_BYTES)
         with reject_he_errors("release"):
             release = he.Release.from_bytes(data)
-        agg = self._aggregate
-        if agg is None or (release.job_id, release.round) != (agg.job_id, agg.round):
-            raise CodecError("the release is not for this round's aggregate")
-        if sorted(release.contributors) != sorted(agg.contributors):
-            raise CodecError("the release names other contributors than the aggregate")
+        check_release_against(release, self._request, self._aggregator)
         if not isinstance(release.spec, he.VectorSpec) or release.spec != self._spec:
             raise CodecError("the release holds another spec than this round's")
         return release
@@ -143,6 +175,7 @@ class HESumServerRound:
         if stage == STAGE_CONTEXT:
             value: tuple[SignedContext, he.PublicContext] = results[self._keyholder]  # type: ignore[assignment]
             self._signed, public = value
+            self._fingerprint = public.fingerprint
             identities = {c: self._ctx.identities.get(c, b"") for c in self._cohort}
             with _aborting(stage):
                 self._aggregator = he.Aggregator(
@@ -151,13 +184,28 @@ class HESumServerRound:
                     job_id=self._ctx.job_id,
                     round=self._ctx.round,
                     enrolment=identities,
+                    attempt=self._ctx.attempt,
                 )
+        elif stage == STAGE_KEYS:
+            self._cohort = tuple(sorted(results))
+            self._masking = he.Cohort(
+                job_id=self._ctx.job_id,
+                round=self._ctx.round,
+                attempt=self._ctx.attempt,
+                advertisements=tuple(results[c] for c in self._cohort),  # type: ignore[misc]
+            )
         elif stage == STAGE_CONTRIBUTE:
+            if self._masking is not None and set(results) != set(self._cohort):
+                missing = sorted(set(self._cohort) - set(results))
+                raise RoundAborted(
+                    stage=stage,
+                    reason=f"masked cohort incomplete, missing {missing}: restart with fresh keys",
+                )
             self._cohort = tuple(sorted(results))
             if self._aggregator is None:
                 raise RoundAborted(stage=stage, reason="no aggregator")
             with _aborting(stage):
-                self._aggregate = self._aggregator.result()
+                self._request = self._aggregator.request(cohort=self._masking)
         else:
             self._release = results[self._keyholder]  # type: ignore[assignment]
 
@@ -177,7 +225,7 @@ class HESumServerRound:
             details={
                 "he_tolerance": tolerance,
                 "he_flood_bits": self._release.flood_bits,
-                "he_fingerprint": self._aggregate.fingerprint if self._aggregate else "",
+                "he_fingerprint": self._fingerprint,
             },
         )
 
@@ -213,15 +261,29 @@ class HESumClientRound:
     def __init__(self, ctx: Any, *, round: int, attempt: int = 1) -> None:
         self._ctx = ctx
         self._round, self._attempt = round, attempt
+        self._mask_key: he.MaskingKey | None = None
 
     def handle(self, stage: str, payload: Payload) -> Payload:
-        """Answer ``he.contribute``; any check that fails refuses the task with its reason."""
+        """Answer ``he.keys`` and ``he.contribute``; a failed check refuses with its reason."""
         import he
 
-        if stage != STAGE_CONTRIBUTE:
-            raise CodecError(f"stage {stage!r} is not an owner's stage of an HE round")
         ctx = self._ctx
         job: JobConfig = ctx.job
+        if stage == STAGE_KEYS:
+            if not masked(job):
+                raise PolicyRefused("this job does not mask contributions (he.masking)")
+            if self._mask_key is not None:
+                raise PolicyRefused("a second he.keys task in one attempt")
+            self._mask_key, advertisement = he.MaskingKey.generate(
+                identity_key=ctx.identity_key,
+                owner_id=ctx.client_id,
+                job_id=job.job.name,
+                round=self._round,
+                attempt=self._attempt,
+            )
+            return Payload(advertisement_fields(advertisement))
+        if stage != STAGE_CONTRIBUTE:
+            raise CodecError(f"stage {stage!r} is not an owner's stage of an HE round")
         k = owner_min_contributors(job, ctx.policy)
         dim = ctx.layout.total
         weights = payload.get_tensor("weights", dtype="float32", shape=(dim,), finite=True)
@@ -229,6 +291,11 @@ class HESumClientRound:
         public = SignedContext.from_payload(payload).open(
             job, trusted=trusted_keyholders(job, ctx.policy)
         )
+        masking = owner_masking(
+            job, ctx.policy, payload, self._mask_key, k=k,
+            own_identity=raw_public_key(ctx.identity_key),
+            roster_owners=ctx.roster.keys("owner") if ctx.roster is not None else None,
+        )  # fmt: skip
         ctx.releases.release(  # counted first; without DP once per round and per model
             round=self._round,
             attempt=self._attempt,
@@ -252,5 +319,7 @@ class HESumClientRound:
                 owner_id=ctx.client_id,
                 signing_key=ctx.identity_key,
                 min_contributors=k,
+                attempt=self._attempt,
+                masking=masking,
             )
         return Payload({"he.contribution": blob})

@@ -107,6 +107,10 @@ def client(
 
         torch.set_num_threads(threads)
     job = load(job_file)
+    if federation is not None:  # a deployment with a roster: unset secagg.adversary is malicious
+        from ..config import with_deployment_defaults
+
+        job = with_deployment_defaults(job)
     if (partition is None) == (data is None):
         raise fail("give exactly one of --partition and --data")
     try:

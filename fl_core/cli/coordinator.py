@@ -80,6 +80,10 @@ def coordinator(
     setup_logging(verbose, quiet, log_format)
     check_address(address, "--address", listen=True)
     job = load(job_file)
+    if federation is not None:  # a deployment with a roster: unset secagg.adversary is malicious
+        from ..config import with_deployment_defaults
+
+        job = with_deployment_defaults(job)
     if job.job.kind == "stats":  # a statistics job has its own coordinator loop
         from .stats import stats_coordinator
 

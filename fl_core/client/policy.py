@@ -78,6 +78,9 @@ class OwnerPolicy:
         quasi_identifiers: the columns k-anonymity is checked over.
         min_k_anonymity: refuse a table whose smallest equivalence class over
             ``quasi_identifiers`` has fewer rows (0: no check).
+        peer_keys: ``"owner-name=hex Ed25519 public key"`` of the other owners whose masking
+            keys the owner accepts in an HE cohort (empty: the identities the coordinator relays,
+            which a malicious coordinator could invent; pin them, or the roster's owner keys).
     """
 
     allowed_purposes: tuple[str, ...] = ()
@@ -101,12 +104,20 @@ class OwnerPolicy:
     drop_columns: tuple[str, ...] = ()
     quasi_identifiers: tuple[str, ...] = ()
     min_k_anonymity: int = 0
+    peer_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in _NAME_LISTS:
             value = getattr(self, name)
             if not isinstance(value, tuple) or not all(isinstance(v, str) and v for v in value):
                 raise ConfigError(f"policy.{name} must be a list of non-empty strings")
+        for entry in self.peer_keys:
+            name, _, key = entry.partition("=")
+            if not name or len(key) != 64 or any(ch not in "0123456789abcdef" for ch in key):
+                raise ConfigError(
+                    f"policy.peer_keys: {entry[:80]!r} is not 'owner-name=<64 lower-case hex "
+                    "digits>' (a raw Ed25519 public key)"
+                )
         for name in ("max_epsilon", "max_round_epsilon", "min_noise_multiplier"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
@@ -144,6 +155,13 @@ class OwnerPolicy:
             raise ConfigError(f"policy.budget_delta = {self.budget_delta}; expected in [0, 1)")
         if self.max_rounds < 0:
             raise ConfigError(f"policy.max_rounds = {self.max_rounds}; expected an integer >= 0")
+
+    def pinned_peers(self) -> dict[str, bytes]:
+        """``peer_keys`` as owner name -> raw Ed25519 public key."""
+        return {
+            name: bytes.fromhex(key)
+            for name, _, key in (entry.partition("=") for entry in self.peer_keys)
+        }
 
     @property
     def deidentifies(self) -> bool:
@@ -341,7 +359,7 @@ class OwnerPolicy:
                 raise PolicyRefused("the owner does not take part in evaluation")
             return
         kind = _protection(job)
-        if job.job.kind == "stats" and stage != "he.contribute":
+        if job.job.kind == "stats" and stage not in ("he.keys", "he.contribute"):
             raise PolicyRefused(f"stage {stage!r} is not part of a statistics job")
         if stage in PLAIN_STAGES and kind != "mean":
             raise PolicyRefused(
@@ -377,7 +395,7 @@ class OwnerPolicy:
 _NAME_LISTS = (
     "allowed_purposes", "required_aggregation", "trusted_keyholders", "allowed_coordinators",
     "allowed_keyholders", "allowed_datasets", "allowed_columns", "pseudonymize_columns",
-    "drop_columns", "quasi_identifiers",
+    "drop_columns", "quasi_identifiers", "peer_keys",
 )  # fmt: skip
 
 GAUSSIAN_MODES = ("dpsgd", "central")

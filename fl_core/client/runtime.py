@@ -528,6 +528,7 @@ class Client(Participant):
             releases=Releases(job, max_releases=self.policy.max_releases),
             roster=roster,
         )
+        self._budget_checked = False
         self._round_key: tuple[int, int] | None = None
         self._round: ClientRound | None = None
 
@@ -551,8 +552,11 @@ class Client(Participant):
             self._job_checked = True
         if self._job_refusal is not None:
             raise PolicyRefused(self._job_refusal.reason)
-        if self.context.privacy is not None:  # certain before joining: no release can fit
+        if self.context.privacy is not None and not self._budget_checked:
+            # Once, before joining (the runtime checks the job first): when not even one release
+            # can fit the cap, refusing is certain. Later releases are charged one by one.
             self.context.privacy.check_first_round()
+            self._budget_checked = True
 
     def check_coordinator(self) -> None:
         """The owner's list of coordinators, against the name the coordinator proved at join.

@@ -31,6 +31,7 @@ from ._loader import (
     load_job,
     load_schema,
     parse_job,
+    with_deployment_defaults,
 )
 from .code import CodeSection, SchemaSection
 from .protection import (
@@ -97,4 +98,5 @@ __all__ = [
     "load_job",
     "load_schema",
     "parse_job",
+    "with_deployment_defaults",
 ]

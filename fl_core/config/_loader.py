@@ -286,3 +286,19 @@ def load_job(path: str | Path) -> JobConfig:
     except OSError as exc:
         raise ConfigError(f"cannot read job file {path}: {exc.strerror}") from exc
     return parse_job(text)
+
+
+def with_deployment_defaults(job: JobConfig) -> JobConfig:
+    """The job as a deployment with a roster runs it: ``secagg.adversary`` unset means malicious.
+
+    Coordinator and owners that both run with ``--federation`` apply this to the same pinned
+    file, so they compute the same parameters; a job file that sets ``secagg.adversary`` keeps
+    its choice. The file's hash (what owners agree to) is unchanged.
+    """
+    try:
+        table = tomllib.loads(job.source).get("secagg", {})
+    except tomllib.TOMLDecodeError:
+        return job
+    if "adversary" in table:
+        return job
+    return dataclasses.replace(job, secagg=dataclasses.replace(job.secagg, adversary="malicious"))

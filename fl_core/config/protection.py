@@ -14,6 +14,10 @@ if TYPE_CHECKING:
     from he import StatsSpec
 
 
+ADVERSARIES = ("semi_honest", "semi_malicious", "malicious")
+"""``secagg.adversary``: what the coordinator is assumed to do (``mpc.Adversary``)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SecAggSection:
     """``[secagg]``: secure aggregation (SecAgg+; the complete graph is SecAgg).
@@ -21,7 +25,10 @@ class SecAggSection:
     Attributes:
         dropout_rate: the fraction of the cohort that may drop out (delta).
         corrupt_rate: the assumed fraction of clients colluding with the coordinator (gamma).
-        adversary: ``"semi_honest"`` or ``"semi_malicious"`` coordinator.
+        adversary: ``"semi_honest"``, ``"semi_malicious"`` or ``"malicious"`` coordinator (the
+            last two choose the same, stricter thresholds; the consistency check runs for all).
+            Unset, it is ``"malicious"`` for a deployment with a roster (see
+            :func:`with_deployment_defaults`) and ``"semi_honest"`` otherwise.
         full_graph: use SecAgg's complete graph instead of the finder's sparse one.
         degree: an explicit neighbourhood size k (0: chosen by the parameter finder).
         threshold: an explicit threshold t (0: chosen by the parameter finder).
@@ -56,9 +63,9 @@ class SecAggSection:
             self.corrupt_rate,
         )
         _require(
-            self.adversary in ("semi_honest", "semi_malicious"),
+            self.adversary in ADVERSARIES,
             "secagg.adversary",
-            "'semi_honest' or 'semi_malicious'",
+            "'semi_honest', 'semi_malicious' or 'malicious'",
             self.adversary,
         )
         _require(self.degree >= 0, "secagg.degree", "an integer >= 0 (0: finder)", self.degree)
@@ -91,6 +98,7 @@ class SecAggSection:
 
 HE_CKKS_PRESETS = ("ckks_8192",)
 HE_BFV_PRESETS = ("bfv_4096", "bfv_8192")
+HE_REALS = ("bfv", "ckks")
 NO_MODEL = "none"
 """``model.name`` of a statistics job, which trains no model."""
 
@@ -102,9 +110,19 @@ class HESection:
     Attributes:
         min_contributors: k, the fewest distinct owners whose aggregate the key holder decrypts
             (an owner whose policy demands more refuses the job; the key holder may raise it).
-        ckks: the CKKS parameter preset (real values).
-        bfv: the BFV parameter preset (exact counts and histograms).
-        flood_bits: statistical security s of the key holder's flooding of CKKS releases.
+        reals: how real values (moments, training updates) are encrypted: ``"bfv"`` (default:
+            exact fixed point in BFV's plaintext ring, nothing to flood) or ``"ckks"`` (CKKS,
+            flooded so that the job's total statistical distance is at most 2^-64, which at
+            these parameters leaves little precision; see he/README.md).
+        ckks: the CKKS parameter preset (real values when ``reals = "ckks"``).
+        bfv: the BFV parameter preset (exact counts and histograms; and the reals when
+            ``reals = "bfv"``, for which its plain modulus must leave enough fraction bits).
+        masking: owners add pairwise zero-sum masks (``he/masking.py``) to their plaintexts so
+            that even the key holder, with the coordinator, learns only the cohort's sum; an
+            extra stage ``he.keys`` advertises the owners' masking keys. Applies with
+            ``reals = "bfv"`` (BFV's exact ring); a CKKS job is never masked.
+        flood_bits: the least s of the key holder's flooding of CKKS releases; it floods with
+            at least what the job needs for a total distance of 2^-64.
         max_decryptions: the key holder's decryption budget for the job (0: one per round).
         clip: training: every update coordinate is clipped to [-clip, clip] before encryption.
         max_weight: training: examples are capped at this when weighting updates.
@@ -114,8 +132,10 @@ class HESection:
     """
 
     min_contributors: int = 3
+    reals: str = "bfv"
+    masking: bool = True
     ckks: str = "ckks_8192"
-    bfv: str = "bfv_4096"
+    bfv: str = "bfv_8192"
     flood_bits: int = 40
     max_decryptions: int = 0
     clip: float = 1.0
@@ -134,6 +154,7 @@ class HESection:
             self.ckks in HE_CKKS_PRESETS, "he.ckks", f"one of {list(HE_CKKS_PRESETS)}", self.ckks
         )
         _require(self.bfv in HE_BFV_PRESETS, "he.bfv", f"one of {list(HE_BFV_PRESETS)}", self.bfv)
+        _require(self.reals in HE_REALS, "he.reals", f"one of {list(HE_REALS)}", self.reals)
         _require(
             20 <= self.flood_bits <= 60, "he.flood_bits", "an integer in [20, 60]", self.flood_bits
         )
@@ -245,7 +266,7 @@ class DPSection:
         clip: L2 bound (per example for dpsgd/fedsgd, per update for central/distributed).
         accountant: ``pld`` (the default, the tight one) or ``rdp``: which accountant certifies
             that the calibrated Gaussian noise meets ``epsilon``.
-        clipping: DP-SGD clipping: ``flat``, ``per_layer``, ``ghost`` or ``auto``.
+        clipping: DP-SGD clipping: ``flat``, ``per_layer``, ``ghost``, ``bookkeeping`` or ``auto``.
         secure_mode: DP-SGD: Opacus's secure noise construction.
         bits: Skellam modular-clipping width (distributed/fedsgd), at most 32.
         colluders: clients assumed to collude with the coordinator (their noise is not counted).
@@ -298,9 +319,9 @@ class DPSection:
             self.accountant in ("rdp", "pld"), "dp.accountant", "'rdp' or 'pld'", self.accountant
         )
         _require(
-            self.clipping in ("flat", "per_layer", "ghost", "auto"),
+            self.clipping in ("flat", "per_layer", "ghost", "bookkeeping", "auto"),
             "dp.clipping",
-            "flat, per_layer, ghost or auto",
+            "flat, per_layer, ghost, bookkeeping or auto",
             self.clipping,
         )
         _require(8 <= self.bits <= 32, "dp.bits", "an integer in [8, 32]", self.bits)

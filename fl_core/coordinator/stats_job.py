@@ -5,15 +5,19 @@ One round, tried up to ``round.max_attempts`` times:
 1. wait for a key holder and for ``sampling.min_clients`` owners; sample the cohort;
 2. ``he.context`` (to the key holder): its public context, signed for this job; the coordinator
    checks signature, signer (the identity the key holder joined with) and parameters;
-3. ``he.contribute`` (to the owners): the signed context in, encrypted sufficient statistics
+3. ``he.keys`` (to the owners, when the job masks, ``he.masking``): each owner's masking
+   public key, signed with its identity key; the answers are the attempt's cohort;
+   ``he.contribute`` (to the owners): the signed context in, encrypted sufficient statistics
    out; each contribution is checked (receipt, binding, ciphertexts) and added as it arrives
    (:class:`he.Aggregator`: the coordinator holds the public context only and cannot decrypt);
-4. ``he.decrypt`` (to the key holder): the aggregate in, a release out, or the key holder's
-   refusal (fewer than k enrolled owners, ...), which aborts the attempt with that reason;
+4. ``he.decrypt`` (to the key holder): the accepted contributions in, unchanged
+   (``he.request``); the key holder checks each again, adds them itself and returns a release,
+   or its refusal (fewer than k enrolled owners, ...), which aborts the attempt with that
+   reason. The coordinator's own encrypted sum is never decrypted;
 5. finalize (mean, variance, quantiles, covariance, OLS, ...) and commit the result as the
    round's metrics, in the same transaction that completes the round.
 
-The coordinator forwards any aggregate of at least the owners' own k; the job's k (and a higher
+The coordinator relays the contributions of at least the owners' own k; the job's k (and a higher
 one the key holder may set) is enforced by the key holder, which is the party that must refuse.
 """
 
@@ -27,7 +31,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import CodecError, FlCoreError, RoundAborted
-from ..he_job import MAX_ENVELOPE_BYTES, SignedContext, reject_he_errors
+from ..he_job import (
+    MAX_ENVELOPE_BYTES,
+    STAGE_KEYS,
+    SignedContext,
+    advertisement_from_payload,
+    check_release_against,
+    cohort_fields,
+    masked,
+    reject_he_errors,
+)
 from ..payload import Payload
 from ..transport.base import JobDone
 from .driver import StageOutcome
@@ -151,7 +164,12 @@ class StatsJob:
         enrolment = {cid: keys[cid] for cid in cohort if cid in keys}
         try:
             aggregator = he.Aggregator(
-                public, spec=spec, job_id=c.job_id, round=ROUND, enrolment=enrolment
+                public,
+                spec=spec,
+                job_id=c.job_id,
+                round=ROUND,
+                enrolment=enrolment,
+                attempt=attempt,
             )
         except he.HeError as exc:
             reason = f"{type(exc).__name__}: {exc}"
@@ -165,29 +183,54 @@ class StatsJob:
                 raise CodecError(f"{client!r} sent a contribution signed as {receipt.owner_id!r}")
             return receipt
 
-        task = Payload(signed.fields())
-        out = await stages.run(STAGE_CONTRIBUTE, {cid: task for cid in cohort}, check_contribution)
+        masking: he.Cohort | None = None
+        extra: dict[str, object] = {}
+        if masked(job):  # owners advertise masking keys; every one of them must contribute
+
+            def check_keys(stage: str, client: str, payload: Payload) -> object:
+                return advertisement_from_payload(payload, client)
+
+            keys_task = Payload({"he.job_sha256": job.sha256})
+            out = await stages.run(STAGE_KEYS, {cid: keys_task for cid in cohort}, check_keys)
+            cohort = sorted(out.results)
+            masking = he.Cohort(
+                job_id=c.job_id,
+                round=ROUND,
+                attempt=attempt,
+                advertisements=tuple(out.results[cid] for cid in cohort),  # type: ignore[misc]
+            )
+            extra = cohort_fields(masking, keys)
+        task = Payload({**signed.fields(), **extra})
+        out = await stages.run(
+            STAGE_CONTRIBUTE,
+            {cid: task for cid in cohort},
+            check_contribution,
+            quorum=len(cohort) if masking is not None else 1,
+        )
+        if masking is not None and set(out.results) != set(cohort):
+            missing = sorted(set(cohort) - set(out.results))
+            raise RoundAborted(
+                stage=STAGE_CONTRIBUTE,
+                reason=f"masked cohort incomplete, missing {missing}: restart with fresh keys",
+            )
         try:
-            aggregate = aggregator.result()
+            request = aggregator.request(cohort=masking)
+            self.aggregate = aggregator.result()  # the coordinator's own sum: never decrypted
         except he.HeError as exc:
             raise RoundAborted(
                 stage=STAGE_CONTRIBUTE, reason=f"{type(exc).__name__}: {exc}"
             ) from exc
-        self.aggregate = aggregate
 
         def check_release(stage: str, client: str, payload: Payload) -> object:
             data = payload.get_bytes("he.release", max_size=MAX_ENVELOPE_BYTES)
             with reject_he_errors("release"):
                 release = he.Release.from_bytes(data)
-            if (release.job_id, release.round) != (c.job_id, ROUND):
-                raise CodecError("the release is not for this job's round")
-            if sorted(release.contributors) != sorted(aggregate.contributors):
-                raise CodecError("the release names other contributors than the aggregate")
+            check_release_against(release, request, aggregator)
             if not isinstance(release.spec, he.StatsSpec) or release.spec.digest != spec.digest:
                 raise CodecError("the release holds another spec than this job's")
             return release
 
-        task = Payload({"he.aggregate": aggregate.to_bytes()})
+        task = Payload({"he.request": request.to_bytes()})
         out = await stages.run(STAGE_DECRYPT, {keyholder: task}, check_release)
         release: he.Release = out.results[keyholder]  # type: ignore[assignment]
         result = he.finalize_statistics(release).to_dict()
@@ -242,6 +285,7 @@ class _Stages:
         stage: str,
         tasks: Mapping[str, Payload],
         check: Callable[[str, str, Payload], object],
+        quorum: int = 1,
     ) -> StageOutcome:
 
         c = self.c
@@ -265,7 +309,7 @@ class _Stages:
             stage=stage,
             tasks=tasks,
             check=check,
-            quorum=1,
+            quorum=quorum,
             timeout=c.job.round.stage_timeout_s,
             progress=progress,
         )

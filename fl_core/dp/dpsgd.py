@@ -2,10 +2,12 @@
 
 This is the only module of Bulwark that imports Opacus. It provides:
 
-- :class:`DPSGDSession`: one ``PrivacyEngine.make_private`` call turns (model, optimizer, data
-  loader) into a private training session with Poisson sampling, a noise multiplier (given, or
-  calibrated to a target epsilon over the planned rounds), flat, per-layer or ghost clipping, and
-  an epsilon report (RDP and PLD) after each round. The same session serves every federated round:
+- :class:`DPSGDSession`: turns (model, optimizer, data loader) into a private training session
+  with Poisson sampling, a noise multiplier (given, or calibrated to a target epsilon over the
+  planned rounds), flat, per-layer, ghost (one ``PrivacyEngine.make_private`` call) or
+  book-keeping clipping (:mod:`fl_core.dp.bookkeeping`, Opacus's Poisson loader and the same
+  update as Opacus's optimizer, in one backward pass), and an epsilon report (RDP and PLD)
+  after each round. The same session serves every federated round:
   ``load_weights`` (new global model), ``train_round``, read the report.
 - :func:`clipped_gradient_sum`: for DP-FedSGD, the sum of per-example clipped gradients over a
   Poisson-sampled batch, as a flat vector, plus the batch size (Opacus computes the per-example
@@ -19,16 +21,17 @@ Notes:
     Opacus draws noise and batches from torch's Mersenne Twister. The session therefore replaces
     the two places where Opacus draws randomness: the optimizer's ``add_noise`` (the same step as
     Opacus's, with the noise from :func:`fl_core.dp._torch_rng.gaussian_like`: Holohan-Braghin
-    in secure mode) and the Poisson loader's batch sampler
-    (:class:`fl_core.dp._torch_rng.PoissonBatchSampler`). Both read one AES-128-CTR stream keyed
-    with 128 bits from ``os.urandom`` (:func:`fl_core.dp.noise.csprng`), or the ``rng`` the caller
-    passes (tests). No ``torch.Generator`` is involved. The noise is a float added to float
-    gradients (see the floating-point caveat in ``fl_core/dp/README.md``); DP-FedSGD adds integer
-    noise instead.
+    in secure mode; the book-keeping step calls the same function) and the Poisson loader's
+    batch sampler (:class:`fl_core.dp._torch_rng.PoissonBatchSampler`). Both read one
+    AES-128-CTR stream keyed with 128 bits from ``os.urandom`` (:func:`fl_core.dp.noise.csprng`),
+    or the ``rng`` the caller passes (tests). No ``torch.Generator`` is involved. The noise is a
+    float added to float gradients (see the floating-point caveat in ``fl_core/dp/README.md``);
+    DP-FedSGD adds integer noise instead.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +44,7 @@ import numpy.typing as npt
 import torch
 from opacus import GradSampleModule, PrivacyEngine
 from opacus.accountants.analysis.rdp import compute_rdp
+from opacus.data_loader import DPDataLoader
 from opacus.grad_sample.grad_sample_module_fast_gradient_clipping import (
     GradSampleModuleFastGradientClipping,
 )
@@ -49,6 +53,7 @@ from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader
 
+from fl_core.dp import bookkeeping
 from fl_core.dp._torch_rng import PoissonBatchSampler, gaussian_like
 from fl_core.dp.accounting import (
     ACCOUNTANTS,
@@ -92,13 +97,16 @@ class ClippingMode(StrEnum):
     FLAT = "flat"
     PER_LAYER = "per_layer"
     GHOST = "ghost"
+    BOOKKEEPING = "bookkeeping"
     AUTO = "auto"
 
 
 def resolve_clipping(model: nn.Module, mode: ClippingMode) -> ClippingMode:
-    """Return the concrete mode for ``model``: AUTO becomes GHOST or FLAT, others are kept."""
+    """Return the concrete mode for ``model``: AUTO becomes BOOKKEEPING, GHOST or FLAT."""
     if mode is not ClippingMode.AUTO:
         return mode
+    if bookkeeping.supports(model):
+        return ClippingMode.BOOKKEEPING
     ghostable = tuple(GradSampleModuleFastGradientClipping.NORM_SAMPLERS) + tuple(
         GradSampleModuleFastGradientClipping.GRAD_SAMPLERS
     )
@@ -120,7 +128,8 @@ class DPSGDConfig:
         planned_rounds: rounds the owner plans to take part in (for ``target_epsilon``).
         epochs_per_round: local epochs per round (each epoch is ``len(data_loader)`` steps).
         max_steps_per_round: stop a round after this many steps (0: no limit).
-        clipping: flat, per-layer, ghost, or AUTO (ghost where every layer allows it).
+        clipping: flat, per-layer, ghost, book-keeping, or AUTO (book-keeping where every layer
+            allows it, else ghost where every layer allows it, else flat).
         layer_norms: PER_LAYER bounds, one per trainable parameter tensor; ``None`` splits
             ``max_grad_norm`` equally (each ``C / sqrt(L)``).
         secure_mode: use Opacus's secure noise construction (see the module notes).
@@ -232,6 +241,67 @@ def _backward(loss: torch.Tensor) -> None:
         loss.backward()  # type: ignore[no-untyped-call]
 
 
+class _BookKeepingStep:
+    """One DP-SGD step with book-keeping clipping, the same update as Opacus's ``DPOptimizer``.
+
+    ``grad = (sum_i clip_C(grad_i) + N(0, (z C)^2)) / expected_batch_size``, then the wrapped
+    optimizer's step: what Opacus computes with ``loss_reduction="mean"`` (its ``scale_grad``
+    divides by the expected, not the drawn, batch size, so that the batch size leaks nothing).
+    An empty Poisson batch still adds the noise.
+
+    Raises:
+        ConfigError: if the criterion has no ``reduction`` (the per-example losses are its
+            ``reduction="sum"`` copy).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        criterion: nn.Module,
+        noise_multiplier: float,
+        max_grad_norm: float,
+        expected_batch_size: int,
+        secure: bool,
+        rng: np.random.Generator,
+    ) -> None:
+        if not isinstance(getattr(criterion, "reduction", None), str):
+            raise ConfigError(
+                "book-keeping clipping needs a criterion with a 'reduction' attribute "
+                f"(such as nn.CrossEntropyLoss), got {type(criterion).__name__}"
+            )
+        self._summed = copy.copy(criterion)
+        setattr(self._summed, "reduction", "sum")  # noqa: B010  (nn.Module's typed __setattr__)
+        self._keeper = bookkeeping.BookKeeper(model)
+        self._params = [p for p in model.parameters() if p.requires_grad]
+        self._optimizer = optimizer
+        self._std = noise_multiplier * max_grad_norm
+        self._max_grad_norm = max_grad_norm
+        self._scale = 1.0 / max(expected_batch_size, 1)
+        self._secure = secure
+        self._rng = rng
+
+    def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> float | None:
+        """Take one step on a Poisson batch; return its mean loss (``None`` if it is empty)."""
+        mean_loss: float | None = None
+        if len(targets):
+            result = self._keeper.clipped_sum(
+                inputs, targets, loss_fn=self._summed, max_grad_norm=self._max_grad_norm
+            )
+            sums = result.grads
+            mean_loss = float(result.loss) / len(targets)
+        else:
+            sums = [torch.zeros_like(p) for p in self._params]
+        for p, total in zip(self._params, sums, strict=True):
+            noise = gaussian_like(total, std=self._std, rng=self._rng, secure=self._secure)
+            p.grad = (total + noise).mul_(self._scale).view_as(p)
+        self._optimizer.step()
+        for p in self._params:
+            p.grad = None
+        return mean_loss
+
+
 class DPSGDSession:
     """A private local-training session that lives across federated rounds.
 
@@ -294,15 +364,45 @@ class DPSGDSession:
                 )
             max_grad_norm = list(norms)
         self.rng = csprng() if rng is None else rng
+        self._module: nn.Module
+        self._optimizer: Any  # opacus.optimizers.DPOptimizer
+        self._loader: Any  # opacus.data_loader.DPDataLoader
+        self._criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+        self._bk: _BookKeepingStep | None = None
+        if self.clipping is ClippingMode.BOOKKEEPING:
+            self._bk = _BookKeepingStep(
+                model=model,
+                optimizer=optimizer,
+                criterion=criterion,
+                noise_multiplier=self.noise_multiplier,
+                max_grad_norm=float(config.max_grad_norm),
+                expected_batch_size=int(len(data_loader.dataset) * self.sample_rate),  # type: ignore[arg-type]
+                secure=config.secure_mode,
+                rng=self.rng,
+            )
+            self._module, self._optimizer, self._criterion = model, optimizer, criterion
+            self._base_optimizer = optimizer
+            self._loader = DPDataLoader.from_data_loader(data_loader)
+        else:
+            self._make_private(model, optimizer, data_loader, criterion, max_grad_norm)
+            self._base_optimizer = self._optimizer.original_optimizer
+        _use_csprng_batches(self._loader, steps=len(self._loader.batch_sampler), rng=self.rng)
+        self._events: list[GaussianEvent] = []
+
+    def _make_private(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        data_loader: DataLoader[Any],
+        criterion: nn.Module,
+        max_grad_norm: float | list[float],
+    ) -> None:
+        """Wrap the training objects with Opacus (flat, per-layer or ghost clipping)."""
         with warnings.catch_warnings():
             # Opacus warns that its torchcsprng-based secure RNG is off; see the module notes.
             warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
             engine = PrivacyEngine(accountant="rdp", secure_mode=False)
         ghost = self.clipping is ClippingMode.GHOST
-        self._module: nn.Module
-        self._optimizer: Any  # opacus.optimizers.DPOptimizer
-        self._loader: Any  # opacus.data_loader.DPDataLoader
-        self._criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
         made = engine.make_private(
             module=model,
             optimizer=optimizer,
@@ -319,10 +419,8 @@ class DPSGDSession:
         else:
             self._module, self._optimizer, self._loader = made
             self._criterion = criterion
-        self._optimizer.secure_mode = config.secure_mode
+        self._optimizer.secure_mode = self._config.secure_mode
         _use_csprng_noise(self._optimizer, self.rng)
-        _use_csprng_batches(self._loader, steps=len(self._loader.batch_sampler), rng=self.rng)
-        self._events: list[GaussianEvent] = []
 
     @property
     def model(self) -> nn.Module:
@@ -382,7 +480,7 @@ class DPSGDSession:
         that an empty batch is indistinguishable from a full one). Optimizer state (momentum)
         starts from zero every round.
         """
-        self._optimizer.original_optimizer.state.clear()
+        self._base_optimizer.state.clear()
         self._module.train()
         steps = examples = 0
         losses: list[float] = []
@@ -393,14 +491,18 @@ class DPSGDSession:
                     inputs, targets = next(batches)
                 except StopIteration:
                     break
-                self._optimizer.zero_grad()
-                loss = self._criterion(self._module(inputs), targets)
-                _backward(loss)
-                self._optimizer.step()
+                if self._bk is not None:
+                    mean_loss = self._bk.step(inputs, targets)
+                else:
+                    self._optimizer.zero_grad()
+                    loss = self._criterion(self._module(inputs), targets)
+                    _backward(loss)
+                    self._optimizer.step()
+                    mean_loss = float(loss.detach()) if len(targets) else None
                 steps += 1
                 examples += len(targets)
-                if len(targets):
-                    losses.append(float(loss.detach()))
+                if mean_loss is not None:
+                    losses.append(mean_loss)
         self._optimizer.zero_grad()
         event = GaussianEvent(
             noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate, steps=steps

@@ -43,6 +43,15 @@ class Adversary(StrEnum):
     """Follows the protocol and tries to learn from what it sees (curious server)."""
     SEMI_MALICIOUS = "semi_malicious"
     """May also lie about which clients dropped out, to different clients."""
+    MALICIOUS = "malicious"
+    """May deviate arbitrarily (Bonawitz et al. 2017, active variant). Thresholds as for
+    ``semi_malicious`` (fcp's strictest class); what stops the lies is the consistency check,
+    which runs in every round whatever the class, and peers pinned to a roster."""
+
+    @property
+    def lies(self) -> bool:
+        """Whether the class assumes a coordinator that lies about dropouts."""
+        return self is not Adversary.SEMI_HONEST
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,7 +64,7 @@ class SecAggParams:
         degree: k, each client's number of neighbours; ``num_clients - 1`` is the complete graph.
         dropout_rate: delta in [0, 1), the fraction of dropouts the round must tolerate.
         corrupt_rate: gamma in [0, 1), the fraction of clients assumed to collude with the server.
-        adversary: ``"semi_honest"`` or ``"semi_malicious"``.
+        adversary: ``"semi_honest"``, ``"semi_malicious"`` or ``"malicious"``.
         ring_bits: 32 or 64.
         quantization_bits: if set, the number of bits per quantized value; checked so that the
             sum of ``num_clients`` values cannot wrap around the ring.
@@ -122,7 +131,7 @@ class SecAggParams:
     @property
     def semi_malicious(self) -> bool:
         """Whether the coordinator is assumed semi-malicious."""
-        return self.adversary is Adversary.SEMI_MALICIOUS
+        return self.adversary.lies
 
     def _describe(self) -> str:
         return (
@@ -218,7 +227,7 @@ def find_parameters(
         num_clients: n, 2 to 1,000,000.
         dropout_rate: delta in [0, 1), the tolerated fraction of dropouts.
         corrupt_rate: gamma in [0, 1), the assumed fraction of clients colluding with the server.
-        adversary: ``"semi_honest"`` or ``"semi_malicious"``.
+        adversary: ``"semi_honest"``, ``"semi_malicious"`` or ``"malicious"``.
         ring_bits: 32 or 64.
         quantization_bits: optional, checked against wraparound for n clients.
 
@@ -236,7 +245,7 @@ def find_parameters(
     except ValueError:
         raise ParameterError(f"adversary must be one of {[a.value for a in Adversary]}") from None
     _check_feasible(corrupt_rate, dropout_rate, adversary)
-    semi_malicious = adversary is Adversary.SEMI_MALICIOUS
+    semi_malicious = adversary.lies
     found = smallest_sparse_degree(
         num_clients=n,
         corrupt_rate=corrupt_rate,
@@ -289,7 +298,7 @@ def _check_rate(name: str, value: object) -> float:
 
 
 def _check_feasible(corrupt_rate: float, dropout_rate: float, adversary: Adversary) -> None:
-    if adversary is Adversary.SEMI_MALICIOUS:
+    if adversary.lies:
         if corrupt_rate + 2 * dropout_rate > MAX_SEMI_HONEST_BAD_RATE:
             raise ParameterError(
                 f"corrupt_rate + 2 * dropout_rate = {corrupt_rate + 2 * dropout_rate:g} must be "

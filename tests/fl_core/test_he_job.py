@@ -74,7 +74,7 @@ def test_a_forged_or_replayed_signature_is_refused(holder: he.KeyHolder) -> None
 
 
 def test_a_context_with_other_parameters_than_the_job_is_refused(holder: he.KeyHolder) -> None:
-    job = with_he(bfv="bfv_8192")  # the job asks for BFV at N = 8192; the context has 4096
+    job = with_he(bfv="bfv_4096")  # the job asks for BFV at N = 4096; the context has 8192
     signed = SignedContext.create(job, holder.public_context(), Ed25519PrivateKey.generate())
     with pytest.raises(ProtocolError, match="parameters differ from the job's"):
         signed.open(job)
@@ -128,4 +128,6 @@ def test_the_vector_spec_bounds_weighted_clipped_updates() -> None:
     job = parse(job_text(extra="[aggregation]\nkind = 'he'\n[he]\nclip = 2.0\nmax_weight = 50\n"))
     spec = vector_spec(job, length=7)
     assert (spec.length, spec.max_abs, spec.max_owners) == (7, 100.0, 5)
-    assert [p.scheme.value for p in job_params(job)] == ["ckks"]
+    assert [p.scheme.value for p in job_params(job)] == ["bfv"]  # exact fixed point by default
+    ckks = parse(job_text(extra="[aggregation]\nkind = 'he'\n[he]\nreals = 'ckks'\n"))
+    assert [p.scheme.value for p in job_params(ckks)] == ["ckks"]

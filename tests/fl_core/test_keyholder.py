@@ -51,21 +51,21 @@ def setup() -> tuple[KeyholderParticipant, SimulatedKeys, list[bytes], he.Public
     return holder, keys, contributions, public
 
 
-def aggregate(setup_, owners: list[int], *, round: int = 1) -> bytes:  # type: ignore[no-untyped-def]
-    holder, keys, contributions, public = setup_
+def request(setup_, owners: list[int], *, round: int = 1, attempt: int = 1) -> bytes:  # type: ignore[no-untyped-def]
+    """What the coordinator relays: the owners' contributions, unchanged."""
+    holder, _keys, contributions, _public = setup_
     job = holder.job
-    return he.add_ciphertexts(
-        public,
-        [contributions[i] for i in owners],
-        spec=job.stats.spec(),
+    return he.DecryptionRequest(
         job_id=job.job.name,
         round=round,
-        enrolment=keys.enrolment(),
+        attempt=attempt,
+        spec=job.stats.spec(),
+        contributions=tuple(contributions[i] for i in owners),
     ).to_bytes()
 
 
 def decrypt(holder: KeyholderParticipant, data: bytes, *, round: int = 1) -> Payload:
-    return holder.handle(task("he.decrypt", Payload({"he.aggregate": data}), round=round))
+    return holder.handle(task("he.decrypt", Payload({"he.request": data}), round=round))
 
 
 def test_the_context_has_no_secret_key_and_is_signed_by_the_key_holder(setup) -> None:  # type: ignore[no-untyped-def]
@@ -81,9 +81,14 @@ def test_refusals_name_the_key_holders_reason(setup) -> None:  # type: ignore[no
     with pytest.raises(PolicyRefused, match="NotAnAggregate: refusing to decrypt an individual"):
         decrypt(holder, contributions[0])
     with pytest.raises(PolicyRefused, match="at least 3 required"):
-        decrypt(holder, aggregate(setup, [0, 1]))
-    with pytest.raises(PolicyRefused, match="the task for job 'stats-test' round 2"):
-        decrypt(holder, aggregate(setup, [0, 1, 2]), round=2)
+        decrypt(holder, request(setup, [0, 1]))
+    with pytest.raises(PolicyRefused, match="the task for job 'stats-test' round 2 attempt 1"):
+        decrypt(holder, request(setup, [0, 1, 2]), round=2)
+    with pytest.raises(PolicyRefused, match="attempt 2, the task .* attempt 1"):
+        decrypt(holder, request(setup, [0, 1, 2], attempt=2))
+    reasons = [r.reason for r in holder.decryption_refusals]
+    assert len(reasons) == 4 and "individual owner contribution" in reasons[0]
+    assert holder.decryption_log == ()
     with pytest.raises(PolicyRefused, match="not a key-holder stage"):
         holder.handle(task("he.contribute", Payload({})))
     with pytest.raises(PolicyRefused, match="task for job 'other'"):
@@ -92,11 +97,11 @@ def test_refusals_name_the_key_holders_reason(setup) -> None:  # type: ignore[no
 
 def test_one_release_per_round_and_never_a_difference(setup) -> None:  # type: ignore[no-untyped-def]
     holder, *_ = setup
-    first = decrypt(holder, aggregate(setup, [0, 1, 2, 3]), round=1)
-    again = decrypt(holder, aggregate(setup, [3, 2, 1, 0]), round=1)
+    first = decrypt(holder, request(setup, [0, 1, 2, 3]), round=1)
+    again = decrypt(holder, request(setup, [3, 2, 1, 0]), round=1)
     assert first["he.release"] == again["he.release"]  # the same release: nothing new leaves
-    with pytest.raises(PolicyRefused, match="would let the difference reveal individual owners"):
-        decrypt(holder, aggregate(setup, [0, 1, 2, 3, 4]), round=1)
+    with pytest.raises(PolicyRefused, match="already decrypted for this statistic"):
+        decrypt(holder, request(setup, [0, 1, 2, 3, 4]), round=1)
     release = he.Release.from_bytes(first.get_bytes("he.release"))
     assert release.integers[0] == sum(len(t["target"]) for t in dataset_tables(holder.job)[:4])
     assert len(holder.decryption_log) == 1
@@ -121,16 +126,14 @@ def test_the_key_holder_counts_only_owners_of_its_own_enrolment() -> None:
         )
         for name, table in zip(NAMES[:3], dataset_tables(job), strict=False)
     ]
-    data = he.add_ciphertexts(  # the coordinator checks against the puppets' keys: all fine
-        public,
-        forged,
-        spec=job.stats.spec(),
-        job_id=job.job.name,
-        round=1,
-        enrolment=puppets.enrolment(),
+    data = he.DecryptionRequest(  # the coordinator checked them against the puppets' keys
+        job_id=job.job.name, round=1, attempt=1, spec=job.stats.spec(), contributions=tuple(forged)
     ).to_bytes()
-    with pytest.raises(PolicyRefused, match="BindingError: receipt of 'client-0' has an invalid"):
+    with pytest.raises(PolicyRefused, match="BelowMinimumCohort: aggregate has 0 distinct"):
         decrypt(holder, data)
+    left_out = [r for r in holder.decryption_refusals if r.owner is not None]
+    assert [r.owner for r in left_out] == NAMES[:3]
+    assert all("receipt of" in r.reason and "invalid signature" in r.reason for r in left_out)
     assert holder.decryption_log == ()
 
 

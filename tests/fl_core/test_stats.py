@@ -25,8 +25,13 @@ def test_five_owners_get_numpys_statistics_of_the_pooled_diabetes_rows() -> None
     assert sorted(outcome.statistics["contributors"]) == [f"client-{i}" for i in range(5)]
     assert_matches_pooled(outcome.statistics, pooled(tables))
     metrics = outcome.metrics
-    assert metrics["num_clients"] == 5 and metrics["flood_bits"] == 40
-    assert metrics["stage_seconds"].keys() == {"he.context", "he.contribute", "he.decrypt"}  # type: ignore[attr-defined]
+    assert metrics["num_clients"] == 5 and metrics["flood_bits"] == 0  # exact BFV: nothing flooded
+    assert metrics["stage_seconds"].keys() == {
+        "he.context",
+        "he.keys",
+        "he.contribute",
+        "he.decrypt",
+    }  # type: ignore[attr-defined]
 
 
 def test_an_owner_with_no_rows_still_counts_and_changes_nothing() -> None:
@@ -138,3 +143,46 @@ def test_a_statistics_owner_drops_identifiers_and_checks_k(tmp_path: Path) -> No
     assert [e.kind for e in entries] == [
         "deidentification", "deidentification_refused", "deidentification_refused",
     ]  # fmt: skip
+
+
+def test_a_masked_owner_refuses_a_cohort_the_coordinator_padded_or_left_out() -> None:
+    # Prepare: a hospital of a masked statistics job (the default), pinned to its peers.
+    import he
+    from fl_core.errors import PolicyRefused, ProtocolError
+    from fl_core.he_job import SignedContext, cohort_fields
+    from fl_core.keyholder import SimulatedKeys
+    from fl_core.payload import Payload
+    from fl_core.stats import StatsOwner
+    from fl_core.transport.base import Task, TaskHeader
+
+    job = stats_job(k=3)
+    names = ["h0", "h1", "h2"]
+    keys = SimulatedKeys.generate(names)
+    holder = keys.keyholder_participant(job)
+    owner = StatsOwner(name="h0", job=job, table=dataset_tables(job)[0],
+                       identity_key=keys.owners["h0"], policy=keys.owner_policy())  # fmt: skip
+
+    def task(stage: str, payload: Payload) -> Task:
+        header = TaskHeader(job_id=job.job.name, round=1, attempt=1, stage=stage, task_id="t")
+        return Task(header, payload)
+
+    signed = holder.handle(task("he.context", Payload({"he.job_sha256": job.sha256})))
+    mine = owner.handle(task("he.keys", Payload({})))
+    ad = he.MaskAdvertisement(owner_id="h0", public_key=mine.get_bytes("he.mask_key"),
+                              signature=mine.get_bytes("he.mask_signature"))  # fmt: skip
+    puppets = SimulatedKeys.generate(["h1", "h2"])  # the coordinator's own identities
+    fake = [
+        he.MaskingKey.generate(identity_key=puppets.owners[n], owner_id=n, job_id=job.job.name,
+                               round=1, attempt=1)[1]
+        for n in ("h1", "h2")
+    ]  # fmt: skip
+    cohort = he.Cohort(job_id=job.job.name, round=1, attempt=1, advertisements=(ad, *fake))
+    relayed = {"h0": keys.enrolment()["h0"], **puppets.enrolment()}  # what it claims they are
+    SignedContext.from_payload(signed)  # the context is genuine
+    context = dict(signed)
+
+    # Execute / Assert: the pinned peers expose the invented keys; no cohort at all is refused.
+    with pytest.raises(ProtocolError, match="'h1' is not signed by its enrolled identity"):
+        owner.handle(task("he.contribute", Payload({**context, **cohort_fields(cohort, relayed)})))
+    with pytest.raises(PolicyRefused, match="carries no cohort"):
+        owner.handle(task("he.contribute", signed))

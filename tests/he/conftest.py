@@ -70,6 +70,7 @@ def contribute(public: he.PublicContext, owner_keys: dict[str, Ed25519PrivateKey
         round: int = 0,
         min_contributors: int = 2,
         context: he.PublicContext | None = None,
+        attempt: int = 1,
     ) -> bytes:
         return he.encrypt_statistics(
             context or public,
@@ -80,6 +81,7 @@ def contribute(public: he.PublicContext, owner_keys: dict[str, Ed25519PrivateKey
             owner_id=owner,
             signing_key=owner_keys[owner],
             min_contributors=min_contributors,
+            attempt=attempt,
         )
 
     return run

@@ -65,7 +65,7 @@ def test_uniform_sampler_is_symmetric() -> None:
 
 
 def test_flood_bits_range_is_enforced() -> None:
-    with pytest.raises(he.SpecError, match=r"flood_bits must lie in \[20, 60\]"):
+    with pytest.raises(he.SpecError, match=r"flood_bits must lie in \[20, 128\]"):
         flood_and_round(np.zeros(2), noise_bound=1e-9, flood_bits=19)
 
 

@@ -14,6 +14,18 @@ from he._finalize import Histogram, quantile_from_histogram
 
 OWNERS = tuple(f"hospital-{i}" for i in range(5))  # as in conftest.py
 
+
+@pytest.fixture(scope="module")
+def keyholder(enrolment: dict[str, bytes]) -> he.KeyHolder:
+    """The default path of a statistics job: exact BFV, reals in fixed point (he.fixed)."""
+    return he.KeyHolder.generate(he.BFV_8192, min_contributors=3, enrolment=enrolment)
+
+
+@pytest.fixture(scope="module")
+def public(keyholder: he.KeyHolder) -> he.PublicContext:
+    return he.PublicContext.from_bytes(keyholder.public_context().to_bytes())
+
+
 ALL = ["count", "sum", "mean", "variance", "std", "histogram", "quantiles", "covariance",
        "correlation", "ols"]  # fmt: skip
 
@@ -23,10 +35,11 @@ def run_job(contribute, public, enrolment, keyholder, tables, spec, *, round=0):
         contribute(owner, table, spec, round=round)
         for owner, table in zip(OWNERS, tables, strict=False)
     ]
-    aggregate = he.add_ciphertexts(
-        public, contributions, spec=spec, job_id="job-1", round=round, enrolment=enrolment
-    )
-    release = he.Release.from_bytes(keyholder.decrypt(aggregate.to_bytes()).to_bytes())
+    aggregator = he.Aggregator(public, spec=spec, job_id="job-1", round=round, enrolment=enrolment)
+    for data in contributions:
+        aggregator.add(data)
+    request = aggregator.request(attempt=1)
+    release = he.Release.from_bytes(keyholder.decrypt(request.to_bytes()).to_bytes())
     return he.finalize_statistics(release), release
 
 

@@ -162,3 +162,23 @@ def test_protocol_modules_never_touch_non_cryptographic_randomness() -> None:
             ):
                 offenders.append(f"{path.name}:{node.lineno} uses np.random.{node.attr}")
     assert offenders == []
+
+
+def test_expand_mod_is_deterministic_uniform_and_in_range() -> None:
+    from scipy.stats import chisquare
+
+    from mpc.prg import expand_mod
+
+    t = 1099511480321  # BFV_8192's plain modulus
+    key = bytes(range(32))
+    first = expand_mod(key, 50_000, modulus=t)
+    assert np.array_equal(first, expand_mod(key, 50_000, modulus=t))
+    assert np.array_equal(first[:1000], expand_mod(key, 1000, modulus=t))  # a prefix of one stream
+    assert first.dtype == np.int64 and first.min() >= 0 and first.max() < t
+    counts = np.bincount((first.astype(np.float64) / t * 50).astype(np.int64), minlength=50)
+    assert chisquare(counts).pvalue > 1e-4
+    assert not np.array_equal(first, expand_mod(bytes(31) + b"\x01", 50_000, modulus=t))
+    # a tiny modulus exercises the rejection: values stay exactly uniform on Z_3
+    small = expand_mod(key, 30_000, modulus=3)
+    assert set(np.unique(small)) == {0, 1, 2}
+    assert chisquare(np.bincount(small)).pvalue > 1e-4

@@ -69,8 +69,10 @@ def test_session_survives_one_call_per_round() -> None:
     assert all(math.isfinite(r.mean_loss) for r in reports)
 
 
-@pytest.mark.parametrize("clipping", [ClippingMode.PER_LAYER, ClippingMode.GHOST])
-def test_per_layer_and_ghost_clipping_train(clipping: ClippingMode) -> None:
+@pytest.mark.parametrize(
+    "clipping", [ClippingMode.PER_LAYER, ClippingMode.GHOST, ClippingMode.BOOKKEEPING]
+)
+def test_per_layer_ghost_and_bookkeeping_clipping_train(clipping: ClippingMode) -> None:
     session = _session(
         DPSGDConfig(
             max_grad_norm=1.0,
@@ -87,18 +89,87 @@ def test_per_layer_and_ghost_clipping_train(clipping: ClippingMode) -> None:
     assert any(not np.array_equal(session.weights()[k], before[k]) for k in before)
 
 
-def test_auto_clipping_picks_ghost_only_where_every_layer_allows_it() -> None:
+def test_auto_clipping_picks_bookkeeping_then_ghost_where_every_layer_allows_it() -> None:
     mlp = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
     conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 2))
+    normed = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2))  # Opacus only
     odd = nn.Sequential(nn.Linear(4, 4), nn.PReLU(), nn.Linear(4, 2))  # PReLU: no sampler
-    assert resolve_clipping(mlp, ClippingMode.AUTO) is ClippingMode.GHOST
-    assert resolve_clipping(conv, ClippingMode.AUTO) is ClippingMode.GHOST
+    assert resolve_clipping(mlp, ClippingMode.AUTO) is ClippingMode.BOOKKEEPING
+    assert resolve_clipping(conv, ClippingMode.AUTO) is ClippingMode.BOOKKEEPING
+    assert resolve_clipping(normed, ClippingMode.AUTO) is ClippingMode.GHOST
     assert resolve_clipping(odd, ClippingMode.AUTO) is ClippingMode.FLAT
     assert resolve_clipping(mlp, ClippingMode.FLAT) is ClippingMode.FLAT
     assert (
         _session(DPSGDConfig(max_grad_norm=1.0, delta=DELTA, noise_multiplier=1.0)).clipping
-        is ClippingMode.GHOST
+        is ClippingMode.BOOKKEEPING
     )
+
+
+def _trained_with(clipping: ClippingMode, key: bytes, noise_multiplier: float) -> dict:
+    model = _model(3)
+    x, y = _data()
+    session = DPSGDSession(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+        data_loader=DataLoader(TensorDataset(x, y), batch_size=20),
+        criterion=nn.CrossEntropyLoss(),
+        config=DPSGDConfig(
+            max_grad_norm=0.05,  # small: almost every example is clipped
+            delta=DELTA,
+            noise_multiplier=noise_multiplier,
+            clipping=clipping,
+            report_pld=False,
+        ),
+        rng=csprng(seed=key),
+    )
+    report = session.train_round()
+    assert report.steps == 10
+    return session.weights()
+
+
+@pytest.mark.parametrize("noise_multiplier", [1e-6, 1.0])
+def test_bookkeeping_takes_the_same_steps_as_opacus_ghost_clipping(
+    noise_multiplier: float,
+) -> None:
+    # Same key: the same Poisson batches and the same noise; the released update of each step is
+    # (sum of clipped per-example gradients + noise) / expected batch size in both, so 10 steps
+    # with momentum land on the same weights (up to Opacus's C / (norm + 1e-6) against C / norm).
+    key = bytes(range(16))
+    ghost = _trained_with(ClippingMode.GHOST, key, noise_multiplier)
+    kept = _trained_with(ClippingMode.BOOKKEEPING, key, noise_multiplier)
+    start = _model(3).state_dict()
+    for name in ghost:
+        np.testing.assert_allclose(kept[name], ghost[name], rtol=1e-4, atol=1e-6)
+        assert not np.allclose(ghost[name], start[name].numpy(), atol=1e-4)
+
+
+def test_a_bookkeeping_step_on_an_empty_poisson_batch_still_adds_noise() -> None:
+    # q = 1/2000: with this key (found by trying keys) the three Poisson batches are all empty,
+    # and the released update is still the noise (an empty batch must not show in the weights).
+    model = _model(0)
+    x, y = _data(2000)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    session = DPSGDSession(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        data_loader=DataLoader(TensorDataset(x, y), batch_size=1),
+        criterion=nn.CrossEntropyLoss(),
+        config=DPSGDConfig(
+            max_grad_norm=1.0,
+            delta=DELTA,
+            noise_multiplier=1.0,
+            max_steps_per_round=3,
+            clipping=ClippingMode.BOOKKEEPING,
+            report_pld=False,
+        ),
+        rng=csprng(seed=bytes([68]) * 16),
+    )
+    report = session.train_round()
+    assert (report.steps, report.examples) == (3, 0)
+    assert math.isnan(report.mean_loss)
+    after = session.weights()
+    assert all(np.isfinite(after[k]).all() for k in after)
+    assert all(not np.array_equal(after[k], before[k].numpy()) for k in after)
 
 
 def test_target_epsilon_is_met_after_the_planned_rounds() -> None:
@@ -123,7 +194,7 @@ def test_noise_does_not_come_from_torchs_global_generator() -> None:
         torch.manual_seed(123)
         session.train_round()
         results.append(session.weights())
-    assert session._optimizer.secure_mode is True
+    assert session._bk is not None and session._bk._secure is True
     assert any(not np.array_equal(results[0][k], results[1][k]) for k in results[0])
 
 

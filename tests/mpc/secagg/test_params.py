@@ -83,7 +83,7 @@ def test_finder_reproduces_fcps_table_exactly(
             {"corrupt_rate": 0.33, "dropout_rate": 0.33, "adversary": "semi_malicious"},
             "2 \\* dropout",
         ),
-        ({"adversary": "malicious"}, "adversary"),
+        ({"adversary": "evil"}, "adversary"),
     ],
 )
 def test_finder_refuses_invalid_or_infeasible_requirements(
