@@ -47,6 +47,7 @@ from .coordinator.events import Event
 from .coordinator.service import Coordinator
 from .coordinator.store import Store
 from .data import ClientData, Dataset, PartitionConfig, load_dataset, split_for_clients
+from .data.federated import WithdrawnMask
 from .errors import ConfigError
 from .federation import Roster, simulated_federation, simulated_roster
 from .models import create_model
@@ -75,15 +76,22 @@ def job_dataset(job: JobConfig) -> Dataset:
     return load_dataset(job.data.dataset, path=job.data.path or None)
 
 
-def client_shares(job: JobConfig, dataset: Dataset) -> list[ClientData]:
-    """Split ``dataset`` among the job's simulated clients, as the job's ``[data]`` says."""
+def client_shares(
+    job: JobConfig, dataset: Dataset, *, withdrawn: WithdrawnMask | None = None
+) -> list[ClientData]:
+    """Split ``dataset`` among the job's simulated clients, as the job's ``[data]`` says.
+
+    Rows that ``withdrawn`` marks (an owner's ledger) are left out of the shares.
+    """
     config = PartitionConfig(
         scheme=job.data.partition,
         num_clients=job.data.num_clients,
         alpha=job.data.alpha,
         min_size=job.data.min_examples,
     )
-    return split_for_clients(dataset, config, rng=np.random.default_rng(job.data.seed))
+    return split_for_clients(
+        dataset, config, rng=np.random.default_rng(job.data.seed), withdrawn=withdrawn
+    )
 
 
 def model_factory(

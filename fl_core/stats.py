@@ -40,6 +40,7 @@ from .coordinator.events import Event
 from .coordinator.service import Coordinator
 from .coordinator.stats_job import NO_WEIGHTS, StatsJob, statistics_of
 from .coordinator.store import Store
+from .data.federated import WithdrawnMask
 from .errors import CodecError, ConfigError, PolicyRefused
 from .federation import Roster
 from .he_job import (
@@ -186,15 +187,34 @@ class StatsOwner(Participant):
 # --- tables ------------------------------------------------------------------------------------
 
 
-def dataset_tables(job: JobConfig) -> list[dict[str, npt.NDArray[np.float64]]]:
+def dataset_tables(
+    job: JobConfig, *, withdrawn: WithdrawnMask | None = None
+) -> list[dict[str, npt.NDArray[np.float64]]]:
     """The job's registered data set (train and test rows, raw values) split among its owners.
 
     Columns are the data set's feature names plus :data:`TARGET_COLUMN`. The rows are dealt
     out by a seeded permutation (``data.seed``) into ``data.num_clients`` near-equal parts.
+    Each row's record id is ``"<dataset>:<row index>"`` (train rows, then test rows, as in
+    :func:`fl_core.data.split_for_clients`); rows that ``withdrawn`` marks are left out.
 
     Raises:
         ConfigError: the data set has no named columns, or is unavailable.
     """
+    names, rows, parts, _ = _dataset_parts(job, withdrawn)
+    return [{n: rows[p, i] for i, n in enumerate(names)} for p in parts]
+
+
+def dataset_share_ids(
+    job: JobConfig, *, withdrawn: WithdrawnMask | None = None
+) -> list[tuple[str, ...]]:
+    """The record ids of each owner's part in :func:`dataset_tables` (same order, same rule)."""
+    _, _, parts, ids = _dataset_parts(job, withdrawn)
+    return [tuple(ids[p].tolist()) for p in parts]
+
+
+def _dataset_parts(
+    job: JobConfig, withdrawn: WithdrawnMask | None
+) -> tuple[list[str], npt.NDArray[np.float64], list[npt.NDArray[np.intp]], npt.NDArray[np.str_]]:
     from .data import load_dataset
 
     data = load_dataset(job.data.dataset, path=job.data.path or None)
@@ -205,8 +225,35 @@ def dataset_tables(job: JobConfig) -> list[dict[str, npt.NDArray[np.float64]]]:
     names = [*data.feature_names, TARGET_COLUMN]
     rows = np.column_stack([x.reshape(len(x), -1), y])
     order = np.random.default_rng(job.data.seed).permutation(len(rows))
-    parts = np.array_split(order, job.data.num_clients)
-    return [{n: rows[np.sort(p), i] for i, n in enumerate(names)} for p in parts]
+    parts = [np.sort(p) for p in np.array_split(order, job.data.num_clients)]
+    ids = np.array([f"{data.name}:{i}" for i in range(len(rows))], dtype=np.str_)
+    if withdrawn is not None:
+        parts = [p[~withdrawn(ids[p])] for p in parts]
+    return names, rows, parts, ids
+
+
+def table_without(
+    table: dict[str, npt.NDArray[np.float64]], *, id_column: str, withdrawn: WithdrawnMask | None
+) -> tuple[dict[str, npt.NDArray[np.float64]], tuple[str, ...]]:
+    """``table`` without its id column and without the rows that ``withdrawn`` marks.
+
+    Ids are the column's values as integers in text (a ``.csv`` or ``.npz`` table is numeric).
+
+    Returns:
+        The table the owner computes on, and the record ids of its rows.
+
+    Raises:
+        ConfigError: the id column is missing, or holds values that are not whole numbers.
+    """
+    if id_column not in table:
+        raise ConfigError(f"the owner's table has no id column {id_column!r}")
+    raw = table[id_column]
+    if not (np.isfinite(raw).all() and (raw == np.round(raw)).all()):
+        raise ConfigError(f"id column {id_column!r} holds values that are not whole numbers")
+    ids = np.array([str(int(v)) for v in raw.tolist()], dtype=np.str_)
+    keep = np.ones(len(ids), dtype=np.bool_) if withdrawn is None else ~withdrawn(ids)
+    rest = {k: v[keep] for k, v in table.items() if k != id_column}
+    return rest, tuple(ids[keep].tolist())
 
 
 def load_table(path: Path) -> dict[str, npt.NDArray[np.float64]]:
@@ -236,6 +283,46 @@ def load_table(path: Path) -> dict[str, npt.NDArray[np.float64]]:
     if len({len(v) for v in table.values()}) > 1:
         raise ConfigError(f"{path}: columns have different lengths")
     return table
+
+
+def deidentify_table(
+    table: dict[str, npt.NDArray[np.float64]],
+    *,
+    job: JobConfig,
+    policy: OwnerPolicy,
+    key: bytes,
+    audit: AuditLog | None,
+) -> dict[str, npt.NDArray[np.float64]]:
+    """A statistics owner's table after its policy's de-identification (audited).
+
+    Direct identifiers are dropped, k-anonymity is checked over the quasi-identifiers, and
+    identifier columns (pseudonymized: text, never a statistic) leave the table; a job whose
+    statistics read an identifier column is refused.
+
+    Raises:
+        PolicyRefused: the job reads an identifier, or the table is below the policy's k.
+        ConfigError: a declared column the table lacks.
+    """
+    if not policy.deidentifies:
+        return table
+    assert job.stats is not None  # noqa: S101 - a statistics job, checked by the caller
+    deid = policy.deidentifier(key)
+    try:
+        deid.check_used(tuple(job.stats.spec().columns), where="the job's statistics")
+        out, report = deid.apply(table)
+    except PolicyRefused as exc:
+        if audit is not None:
+            audit.append(
+                "deidentification_refused", direction="refused", job=job.job.name,
+                manifest=job.sha256, reason=exc.reason[:2000],
+            )  # fmt: skip
+        raise
+    if audit is not None:
+        audit.append(
+            "deidentification", direction="local", job=job.job.name, manifest=job.sha256,
+            detail=report.detail(),
+        )  # fmt: skip
+    return {k: v for k, v in out.items() if k not in deid.pseudonymize_columns}
 
 
 # --- running a statistics job on one machine ---------------------------------------------------

@@ -8,6 +8,7 @@
 | `keyholder.py` | `bulwark keyholder` |
 | `stats.py` | `bulwark stats`, `stats-coordinator`, `stats-owner` |
 | `budget.py` | `bulwark budget show` |
+| `data.py` | `bulwark data withdraw`, `bulwark data show` (withdrawn records) |
 | `audit.py` | `bulwark audit verify`, `bulwark audit export` |
 | `report.py` | `bulwark report` |
 | `keys.py` | `bulwark public-key` |

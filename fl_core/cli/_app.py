@@ -14,6 +14,7 @@ from . import (
     client,
     code,
     coordinator,
+    data,
     federation,
     keyholder,
     keys,
@@ -67,4 +68,5 @@ def build_app() -> typer.Typer:
     app.add_typer(certs.certs_app, name="certs")
     app.add_typer(federation.federation_app, name="federation")
     app.add_typer(audit.audit_app, name="audit")
+    app.add_typer(data.data_app, name="data")
     return app

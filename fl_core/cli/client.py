@@ -51,7 +51,11 @@ def client(
     ] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM key of --tls-cert.")] = None,
     ledger: Annotated[
-        Path | None, typer.Option(help="The owner's privacy ledger (SQLite), for DP jobs.")
+        Path | None,
+        typer.Option(
+            help="The owner's privacy ledger (SQLite): needed for DP jobs; with it, withdrawn "
+            "records (bulwark data withdraw) are left out and each round's use is recorded."
+        ),
     ] = None,
     dataset: Annotated[
         str | None, typer.Option(help="The ledger's name for this data (default: the job's).")
@@ -60,6 +64,12 @@ def client(
         Path | None,
         typer.Option(
             help="The owner's audit log (SQLite; default: audit-NAME.db beside --ledger)."
+        ),
+    ] = None,
+    pseudonym_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="The owner's key for policy.pseudonymize_columns (hex; created 0600 if missing)."
         ),
     ] = None,
     coordinator_name: Annotated[
@@ -87,7 +97,7 @@ def client(
 ) -> None:
     """Take part in a job as a data owner: dial out to the coordinator, train, answer tasks."""
     from ..client.runtime import Client, ClientOptions
-    from ..owner import load_owner_data, owner_trainer, prepare_ledger
+    from ..owner import load_deidentified, owner_trainer, prepare_ledger
 
     setup_logging(verbose, quiet, log_format)
     check_address(coordinator, "--coordinator")
@@ -127,16 +137,31 @@ def client(
         if job.code is not None:  # the job's own code: checked before anything is imported
             verify_code(job.code)
         declared = load_schema(schema) if schema is not None else None
-        share = load_owner_data(job, partition=partition, data=data, schema=declared)
-        trainer = owner_trainer(job, share)
-        key = identity_key(identity)
-        credentials = channel_credentials(coordinator, tls_ca, tls_cert=tls_cert, tls_key=tls_key)
         me_name = name or f"client-{partition if partition is not None else os.getpid()}"
         if audit is None and ledger is not None:
             audit = ledger.parent / f"audit-{me_name}.db"
         from ..audit import AuditLog
 
         log = AuditLog(audit, party=me_name, role="owner") if audit is not None else None
+        withdrawn = None
+        if ledger is not None:
+            from ..client.consent import withdrawn_mask
+
+            withdrawn = withdrawn_mask(ledger, data_name)
+        owned = load_deidentified(
+            job,
+            partition=partition,
+            data=data,
+            schema=declared,
+            withdrawn=withdrawn,
+            policy=owner_policy,
+            key_file=pseudonym_key,
+            audit=log,
+        )
+        share = owned.data
+        trainer = owner_trainer(job, share)
+        key = identity_key(identity)
+        credentials = channel_credentials(coordinator, tls_ca, tls_cert=tls_cert, tls_key=tls_key)
         me = Client(
             name=me_name,
             job=job,
@@ -151,6 +176,15 @@ def client(
             tls=credentials is not None,
             coordinator=coordinator_name,
         )
+        if ledger is not None:
+            from ..client.consent import DataUse
+
+            me.data_use = DataUse(
+                ledger=ledger,
+                dataset=data_name,
+                ids=owned.raw_ids,
+                rows=share.num_train + share.num_test,
+            )
     except (FlCoreError, OSError) as exc:
         raise fail(str(exc)) from None
 

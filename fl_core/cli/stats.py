@@ -225,12 +225,40 @@ def stats_owner(
         typer.Option(help="The pinned federation authority public key (PEM)."),
     ] = None,
     audit: Annotated[Path | None, typer.Option(help="The owner's audit log (SQLite).")] = None,
+    ledger: Annotated[
+        Path | None,
+        typer.Option(
+            help="The owner's privacy ledger: withdrawn records (bulwark data withdraw) are left "
+            "out and the job's use of the data is recorded."
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="The ledger's name for this data (default: the job's).")
+    ] = None,
+    pseudonym_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="The owner's key for policy.pseudonymize_columns (hex; created 0600 if missing)."
+        ),
+    ] = None,
+    id_column: Annotated[
+        str | None,
+        typer.Option(help="The --data table's column of record ids (whole numbers; not used)."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Take part in a statistics job as a data owner: only encrypted statistics leave."""
+    from ..client.consent import DataUse, withdrawn_mask
     from ..client.policy import OwnerPolicy
-    from ..stats import StatsOwner, dataset_tables, load_table
+    from ..stats import (
+        StatsOwner,
+        dataset_share_ids,
+        dataset_tables,
+        deidentify_table,
+        load_table,
+        table_without,
+    )
 
     setup_logging(verbose, quiet)
     job = load(job_file)
@@ -241,29 +269,47 @@ def stats_owner(
     check_address(coordinator, "--coordinator")
     check_timeout(connect_timeout)
     credentials = channel_credentials(coordinator, tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+    if ledger is not None and data is not None and not id_column:
+        raise fail("--ledger with --data needs --id-column (withdrawals name records by id)")
+    data_name = dataset or job.data.dataset
     try:
+        withdrawn = withdrawn_mask(ledger, data_name) if ledger is not None else None
+        ids: tuple[str, ...] = ()
         if partition is not None:
-            tables = dataset_tables(job)
+            tables = dataset_tables(job, withdrawn=withdrawn)
             if not 0 <= partition < len(tables):
                 raise fail(f"--partition {partition} is outside [0, {len(tables) - 1}]")
             table = tables[partition]
+            if ledger is not None:  # the share's ids, to notice a later withdrawal
+                ids = dataset_share_ids(job, withdrawn=withdrawn)[partition]
         else:
             assert data is not None  # noqa: S101 - narrowing; checked above
             table = load_table(data)
+            if id_column:
+                table, ids = table_without(table, id_column=id_column, withdrawn=withdrawn)
         from ..audit import AuditLog
+        from ..client.deidentify import load_pseudonym_key
 
         me_name = name or f"client-{partition}"
         log = AuditLog(audit, party=me_name, role="owner") if audit is not None else None
+        owner_policy = OwnerPolicy.from_toml(policy) if policy else OwnerPolicy()
+        if owner_policy.pseudonymize_columns and pseudonym_key is None:
+            raise fail("policy.pseudonymize_columns needs --pseudonym-key FILE")
+        key = load_pseudonym_key(pseudonym_key) if pseudonym_key is not None else b""
+        table = deidentify_table(table, job=job, policy=owner_policy, key=key, audit=log)
         me = StatsOwner(
             name=me_name,
             job=job,
             table=table,
             identity_key=identity_key(identity),
-            policy=OwnerPolicy.from_toml(policy) if policy else OwnerPolicy(),
+            policy=owner_policy,
             roster=roster(federation, authority),
             audit=log,
             tls=credentials is not None,
         )
+        if ledger is not None:
+            rows = len(next(iter(table.values()))) if table else 0
+            me.data_use = DataUse(ledger=ledger, dataset=data_name, ids=ids, rows=rows)
     except (FlCoreError, OSError) as exc:
         raise fail(str(exc)) from None
     try:

@@ -24,13 +24,17 @@ import hashlib
 import json
 import math
 import os
+import secrets
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from fl_core.dp.accounting import PrivacyEvent, compose, event_from_dict, event_to_dict
 from fl_core.errors import BudgetExceeded, ConfigError, LedgerTampered
+
+from ._record_ids import Withdrawal, record_digests
 
 SCHEMA_VERSION: Final = 1
 GENESIS: Final = "0" * 64
@@ -236,6 +240,12 @@ class PrivacyLedger:
                 raise LedgerTampered(f"cap of data set {ds!r} differs from the audit log")
         return len(rows)
 
+    def _audit_rows(self, kind: str) -> list[tuple[int, str, dict[str, Any]]]:
+        rows = self._db.execute(
+            "SELECT id, created_at, payload FROM audit WHERE kind=? ORDER BY id", (kind,)
+        ).fetchall()
+        return [(int(r[0]), str(r[1]), json.loads(r[2])) for r in rows]
+
     def verify(self) -> int:
         """Check the audit chain, and that entries and caps match it.
 
@@ -392,6 +402,131 @@ class PrivacyLedger:
              entry.created_at, audit_id),
         )  # fmt: skip
         return entry
+
+    # --- record ids: withdrawals and uses (consent and erasure) ------------------------------
+
+    def _record_key_locked(self) -> bytes:
+        rows = self._audit_rows("record_key")
+        if rows:
+            return bytes.fromhex(rows[0][2]["key"])
+        key = secrets.token_bytes(32)
+        self._append_audit("record_key", {"key": key.hex()})
+        return key
+
+    def record_key(self) -> bytes:
+        """The ledger's key for record-id digests (created in its chain on first use).
+
+        A withdrawal is kept as HMAC-SHA256 digests of the ids under this random key, never as
+        the ids themselves (:func:`record_digests`): the ledger names no person, and only
+        whoever holds the ledger (the owner) can match a digest to a record.
+        """
+        with self._transaction():
+            self._verify_locked()
+            return self._record_key_locked()
+
+    def withdraw(self, dataset: str, ids: Sequence[str]) -> Withdrawal:
+        """Mark records ``ids`` of ``dataset`` as withdrawn; every later task excludes them.
+
+        The withdrawal (the ids' keyed digests, how many, when) is appended to the audit
+        chain with the rounds that read ``dataset`` before it (:meth:`record_use`): what was
+        released while the records were in.
+
+        Raises:
+            ConfigError: no ids, or an id that is empty or longer than 256 characters.
+            LedgerTampered: the ledger fails verification (nothing is written).
+        """
+        _check_name(dataset, "dataset")
+        if not ids:
+            raise ConfigError("a withdrawal needs at least one record id")
+        for i in ids:
+            _check_name(i, "a record id")
+        digests = sorted(set(record_digests(self.record_key(), dataset, ids)))
+        with self._transaction():
+            self._verify_locked()
+            before = self._withdrawn_locked(dataset)
+            new = [d for d in digests if d not in before]
+            used = [
+                {"job": p["job"], "round": p["round"], "at": at}
+                for _, at, p in self._audit_rows("use")
+                if p["dataset"] == dataset
+            ]
+            created = _now()
+            audit_id = self._append_audit(
+                "withdrawal",
+                {"dataset": dataset, "requested": len(ids), "new": len(new), "digests": new,
+                 "rounds_used": used, "created_at": created},
+            )  # fmt: skip
+        return Withdrawal(
+            id=audit_id,
+            dataset=dataset,
+            requested=len(ids),
+            new=len(new),
+            rounds_used=tuple((u["job"], int(u["round"])) for u in used),
+            created_at=created,
+        )
+
+    def _withdrawn_locked(self, dataset: str) -> set[str]:
+        return {
+            d for _, _, p in self._audit_rows("withdrawal") if p["dataset"] == dataset
+            for d in p["digests"]
+        }  # fmt: skip
+
+    def withdrawn(self, dataset: str) -> frozenset[str]:
+        """The keyed digests of every withdrawn record of ``dataset`` (verified chain).
+
+        Raises:
+            LedgerTampered: the ledger fails verification (an owner then reads no data).
+        """
+        with self._transaction():
+            self._verify_locked()
+            return frozenset(self._withdrawn_locked(dataset))
+
+    def withdrawals(self, dataset: str | None = None) -> list[Withdrawal]:
+        """Every withdrawal, or those of one data set, oldest first."""
+        return [
+            Withdrawal(
+                id=row_id,
+                dataset=p["dataset"],
+                requested=int(p["requested"]),
+                new=int(p["new"]),
+                rounds_used=tuple((u["job"], int(u["round"])) for u in p["rounds_used"]),
+                created_at=p["created_at"],
+            )
+            for row_id, _, p in self._audit_rows("withdrawal")
+            if dataset is None or p["dataset"] == dataset
+        ]
+
+    def datasets(self) -> list[str]:
+        """Every data set the ledger knows: with a cap, a charge, a use or a withdrawal."""
+        names = {r[0] for r in self._db.execute("SELECT dataset FROM caps").fetchall()}
+        names |= {r[0] for r in self._db.execute("SELECT dataset FROM entries").fetchall()}
+        for kind in ("use", "withdrawal"):
+            names |= {p["dataset"] for _, _, p in self._audit_rows(kind)}
+        return sorted(names)
+
+    def uses(self, dataset: str | None = None) -> list[dict[str, Any]]:
+        """Every recorded use (job, round, dataset, rows, at), oldest first."""
+        return [
+            {**p, "at": at}
+            for _, at, p in self._audit_rows("use")
+            if dataset is None or p["dataset"] == dataset
+        ]
+
+    def record_use(self, *, job: str, round: int, dataset: str, rows: int) -> None:
+        """Record that a task of ``job`` round ``round`` read ``rows`` records of ``dataset``.
+
+        Written before the result is sent, once per round; a later withdrawal names these
+        rounds (:meth:`withdraw`).
+        """
+        _check_name(job, "job")
+        _check_name(dataset, "dataset")
+        if isinstance(round, bool) or not isinstance(round, int) or round < 0:
+            raise ConfigError(f"round must be an integer >= 0, got {round!r}")
+        with self._transaction():
+            self._verify_locked()
+            self._append_audit(
+                "use", {"job": job, "round": round, "dataset": dataset, "rows": int(rows)}
+            )
 
     # --- reading ----------------------------------------------------------------------------
 

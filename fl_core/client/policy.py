@@ -15,7 +15,9 @@ Rules (each empty or zero value means "no rule"):
 - a minimum of DP: ``max_epsilon`` (per job), ``max_round_epsilon``, ``min_noise_multiplier``;
 - transport: ``require_tls``;
 - data: ``allowed_datasets``, ``allowed_columns`` (every column the job reads must be listed);
-- volume: ``max_rounds``, ``max_releases``; ``allow_evaluation``.
+- volume: ``max_rounds``, ``max_releases``; ``allow_evaluation``;
+- de-identification before use (:mod:`fl_core.client.deidentify`): ``pseudonymize_columns``,
+  ``drop_columns``, ``quasi_identifiers`` and ``min_k_anonymity``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ..errors import ConfigError, FlCoreError, PolicyRefused
 
 if TYPE_CHECKING:
     from ..federation import Roster
+    from .deidentify import Deidentifier
 
 PLAIN_STAGES = ("fit",)
 """Stages in which the owner's update leaves in the clear."""
@@ -69,6 +72,12 @@ class OwnerPolicy:
             listed, or unnamed features (images), is refused.
         max_releases: the most releases (training updates, masked or encrypted contributions,
             evaluation answers) the owner makes in one job (0: no limit).
+        pseudonymize_columns: identifier columns of the owner's table replaced by HMAC-SHA256
+            pseudonyms under its key before any task reads the table.
+        drop_columns: direct identifiers dropped from the table when it is read.
+        quasi_identifiers: the columns k-anonymity is checked over.
+        min_k_anonymity: refuse a table whose smallest equivalence class over
+            ``quasi_identifiers`` has fewer rows (0: no check).
         peer_keys: ``"owner-name=hex Ed25519 public key"`` of the other owners whose masking
             keys the owner accepts in an HE cohort (empty: the identities the coordinator relays,
             which a malicious coordinator could invent; pin them, or the roster's owner keys).
@@ -91,7 +100,10 @@ class OwnerPolicy:
     allowed_datasets: tuple[str, ...] = ()
     allowed_columns: tuple[str, ...] = ()
     max_releases: int = 0
-
+    pseudonymize_columns: tuple[str, ...] = ()
+    drop_columns: tuple[str, ...] = ()
+    quasi_identifiers: tuple[str, ...] = ()
+    min_k_anonymity: int = 0
     peer_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -113,11 +125,16 @@ class OwnerPolicy:
         for name in ("require_tls", "allow_evaluation"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"policy.{name} must be true or false")
-        if isinstance(self.max_releases, bool) or not (
-            isinstance(self.max_releases, int) and self.max_releases >= 0
-        ):
+        for name in ("max_releases", "min_k_anonymity"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (isinstance(value, int) and value >= 0):
+                raise ConfigError(f"policy.{name} = {value!r}; expected an integer >= 0")
+        if self.min_k_anonymity and not self.quasi_identifiers:
+            raise ConfigError("policy.min_k_anonymity needs policy.quasi_identifiers")
+        both = set(self.pseudonymize_columns) & set(self.drop_columns)
+        if both:
             raise ConfigError(
-                f"policy.max_releases = {self.max_releases!r}; expected an integer >= 0"
+                f"policy: columns {sorted(both)} are in both pseudonymize_columns and drop_columns"
             )
         for key in self.trusted_keyholders:
             if len(key) != 64 or any(ch not in "0123456789abcdef" for ch in key):
@@ -145,6 +162,23 @@ class OwnerPolicy:
             name: bytes.fromhex(key)
             for name, _, key in (entry.partition("=") for entry in self.peer_keys)
         }
+
+    @property
+    def deidentifies(self) -> bool:
+        """Whether the policy declares any de-identification of the owner's table."""
+        return bool(self.pseudonymize_columns or self.drop_columns or self.min_k_anonymity)
+
+    def deidentifier(self, key: bytes = b"") -> Deidentifier:
+        """The policy's de-identification rules with the owner's pseudonym ``key``."""
+        from .deidentify import Deidentifier
+
+        return Deidentifier(
+            pseudonymize_columns=self.pseudonymize_columns,
+            drop_columns=self.drop_columns,
+            quasi_identifiers=self.quasi_identifiers,
+            min_k=self.min_k_anonymity,
+            key=key,
+        )
 
     @property
     def wants_dp(self) -> bool:
@@ -360,7 +394,8 @@ class OwnerPolicy:
 
 _NAME_LISTS = (
     "allowed_purposes", "required_aggregation", "trusted_keyholders", "allowed_coordinators",
-    "allowed_keyholders", "allowed_datasets", "allowed_columns", "peer_keys",
+    "allowed_keyholders", "allowed_datasets", "allowed_columns", "pseudonymize_columns",
+    "drop_columns", "quasi_identifiers", "peer_keys",
 )  # fmt: skip
 
 GAUSSIAN_MODES = ("dpsgd", "central")

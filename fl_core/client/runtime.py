@@ -59,6 +59,7 @@ from ..transport.base import (
     Wait,
 )
 from ..types import EvaluateResult, Layout, Trainer
+from .consent import DataUse
 from .policy import OwnerPolicy
 from .release import Releases
 
@@ -124,9 +125,15 @@ class Participant:
         tls: whether its connection to the coordinator is TLS (``None``: not stated).
         coordinator: the name of the coordinator it takes part under, as the owner configured
             it (empty: not stated); with a roster, the name the coordinator proves at join.
+
+    Attributes:
+        data_use: an owner's record of what its tasks read (:class:`~fl_core.client.consent.
+            DataUse`): checked against withdrawals before each task, and each answered round
+            recorded in its ledger before the answer is sent; ``None``: not recorded.
     """
 
     role = "owner"
+    data_use: DataUse | None = None
 
     def __init__(
         self,
@@ -240,7 +247,11 @@ class Participant:
         )
         before = self.last_charge()
         try:
+            if self.data_use is not None:
+                self.data_use.check()
             payload = self.handle(task)
+            if self.data_use is not None:  # in the ledger before the answer is sent
+                self.data_use.record(job=self.job.job.name, round=round)
         except Exception as exc:
             refusal = refusal_for(exc)
             self.record(

@@ -86,6 +86,8 @@ class SchemaSection:
     read into the model). Features become one ``feature_dtype`` vector per row; the label is
     ``int64`` (classes ``0 .. model.num_classes - 1``) or ``float32`` (regression).
     ``test_fraction`` of the rows, chosen with ``data.seed``, are held out for evaluation.
+    ``id_column`` (optional) names the column of record ids: read as text, never into the model,
+    kept beside the arrays so that withdrawn records (``bulwark data withdraw``) are excluded.
     """
 
     features: tuple[str, ...]
@@ -93,6 +95,7 @@ class SchemaSection:
     feature_dtype: str = "float32"
     label_dtype: str = "int64"
     test_fraction: float = 0.2
+    id_column: str = ""
 
     def __post_init__(self) -> None:
         _require(
@@ -108,6 +111,12 @@ class SchemaSection:
             "schema.label",
             "a column name that is not a feature",
             self.label,
+        )
+        _require(
+            self.id_column not in (*self.features, self.label),
+            "schema.id_column",
+            "a column that is neither a feature nor the label",
+            self.id_column,
         )
         _require(
             self.feature_dtype in FEATURE_DTYPES,

@@ -10,31 +10,38 @@ unpickled.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from ..config import SchemaSection
 from ..errors import ConfigError
-from .federated import ClientData
+from .federated import ClientData, WithdrawnMask
+
+if TYPE_CHECKING:
+    from ..client.deidentify import Deidentified, Deidentifier
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".npz")
 """The file types :func:`load_table_data` reads, by suffix."""
 
 
-def _columns_pyarrow(path: Path, names: list[str]) -> dict[str, npt.NDArray[np.generic]]:
+def _columns_pyarrow(
+    path: Path, names: list[str], text: tuple[str, ...] = (), optional: tuple[str, ...] = ()
+) -> dict[str, npt.NDArray[np.generic]]:
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     try:
         if path.suffix == ".csv":
-            table = pacsv.read_csv(path)
+            options = pacsv.ConvertOptions(column_types={n: pa.string() for n in text})
+            table = pacsv.read_csv(path, convert_options=options)
         else:
             schema = pq.read_schema(path)
-            present = [n for n in names if n in schema.names]
+            present = [n for n in [*names, *optional] if n in schema.names]
             table = pq.read_table(path, columns=present)
     except (OSError, pa.ArrowException) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
@@ -44,16 +51,20 @@ def _columns_pyarrow(path: Path, names: list[str]) -> dict[str, npt.NDArray[np.g
             f"{path} lacks the schema's columns {missing}; it has {table.column_names[:20]}"
         )
     out: dict[str, npt.NDArray[np.generic]] = {}
-    for name in names:
+    for name in [*names, *(n for n in optional if n in table.column_names)]:
         column = table.column(name)
         if column.null_count:
             first = next(i for i, v in enumerate(column.is_null().to_pylist()) if v)
             raise ConfigError(f"{path}: column {name!r} has an empty value in data row {first + 1}")
+        if name in text:
+            column = column.cast(pa.string())
         out[name] = column.to_numpy(zero_copy_only=False)
     return out
 
 
-def _columns_npz(path: Path, names: list[str]) -> dict[str, npt.NDArray[np.generic]]:
+def _columns_npz(
+    path: Path, names: list[str], optional: tuple[str, ...] = ()
+) -> dict[str, npt.NDArray[np.generic]]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [n for n in names if n not in npz]
@@ -62,7 +73,7 @@ def _columns_npz(path: Path, names: list[str]) -> dict[str, npt.NDArray[np.gener
                     f"{path} lacks the schema's columns {missing} (one 1-D array per column); "
                     f"it has {sorted(npz.files)[:20]}"
                 )
-            out = {n: np.asarray(npz[n]) for n in names}
+            out = {n: np.asarray(npz[n]) for n in [*names, *(o for o in optional if o in npz)]}
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
     for name, values in out.items():
@@ -91,10 +102,50 @@ def _convert(path: Path, name: str, values: npt.NDArray[Any], dtype: str) -> npt
     return values.astype(dtype)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OwnerTable:
+    """An owner's table as the job reads it, with what the owner did to it first.
+
+    Attributes:
+        data: the arrays (record ids pseudonymized when the policy says so).
+        raw_ids: the rows' record ids as in the file (train, then test; empty without an id
+            column): the owner matches withdrawals against these, never the job's code.
+        excluded: rows left out as withdrawn.
+        deidentified: what de-identification did (``None``: the policy asks for none).
+    """
+
+    data: ClientData
+    raw_ids: tuple[str, ...] = ()
+    excluded: int = 0
+    deidentified: Deidentified | None = None
+
+
 def load_table_data(
     path: Path, schema: SchemaSection, *, num_classes: int, seed: int
 ) -> ClientData:
-    """The owner's rows as training and test arrays, by ``schema``.
+    """The owner's rows as training and test arrays, by ``schema`` (see :func:`load_owner_table`).
+
+    Raises:
+        ConfigError: as :func:`load_owner_table`.
+    """
+    return load_owner_table(path, schema, num_classes=num_classes, seed=seed).data
+
+
+def load_owner_table(
+    path: Path,
+    schema: SchemaSection,
+    *,
+    num_classes: int,
+    seed: int,
+    withdrawn: WithdrawnMask | None = None,
+    deidentify: Deidentifier | None = None,
+) -> OwnerTable:
+    """The owner's rows as training and test arrays, by ``schema``, de-identified first.
+
+    Order: read the schema's columns (and those the policy's de-identification needs); drop
+    withdrawn rows (matched on the ids as in the file); drop direct identifiers, check
+    k-anonymity and pseudonymize (:class:`fl_core.client.deidentify.Deidentifier`); then
+    convert and split. No task, trainer or job code sees the table before that.
 
     Args:
         path: a ``.csv`` (header row), ``.parquet`` or ``.npz`` file.
@@ -103,15 +154,49 @@ def load_table_data(
             against it.
         seed: shuffles the rows before ``schema.test_fraction`` of them are held out (the job's
             ``data.seed``, so the split is reproducible).
+        withdrawn: marks withdrawn record ids (needs ``schema.id_column``).
+        deidentify: the owner's de-identification rules.
 
     Raises:
         ConfigError: an unknown file type, a missing or non-numeric column, a null, a
             non-finite feature or a label out of range; the message names the column and row.
+        PolicyRefused: the schema reads an identifier column, or the table is below the
+            policy's k-anonymity.
     """
     if path.suffix not in TABLE_SUFFIXES:
         raise ConfigError(f"{path}: --data reads {list(TABLE_SUFFIXES)} files, not {path.suffix!r}")
-    names = [*schema.features, schema.label]
-    columns = _columns_npz(path, names) if path.suffix == ".npz" else _columns_pyarrow(path, names)
+    if withdrawn is not None and not schema.id_column:
+        raise ConfigError(
+            f"{path}: records were withdrawn from this data set, but the schema names no "
+            "id_column to exclude them by"
+        )
+    deid = deidentify if deidentify is not None and deidentify.active else None
+    if deid is not None:
+        deid.check_used((*schema.features, schema.label), where="the job's [schema]")
+    id_column = (schema.id_column,) if schema.id_column else ()
+    extra = deid.reads() if deid is not None else ()
+    names = list(dict.fromkeys([*schema.features, schema.label, *id_column, *extra]))
+    text = tuple(dict.fromkeys([*id_column, *extra]))
+    optional = tuple(c for c in deid.drop_columns if c not in names) if deid is not None else ()
+    if path.suffix == ".npz":
+        columns = _columns_npz(path, names, optional)
+    else:
+        columns = _columns_pyarrow(path, names, text=text, optional=optional)
+    raw = record_ids(path, schema.id_column, columns[schema.id_column]) if id_column else None
+    excluded = 0
+    if withdrawn is not None and raw is not None:
+        keep = ~withdrawn(raw)
+        excluded = int((~keep).sum())
+        columns = {k: v[keep] for k, v in columns.items()}
+        raw = raw[keep]
+    report = None
+    if deid is not None:
+        columns, report = deid.apply(columns)
+    ids: npt.NDArray[np.str_] | None = raw
+    if raw is not None and deid is not None and schema.id_column in deid.pseudonymize_columns:
+        ids = np.asarray(columns[schema.id_column], dtype=np.str_)
+    elif deid is not None and schema.id_column in deid.drop_columns:
+        ids = None  # a direct identifier: only the owner's own code keeps it (raw_ids)
     x = np.column_stack(
         [_convert(path, n, columns[n], schema.feature_dtype) for n in schema.features]
     )
@@ -142,9 +227,44 @@ def load_table_data(
         raise ConfigError(f"{path}: {n} rows leave none to train on")
     order = np.random.default_rng(seed).permutation(n)
     test, train = order[:n_test], order[n_test:]
-    return ClientData(
+    data = ClientData(
         x_train=x[train].astype(np.float32),
         y_train=y[train],
         x_test=x[test].astype(np.float32),
         y_test=y[test],
+        ids_train=None if ids is None else ids[train],
+        ids_test=None if ids is None else ids[test],
     )
+    raw_ids = () if raw is None else (*raw[train].tolist(), *raw[test].tolist())
+    return OwnerTable(data=data, raw_ids=raw_ids, excluded=excluded, deidentified=report)
+
+
+MAX_ID_LENGTH = 256
+"""The longest record id accepted (the ledger's limit on names)."""
+
+
+def record_ids(path: Path, name: str, values: npt.NDArray[Any]) -> npt.NDArray[np.str_]:
+    """The id column as distinct, non-empty strings of at most :data:`MAX_ID_LENGTH` characters.
+
+    Raises:
+        ConfigError: an empty, too long or repeated id (the message names the data row).
+    """
+    if values.dtype.kind not in "iuUSO":
+        raise ConfigError(
+            f"{path}: id column {name!r} has dtype {values.dtype}; ids are text or integers"
+        )
+    ids = np.array([str(v) for v in values.tolist()], dtype=np.str_)
+    seen: dict[str, int] = {}
+    for row, value in enumerate(ids.tolist()):
+        if not value or len(value) > MAX_ID_LENGTH:
+            raise ConfigError(
+                f"{path}: id column {name!r} in data row {row + 1} is empty or longer than "
+                f"{MAX_ID_LENGTH} characters"
+            )
+        if value in seen:
+            raise ConfigError(
+                f"{path}: id column {name!r} repeats id {value!r} in data rows "
+                f"{seen[value] + 1} and {row + 1}"
+            )
+        seen[value] = row
+    return ids

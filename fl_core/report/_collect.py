@@ -163,6 +163,7 @@ def _ledgers(paths: Sequence[Path], job_name: str) -> list[dict[str, Any]]:
             with PrivacyLedger(path) as book:
                 rows = book.verify()
                 entries = book.entries()
+                withdrawals = book.withdrawals()
                 names = sorted({e.dataset for e in entries})
                 caps = []
                 for name in names:  # each entry carries the data set's composed total
@@ -176,11 +177,27 @@ def _ledgers(paths: Sequence[Path], job_name: str) -> list[dict[str, Any]]:
                 for e in entries
                 if e.job == job_name
             ]
-            row.update(verified=True, audit_rows=rows, error="", releases=mine, datasets=caps)
+            withdrawn = [
+                {"dataset": w.dataset, "requested": w.requested, "withdrawn": w.new,
+                 "at": w.created_at, "rounds_used": [f"{j}:{r}" for j, r in w.rounds_used]}
+                for w in withdrawals
+            ]  # fmt: skip
+            row.update(
+                verified=True,
+                audit_rows=rows,
+                error="",
+                releases=mine,
+                datasets=caps,
+                withdrawals=withdrawn,
+            )
         except FlCoreError as exc:
-            row.update(verified=False, error=str(exc), releases=[], datasets=[])
+            row.update(verified=False, error=str(exc), releases=[], datasets=[], withdrawals=[])
         out.append(row)
     return out
+
+
+def _names(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 def collect(
@@ -262,6 +279,25 @@ def collect(
         if e.direction == "refused"
         or (e.role == "coordinator" and e.kind in ("refusal", "rejected", "round_aborted"))
     ]
+    deidentification = [
+        {
+            "owner": e.party,
+            "at": e.created_at,
+            "refused": e.direction == "refused",
+            "reason": e.reason,
+            "pseudonymized": list(_names(e.detail.get("pseudonymized"))),
+            "dropped": list(_names(e.detail.get("dropped"))),
+            "quasi_identifiers": list(_names(e.detail.get("quasi_identifiers"))),
+            "smallest_class": e.detail.get("smallest_class"),
+            "min_k": e.detail.get("min_k"),
+            "rows": e.detail.get("rows"),
+            "withdrawn_excluded": e.detail.get("withdrawn_excluded"),
+            "log_verified": verified.get(e.party, False),
+        }
+        for e in entries
+        if e.role == "owner"
+        and e.kind in ("deidentification", "deidentification_refused", "withdrawn_excluded")
+    ]
     utility = [
         {
             "round": r["round"],
@@ -287,7 +323,7 @@ def collect(
         "parties": False,
         "audit": bool(logs),
         "report": True,
-        "withdrawal": False,
+        "withdrawal": any(b["withdrawals"] for b in books),
     }
     obligations = [
         {
@@ -326,9 +362,16 @@ def collect(
         "epsilon": {"owners": owner_eps, "job": job_eps, "source": source},
         "refusals": refusals,
         "withdrawn_records": {
-            "supported": False,
-            "note": "record withdrawal (bulwark data withdraw) is not implemented in this version",
+            "supported": True,
+            "note": "records an owner withdrew by id (bulwark data withdraw), from its verified "
+            "privacy ledger: every task after the withdrawal leaves them out; 'rounds used' "
+            "are the rounds that read the data set before it",
+            "withdrawals": [
+                {"owner": b["owner"], **w} for b in books if b["verified"] for w in b["withdrawals"]
+            ],
+            "total": sum(w["withdrawn"] for b in books if b["verified"] for w in b["withdrawals"]),
         },
+        "deidentification": deidentification,
         "utility": utility,
         "statistics_released": released,
         "audit": logs,

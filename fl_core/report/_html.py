@@ -155,6 +155,56 @@ def render(facts: dict[str, Any]) -> str:
         ),
         "<h2 id='withdrawn'>Withdrawn records</h2>",
         f"<p class='note'>{escape(facts['withdrawn_records']['note'])}.</p>",
+        _table(
+            ["owner", "data set", "records withdrawn", "ids given", "when (UTC)", "rounds used"],
+            (
+                [
+                    w["owner"],
+                    w["dataset"],
+                    w["withdrawn"],
+                    w["requested"],
+                    w["at"],
+                    ", ".join(w["rounds_used"]) or None,
+                ]
+                for w in facts["withdrawn_records"]["withdrawals"]
+            ),  # fmt: skip
+            "no owner withdrew records",
+        ),
+        "<h2 id='deidentification'>De-identification before use</h2>",
+        "<p class='muted'>What each owner did to its table before any task read it (from its "
+        "audit log): identifier columns replaced by keyed pseudonyms (HMAC-SHA256, owner-held "
+        "key), direct identifiers dropped, and the smallest equivalence class over the "
+        "declared quasi-identifiers against the policy's k.</p>",
+        _table(
+            [
+                "owner",
+                "when (UTC)",
+                "pseudonymized",
+                "dropped",
+                "quasi-identifiers",
+                "smallest class",
+                "policy k",
+                "rows",
+                "refused",
+                "log verified",
+            ],
+            (
+                [
+                    d["owner"],
+                    d["at"],
+                    ", ".join(d["pseudonymized"]) or None,
+                    ", ".join(d["dropped"]) or None,
+                    ", ".join(d["quasi_identifiers"]) or None,
+                    d["smallest_class"],
+                    d["min_k"],
+                    d["rows"],
+                    d["reason"] if d["refused"] else False,
+                    d["log_verified"],
+                ]
+                for d in facts["deidentification"]
+            ),  # fmt: skip
+            "no owner recorded a de-identification step in this run",
+        ),
         _released(facts.get("statistics_released")),
         "<h2 id='utility'>Utility</h2>",
         line_chart(accuracy, title="accuracy over rounds", x_label="round", y_label="accuracy"),

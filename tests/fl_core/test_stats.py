@@ -91,6 +91,60 @@ def test_tables_load_from_csv_and_npz(tmp_path: Path) -> None:
         load_table(ragged)
 
 
+def test_withdrawn_rows_are_not_counted_by_the_statistics(tmp_path: Path) -> None:
+    # Prepare: three canaries of owner 0's part, withdrawn in its ledger
+    from fl_core.client.consent import withdrawn_mask
+    from fl_core.client.ledger import PrivacyLedger
+    from fl_core.stats import dataset_share_ids
+
+    job = stats_job()
+    before = dataset_tables(job)
+    canaries = list(dataset_share_ids(job)[0][:3])
+    with PrivacyLedger(tmp_path / "l.db") as book:
+        book.withdraw(job.data.dataset, canaries)
+    mask = withdrawn_mask(tmp_path / "l.db", job.data.dataset)
+
+    # Execute
+    tables = dataset_tables(job, withdrawn=mask)
+    outcome = compute_statistics(job, tables)
+
+    # Assert: exact counts, and the canaries' ids are gone from owner 0's part only
+    total = sum(len(t[COLUMNS[0]]) for t in before)
+    assert outcome.statistics is not None
+    assert outcome.statistics["count"] == total - 3
+    assert len(tables[0][COLUMNS[0]]) == len(before[0][COLUMNS[0]]) - 3
+    assert not set(canaries) & set(dataset_share_ids(job, withdrawn=mask)[0])
+    assert_matches_pooled(outcome.statistics, pooled(tables))
+
+
+def test_a_statistics_owner_drops_identifiers_and_checks_k(tmp_path: Path) -> None:
+    from fl_core.audit import AuditLog, read_audit
+    from fl_core.errors import PolicyRefused
+    from fl_core.stats import deidentify_table
+
+    job = stats_job()
+    table = dict(dataset_tables(job)[0])
+    n = len(table[COLUMNS[0]])
+    table["phone"] = np.arange(n, dtype=np.float64)
+    table["band"] = np.arange(n, dtype=np.float64) % 4
+    policy = OwnerPolicy(
+        drop_columns=("phone",), quasi_identifiers=("band",), min_k_anonymity=n // 4
+    )
+    with AuditLog(tmp_path / "a.db", party="client-0", role="owner") as log:
+        out = deidentify_table(table, job=job, policy=policy, key=b"", audit=log)
+        strict = OwnerPolicy(quasi_identifiers=("band",), min_k_anonymity=n)
+        with pytest.raises(PolicyRefused, match=f"not {n}-anonymous"):
+            deidentify_table(table, job=job, policy=strict, key=b"", audit=log)
+        reads = OwnerPolicy(drop_columns=(COLUMNS[0],))
+        with pytest.raises(PolicyRefused, match="the job's statistics reads column"):
+            deidentify_table(table, job=job, policy=reads, key=b"", audit=log)
+    assert "phone" not in out and set(COLUMNS) <= set(out)
+    _, entries = read_audit(tmp_path / "a.db")
+    assert [e.kind for e in entries] == [
+        "deidentification", "deidentification_refused", "deidentification_refused",
+    ]  # fmt: skip
+
+
 def test_a_masked_owner_refuses_a_cohort_the_coordinator_padded_or_left_out() -> None:
     # Prepare: a hospital of a masked statistics job (the default), pinned to its peers.
     import he

@@ -92,3 +92,36 @@ def test_a_folder_without_metrics_or_job_is_named(tmp_path: Path) -> None:
     (tmp_path / "metrics.json").write_text(json.dumps({"job": "x", "rounds": []}))
     with pytest.raises(ConfigError, match="give the job file"):
         build_report(tmp_path)
+
+
+def test_withdrawn_records_are_shown_with_counts_and_rounds(tmp_path: Path) -> None:
+    from fl_core.client.ledger import PrivacyLedger
+
+    run = _run(tmp_path / "run")
+    (run / "ledgers").mkdir()
+    with PrivacyLedger(run / "ledgers" / "client-0.db") as book:
+        book.record_use(job="test-job", round=1, dataset="breast_cancer", rows=90)
+        book.withdraw("breast_cancer", ["p-1", "p-2", "p-3"])
+    page, facts = build_report(run)
+    (row,) = facts["withdrawn_records"]["withdrawals"]
+    assert (row["owner"], row["dataset"], row["withdrawn"]) == ("client-0", "breast_cancer", 3)
+    assert row["rounds_used"] == ["test-job:1"]
+    assert facts["withdrawn_records"]["total"] == 3
+    assert next(o for o in facts["obligations"]["rows"] if o["key"] == "withdrawal")["in_force"]
+    assert "test-job:1" in page and "p-1" not in page
+
+
+def test_deidentification_is_shown_from_the_owners_log(tmp_path: Path) -> None:
+    run = _run(tmp_path / "run")
+    with AuditLog(run / "audit" / "client-0.db", party="client-0", role="owner") as log:
+        log.append(
+            "deidentification", direction="local",
+            detail={"pseudonymized": ["patient_id"], "dropped": ["name"],
+                    "quasi_identifiers": ["age_band", "region"], "smallest_class": 20,
+                    "min_k": 5, "rows": 120, "withdrawn_excluded": 1},
+        )  # fmt: skip
+    page, facts = build_report(run)
+    (row,) = facts["deidentification"]
+    assert (row["owner"], row["smallest_class"], row["min_k"]) == ("client-0", 20, 5)
+    assert row["dropped"] == ["name"] and row["log_verified"]
+    assert "patient_id" in page and "age_band, region" in page
