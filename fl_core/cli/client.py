@@ -74,6 +74,13 @@ def client(
     log_format: Annotated[
         LogFormat, typer.Option(help="Log lines as text or as one JSON object each.")
     ] = LogFormat.TEXT,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve Prometheus metrics (tasks, refusals, releases, bytes) on this port "
+            "(127.0.0.1; 0: any free one)."
+        ),
+    ] = None,
     federation: Annotated[
         Path | None,
         typer.Option(help="The federation's signed roster (JSON); needs --authority."),
@@ -133,6 +140,16 @@ def client(
         from ..audit import AuditLog
 
         log = AuditLog(audit, party=me_name, role="owner") if audit is not None else None
+        exporter = None
+        if metrics_port is not None:
+            from ..client.metrics import OwnerMetrics
+
+            exporter = OwnerMetrics(me_name, job.job.name)
+            try:
+                port = exporter.serve(metrics_port)
+            except OSError as exc:
+                raise fail(f"--metrics-port {metrics_port}: {exc}") from None
+            typer.echo(f"Prometheus metrics on http://127.0.0.1:{port}/metrics", err=True)
         me = Client(
             name=me_name,
             job=job,
@@ -146,6 +163,7 @@ def client(
             audit=log,
             tls=credentials is not None,
             coordinator=coordinator_name,
+            observer=exporter,
         )
     except (FlCoreError, OSError) as exc:
         raise fail(str(exc)) from None

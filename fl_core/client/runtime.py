@@ -66,6 +66,9 @@ log = logging.getLogger("bulwark.client")
 
 T = TypeVar("T")
 
+Observer = Callable[[str, str, Mapping[str, object]], None]
+"""Sees ``(kind, direction, detail)`` of each entry a participant records (see ``observer``)."""
+
 HOLD_RELEASE_S = 5.0
 """How long a client waits, after pushing a result, for the coordinator to end its hold."""
 
@@ -124,6 +127,9 @@ class Participant:
         tls: whether its connection to the coordinator is TLS (``None``: not stated).
         coordinator: the name of the coordinator it takes part under, as the owner configured
             it (empty: not stated); with a roster, the name the coordinator proves at join.
+        observer: called with ``(kind, direction, detail)`` of every entry the participant
+            records, with or without an audit log (``bulwark client --metrics-port`` counts
+            them); it must not raise.
     """
 
     role = "owner"
@@ -139,6 +145,7 @@ class Participant:
         audit: AuditLog | None = None,
         tls: bool | None = None,
         coordinator: str = "",
+        observer: Observer | None = None,
     ) -> None:
         self.name = name
         self.job = job
@@ -150,6 +157,7 @@ class Participant:
             )
         self.options = options or ClientOptions()
         self.audit = audit
+        self.observer = observer
         self.tls = tls
         self.coordinator = coordinator
         self._client_id = ""
@@ -198,8 +206,11 @@ class Participant:
     ) -> None:
         """Append an entry about this job, to or from the coordinator, to the audit log.
 
-        Nothing happens without a log. Arguments as :meth:`fl_core.audit.AuditLog.append`.
+        Nothing is written without a log; the observer, if any, sees the entry either way.
+        Arguments as :meth:`fl_core.audit.AuditLog.append`.
         """
+        if self.observer is not None:
+            self.observer(kind, direction, detail or {})
         if self.audit is None:
             return
         self.audit.append(
@@ -460,6 +471,7 @@ class Client(Participant):
             ``True``).
         coordinator: the coordinator's name (``policy.allowed_coordinators``; see
             :class:`Participant`).
+        observer: sees every recorded entry (see :class:`Participant`).
     """
 
     role = "owner"
@@ -479,6 +491,7 @@ class Client(Participant):
         audit: AuditLog | None = None,
         tls: bool | None = None,
         coordinator: str = "",
+        observer: Observer | None = None,
     ) -> None:
         super().__init__(
             name=name,
@@ -489,6 +502,7 @@ class Client(Participant):
             audit=audit,
             tls=tls,
             coordinator=coordinator,
+            observer=observer,
         )
         self.trainer = trainer
         self.policy = (policy or OwnerPolicy()).resolved(roster)
