@@ -84,6 +84,13 @@ def client(
     log_format: Annotated[
         LogFormat, typer.Option(help="Log lines as text or as one JSON object each.")
     ] = LogFormat.TEXT,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve Prometheus metrics (tasks, refusals, releases, bytes) on this port "
+            "(127.0.0.1; 0: any free one)."
+        ),
+    ] = None,
     federation: Annotated[
         Path | None,
         typer.Option(help="The federation's signed roster (JSON); needs --authority."),
@@ -162,6 +169,16 @@ def client(
         trainer = owner_trainer(job, share)
         key = identity_key(identity)
         credentials = channel_credentials(coordinator, tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+        exporter = None
+        if metrics_port is not None:
+            from ..client.metrics import OwnerMetrics
+
+            exporter = OwnerMetrics(me_name, job.job.name)
+            try:
+                port = exporter.serve(metrics_port)
+            except OSError as exc:
+                raise fail(f"--metrics-port {metrics_port}: {exc}") from None
+            typer.echo(f"Prometheus metrics on http://127.0.0.1:{port}/metrics", err=True)
         me = Client(
             name=me_name,
             job=job,
@@ -175,6 +192,7 @@ def client(
             audit=log,
             tls=credentials is not None,
             coordinator=coordinator_name,
+            observer=exporter,
         )
         if ledger is not None:
             from ..client.consent import DataUse

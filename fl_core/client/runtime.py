@@ -67,6 +67,9 @@ log = logging.getLogger("bulwark.client")
 
 T = TypeVar("T")
 
+Observer = Callable[[str, str, Mapping[str, object]], None]
+"""Sees ``(kind, direction, detail)`` of each entry a participant records (see ``observer``)."""
+
 HOLD_RELEASE_S = 5.0
 """How long a client waits, after pushing a result, for the coordinator to end its hold."""
 
@@ -125,6 +128,9 @@ class Participant:
         tls: whether its connection to the coordinator is TLS (``None``: not stated).
         coordinator: the name of the coordinator it takes part under, as the owner configured
             it (empty: not stated); with a roster, the name the coordinator proves at join.
+        observer: called with ``(kind, direction, detail)`` of every entry the participant
+            records, with or without an audit log (``bulwark client --metrics-port`` counts
+            them); it must not raise.
 
     Attributes:
         data_use: an owner's record of what its tasks read (:class:`~fl_core.client.consent.
@@ -146,6 +152,7 @@ class Participant:
         audit: AuditLog | None = None,
         tls: bool | None = None,
         coordinator: str = "",
+        observer: Observer | None = None,
     ) -> None:
         self.name = name
         self.job = job
@@ -157,6 +164,7 @@ class Participant:
             )
         self.options = options or ClientOptions()
         self.audit = audit
+        self.observer = observer
         self.tls = tls
         self.coordinator = coordinator
         self._client_id = ""
@@ -205,8 +213,11 @@ class Participant:
     ) -> None:
         """Append an entry about this job, to or from the coordinator, to the audit log.
 
-        Nothing happens without a log. Arguments as :meth:`fl_core.audit.AuditLog.append`.
+        Nothing is written without a log; the observer, if any, sees the entry either way.
+        Arguments as :meth:`fl_core.audit.AuditLog.append`.
         """
+        if self.observer is not None:
+            self.observer(kind, direction, detail or {})
         if self.audit is None:
             return
         self.audit.append(
@@ -471,6 +482,7 @@ class Client(Participant):
             ``True``).
         coordinator: the coordinator's name (``policy.allowed_coordinators``; see
             :class:`Participant`).
+        observer: sees every recorded entry (see :class:`Participant`).
     """
 
     role = "owner"
@@ -490,6 +502,7 @@ class Client(Participant):
         audit: AuditLog | None = None,
         tls: bool | None = None,
         coordinator: str = "",
+        observer: Observer | None = None,
     ) -> None:
         super().__init__(
             name=name,
@@ -500,6 +513,7 @@ class Client(Participant):
             audit=audit,
             tls=tls,
             coordinator=coordinator,
+            observer=observer,
         )
         self.trainer = trainer
         self.policy = (policy or OwnerPolicy()).resolved(roster)
