@@ -9,12 +9,15 @@ loads the roster with ``--federation roster.json --authority authority.pub.pem``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..errors import FlCoreError
 from ._common import fail
+
+if TYPE_CHECKING:
+    from ..federation import Roster
 
 federation_app = typer.Typer(
     help="The federation's signed roster: who takes part, in which role, under which key.",
@@ -70,6 +73,23 @@ def _member_key(key: str) -> bytes:
             raise fail(f"--key {key}: {exc}") from None
 
 
+def _write_signed(path: Path, roster: Roster, signature: bytes) -> None:
+    """Replace the roster file atomically: a reader sees the old or the new roster, never half."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(roster.to_json(signature))
+    tmp.replace(path)
+
+
+def _verified(roster: Path, authority: Path) -> Roster:
+    """The roster verified against the pinned authority key, or one line and exit 2."""
+    from ..federation import Roster
+
+    try:
+        return Roster.load(roster, authority)
+    except FlCoreError as exc:
+        raise fail(str(exc)) from None
+
+
 @federation_app.command("add")
 def federation_add(
     name: Annotated[str, typer.Argument(help="The member's name (its --name / client id).")],
@@ -111,9 +131,7 @@ def federation_add(
         updated, signature = Roster.sign(roster.federation, [*others, member], signer)
     except FlCoreError as exc:
         raise fail(str(exc)) from None
-    tmp = roster_path.with_suffix(".tmp")
-    tmp.write_text(updated.to_json(signature))
-    tmp.replace(roster_path)  # atomic: a reader sees the old or the new roster, never half
+    _write_signed(roster_path, updated, signature)
     typer.echo(f"{name} added as {role}; roster {updated.fingerprint()[:16]} signed")
 
 
@@ -135,9 +153,7 @@ def federation_remove(
         )
     except FlCoreError as exc:
         raise fail(str(exc)) from None
-    tmp = roster_path.with_suffix(".tmp")
-    tmp.write_text(updated.to_json(signature))
-    tmp.replace(roster_path)
+    _write_signed(roster_path, updated, signature)
     typer.echo(f"{name} removed; roster {updated.fingerprint()[:16]} signed")
 
 
@@ -149,12 +165,7 @@ def federation_show(
     ],
 ) -> None:
     """Verify the roster against the pinned authority key and list its members."""
-    from ..federation import Roster
-
-    try:
-        verified = Roster.load(roster, authority)
-    except FlCoreError as exc:
-        raise fail(str(exc)) from None
+    verified = _verified(roster, authority)
     typer.echo(
         f"federation {verified.federation!r}: {len(verified.members)} members, "
         f"roster {verified.fingerprint()[:16]} verified"
@@ -172,10 +183,5 @@ def federation_verify(
     ],
 ) -> None:
     """Exit 0 when the roster verifies against the pinned key; else one line and exit 2."""
-    from ..federation import Roster
-
-    try:
-        verified = Roster.load(roster, authority)
-    except FlCoreError as exc:
-        raise fail(str(exc)) from None
+    verified = _verified(roster, authority)
     typer.echo(f"roster ok: {verified.federation!r}, {verified.fingerprint()}")
